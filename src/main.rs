@@ -1,0 +1,16 @@
+//! `peerconn`: with no arguments, the window; with a subcommand, the same
+//! engine driven from a terminal (see `cli`).
+
+mod cli;
+mod gui;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let _log = peerconn::logging::init();
+    match cli::parse() {
+        Ok(None) => gui::run(),
+        Ok(Some(command)) => cli::run(command),
+        Err(code) => code,
+    }
+}

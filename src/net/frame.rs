@@ -1,0 +1,372 @@
+//! Protocol v1 frames: how PeerConn messages look on the wire.
+//!
+//! This module is deliberately pure: [`decode`] is a function from bytes to a
+//! frame, with no I/O, no clocks and no state, so it can be property-tested
+//! and fuzzed in isolation. The byte layout is specified in
+//! `docs/PROTOCOL.md`; keep the two in step.
+//!
+//! Every frame is `length: u32 BE | type: u8 | payload`, where `length`
+//! counts the type byte and the payload. A whole frame is at most
+//! [`MAX_FRAME`] bytes, the plaintext capacity of one Noise transport
+//! message, so an encryption layer can wrap frames one-to-one later.
+//!
+//! Decoding is strict and bounded: the length is checked against the cap
+//! before anything else, so a peer can never make us allocate more than one
+//! frame's worth of memory, and every field is validated (UTF-8, caps,
+//! exact payload length) before a [`Frame`] is returned.
+
+use std::fmt;
+
+/// Eight bytes that open every hello: "PEERCONN".
+pub const MAGIC: [u8; 8] = *b"PEERCONN";
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Largest whole frame (header included): 65 535 − 16, the plaintext that
+/// fits in one Noise transport message.
+pub const MAX_FRAME: usize = 65_519;
+/// Bytes before the payload: the length (4) and the type (1).
+pub const HEADER_LEN: usize = 5;
+/// Largest payload of any frame.
+pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER_LEN;
+/// Largest display name, in UTF-8 bytes.
+pub const MAX_NAME: usize = 64;
+/// Largest chat message, in UTF-8 bytes.
+pub const MAX_CHAT: usize = 16 * 1024;
+/// Largest reason text in a bye, in UTF-8 bytes.
+pub const MAX_REASON: usize = 200;
+
+/// Frame type bytes. 0x10..=0x1F are reserved for file transfer.
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const CHAT: u8 = 0x02;
+    pub const PING: u8 = 0x03;
+    pub const PONG: u8 = 0x04;
+    pub const BYE: u8 = 0x05;
+}
+
+/// Why a peer ends a connection with [`Frame::Bye`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByeCode {
+    /// The person closed the connection or the program is exiting.
+    Normal,
+    /// A server peersocket already has a peer.
+    Busy,
+    /// We received something that breaks the protocol.
+    ProtocolError,
+    /// The peer's protocol version is not one we speak.
+    Unsupported,
+}
+
+impl ByeCode {
+    fn to_byte(self) -> u8 {
+        match self {
+            ByeCode::Normal => 0,
+            ByeCode::Busy => 1,
+            ByeCode::ProtocolError => 2,
+            ByeCode::Unsupported => 3,
+        }
+    }
+    fn from_byte(b: u8) -> Option<ByeCode> {
+        Some(match b {
+            0 => ByeCode::Normal,
+            1 => ByeCode::Busy,
+            2 => ByeCode::ProtocolError,
+            3 => ByeCode::Unsupported,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded protocol message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame in each direction: who we are and what we speak.
+    Hello {
+        version: u16,
+        name: String,
+    },
+    /// A chat message, 1..=[`MAX_CHAT`] bytes of UTF-8.
+    Chat(String),
+    /// Heartbeat; the peer answers with a pong carrying the same nonce.
+    Ping(u64),
+    Pong(u64),
+    /// Graceful close, with a reason a person can read.
+    Bye {
+        code: ByeCode,
+        reason: String,
+    },
+}
+
+/// Why bytes from a peer are not a valid frame. Every variant reads as a
+/// sentence a person can understand in a log or a status line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length field is zero (no type byte).
+    Empty,
+    /// The length field exceeds [`MAX_FRAME`]; nothing was allocated.
+    Oversized(u64),
+    UnknownType(u8),
+    /// The hello does not start with [`MAGIC`].
+    BadMagic,
+    /// A text field is not UTF-8.
+    BadUtf8(&'static str),
+    /// The payload has the wrong size or content for its type.
+    Malformed(&'static str, String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::Empty => write!(f, "received an empty frame"),
+            FrameError::Oversized(n) => {
+                write!(
+                    f,
+                    "received a frame of {n} bytes, over the limit of {MAX_FRAME}"
+                )
+            }
+            FrameError::UnknownType(t) => write!(f, "received an unknown frame type 0x{t:02x}"),
+            FrameError::BadMagic => write!(f, "the peer is not speaking the PeerConn protocol"),
+            FrameError::BadUtf8(what) => write!(f, "received a {what} that is not valid UTF-8"),
+            FrameError::Malformed(what, why) => write!(f, "received a malformed {what}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Checks a display name: 1..=[`MAX_NAME`] bytes, no control characters,
+/// not only white space. Used for our own names and for names in a hello.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!(
+            "the name is {} bytes long; the limit is {MAX_NAME}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the name contains control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a chat message: 1..=[`MAX_CHAT`] bytes.
+pub fn check_chat(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("the message is empty".into());
+    }
+    if text.len() > MAX_CHAT {
+        return Err(format!(
+            "the message is {} bytes long; the limit is {MAX_CHAT}",
+            text.len()
+        ));
+    }
+    Ok(())
+}
+
+impl Frame {
+    /// Appends the encoded frame to `out`.
+    ///
+    /// Callers validate text with [`check_name`]/[`check_chat`] first; an
+    /// over-long field is cut at a character boundary here rather than
+    /// producing a frame the peer must reject.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            Frame::Hello { version, name } => {
+                out.push(kind::HELLO);
+                out.extend_from_slice(&MAGIC);
+                out.extend_from_slice(&version.to_be_bytes());
+                let name = clip(name, MAX_NAME);
+                out.push(name.len() as u8);
+                out.extend_from_slice(name.as_bytes());
+            }
+            Frame::Chat(text) => {
+                out.push(kind::CHAT);
+                out.extend_from_slice(clip(text, MAX_CHAT).as_bytes());
+            }
+            Frame::Ping(n) => {
+                out.push(kind::PING);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Pong(n) => {
+                out.push(kind::PONG);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Frame::Bye { code, reason } => {
+                out.push(kind::BYE);
+                out.push(code.to_byte());
+                out.extend_from_slice(clip(reason, MAX_REASON).as_bytes());
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The encoded frame as a new buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v
+    }
+
+    /// A short name of the frame type for logs ("hello", "chat", ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Chat(_) => "chat message",
+            Frame::Ping(_) => "ping",
+            Frame::Pong(_) => "pong",
+            Frame::Bye { .. } => "bye",
+        }
+    }
+}
+
+/// Longest prefix of `s` that is at most `max` bytes and ends on a char
+/// boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Decodes the first frame in `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only part of a frame (read more and
+/// call again), `Ok(Some((frame, used)))` with the number of bytes the frame
+/// took, or an error when the bytes can never become a valid frame. An
+/// oversized length is reported as soon as the four length bytes are in,
+/// before the body arrives.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > MAX_FRAME - 4 {
+        return Err(FrameError::Oversized(len as u64 + 4));
+    }
+    // The type byte alone lets us refuse unknown types early.
+    if buf.len() >= HEADER_LEN && !(kind::HELLO..=kind::BYE).contains(&buf[4]) {
+        return Err(FrameError::UnknownType(buf[4]));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    let payload = &buf[HEADER_LEN..4 + len];
+    let frame = match buf[4] {
+        kind::HELLO => decode_hello(payload)?,
+        kind::CHAT => {
+            let text =
+                std::str::from_utf8(payload).map_err(|_| FrameError::BadUtf8("chat message"))?;
+            check_chat(text).map_err(|why| FrameError::Malformed("chat message", why))?;
+            Frame::Chat(text.to_owned())
+        }
+        kind::PING => Frame::Ping(u64_payload(payload, "ping")?),
+        kind::PONG => Frame::Pong(u64_payload(payload, "pong")?),
+        kind::BYE => {
+            let (&code, reason) = payload
+                .split_first()
+                .ok_or_else(|| FrameError::Malformed("bye", "it has no reason code".into()))?;
+            let code = ByeCode::from_byte(code).ok_or_else(|| {
+                FrameError::Malformed("bye", format!("unknown reason code {code}"))
+            })?;
+            if reason.len() > MAX_REASON {
+                return Err(FrameError::Malformed(
+                    "bye",
+                    format!("the reason is over {MAX_REASON} bytes"),
+                ));
+            }
+            let reason =
+                std::str::from_utf8(reason).map_err(|_| FrameError::BadUtf8("bye reason"))?;
+            Frame::Bye {
+                code,
+                reason: reason.to_owned(),
+            }
+        }
+        t => return Err(FrameError::UnknownType(t)),
+    };
+    Ok(Some((frame, 4 + len)))
+}
+
+fn u64_payload(payload: &[u8], what: &'static str) -> Result<u64, FrameError> {
+    let bytes: [u8; 8] = payload.try_into().map_err(|_| {
+        FrameError::Malformed(what, format!("{} bytes instead of 8", payload.len()))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
+    // magic (8) | version (2) | name length (1) | name
+    if p.len() < 8 || p[..8] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    if p.len() < 11 {
+        return Err(FrameError::Malformed(
+            "hello",
+            format!("{} bytes is too short", p.len()),
+        ));
+    }
+    let version = u16::from_be_bytes([p[8], p[9]]);
+    let name_len = p[10] as usize;
+    let name = &p[11..];
+    if name.len() != name_len {
+        return Err(FrameError::Malformed(
+            "hello",
+            format!(
+                "the name should be {name_len} bytes but {} follow",
+                name.len()
+            ),
+        ));
+    }
+    let name = std::str::from_utf8(name).map_err(|_| FrameError::BadUtf8("name"))?;
+    check_name(name).map_err(|why| FrameError::Malformed("hello", why))?;
+    Ok(Frame::Hello {
+        version,
+        name: name.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_bytes_match_the_spec() {
+        let bytes = Frame::Hello {
+            version: 1,
+            name: "Al".into(),
+        }
+        .to_bytes();
+        let mut want = vec![0, 0, 0, 14, kind::HELLO];
+        want.extend_from_slice(b"PEERCONN");
+        want.extend_from_slice(&[0, 1, 2, b'A', b'l']);
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_from_the_header_alone() {
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff, 0xff]),
+            Err(FrameError::Oversized(0xffff_ffff + 4))
+        );
+    }
+
+    #[test]
+    fn partial_frames_ask_for_more() {
+        let bytes = Frame::Chat("hello".into()).to_bytes();
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+}

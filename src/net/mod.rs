@@ -1,0 +1,367 @@
+//! The network engine: one reactor thread that owns every socket.
+//!
+//! The UI (or the command line) holds an [`Engine`]. It issues commands by
+//! calling its methods, which put a [`Command`] on a channel and wake the
+//! reactor through a `mio::Waker`; the reactor reports what happened as
+//! [`Event`]s on another channel that the caller drains when it suits it
+//! (the GUI on a `slint::Timer`, the command line in its select loop).
+//!
+//! Nothing here knows about Slint. The threading model is written up in
+//! `docs/THREADING.md`, the wire format in `docs/PROTOCOL.md`.
+
+pub mod frame;
+mod reactor;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// Identifies one peersocket for the lifetime of an [`Engine`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u64);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Which side of the connection a peersocket is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Made by Listen: waits for a peer to connect (icon: down arrow).
+    Server,
+    /// Made by Connect: connects to a server peersocket (icon: up arrow).
+    Client,
+}
+
+/// The three colours a peersocket can show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Yellow: active and waiting for a connection.
+    Waiting,
+    /// Green: active and connected.
+    Connected,
+    /// Red: inactive, connection lost.
+    Lost,
+}
+
+/// What a peersocket is doing now, with the details the UI shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// A server peersocket bound to `local` and waiting for a peer.
+    Listening { local: SocketAddr },
+    /// A client peersocket connecting to `remote` (or waiting for its hello).
+    Connecting { remote: SocketAddr },
+    /// The hello is done in both directions.
+    Connected {
+        peer_name: String,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+    },
+    /// Inactive. `clean` is true when the connection ended on purpose (a bye
+    /// from either side), false when it failed.
+    Lost { reason: String, clean: bool },
+}
+
+impl PeerState {
+    pub fn status(&self) -> Status {
+        match self {
+            PeerState::Listening { .. } | PeerState::Connecting { .. } => Status::Waiting,
+            PeerState::Connected { .. } => Status::Connected,
+            PeerState::Lost { .. } => Status::Lost,
+        }
+    }
+}
+
+/// What the reactor reports. Events for one peersocket arrive in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peersocket changed state.
+    State { id: PeerId, state: PeerState },
+    /// The peer sent a chat message.
+    Message { id: PeerId, text: String },
+    /// A command could not be carried out; the peersocket's state is unchanged.
+    Error { id: PeerId, reason: String },
+    /// The peersocket was renamed.
+    Renamed { id: PeerId, name: String },
+    /// The peersocket is gone; no more events will name it.
+    Removed { id: PeerId },
+}
+
+impl Event {
+    pub fn id(&self) -> PeerId {
+        match self {
+            Event::State { id, .. }
+            | Event::Message { id, .. }
+            | Event::Error { id, .. }
+            | Event::Renamed { id, .. }
+            | Event::Removed { id } => *id,
+        }
+    }
+}
+
+/// Options for a server peersocket.
+#[derive(Clone, Debug)]
+pub struct ListenOptions {
+    /// After its peer leaves, report `Lost` and then go straight back to
+    /// `Listening` for the next peer, instead of staying inactive.
+    pub keep_listening: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            keep_listening: false,
+        }
+    }
+}
+
+/// Timing and size limits of the engine. The defaults are what the app
+/// uses; tests shorten the timers.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long a client waits for the TCP connection to be established.
+    pub connect_timeout: Duration,
+    /// How long a new connection has to complete the hello.
+    pub hello_timeout: Duration,
+    /// A ping is sent after this long without sending anything.
+    pub heartbeat_interval: Duration,
+    /// The peer is lost after this long without receiving anything.
+    pub heartbeat_timeout: Duration,
+    /// How long a graceful close waits for the peer to take our last bytes.
+    pub close_linger: Duration,
+    /// Connections still in their hello that one listener holds at most.
+    pub max_pending_hellos: usize,
+    /// Bytes waiting to be written to one peer before a send is refused.
+    pub max_output_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            connect_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            close_linger: Duration::from_secs(3),
+            max_pending_hellos: 16,
+            max_output_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A request to the reactor. Built by [`Engine`]'s methods.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Listen {
+        id: PeerId,
+        name: String,
+        bind: SocketAddr,
+        options: ListenOptions,
+    },
+    Connect {
+        id: PeerId,
+        name: String,
+        remote: SocketAddr,
+    },
+    Send {
+        id: PeerId,
+        text: String,
+    },
+    Disconnect {
+        id: PeerId,
+    },
+    Restart {
+        id: PeerId,
+    },
+    Rename {
+        id: PeerId,
+        name: String,
+    },
+    Remove {
+        id: PeerId,
+    },
+    Shutdown,
+}
+
+/// A mistake in what the caller asked for, found before anything was created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// The handle to the reactor thread. Dropping it says bye to every peer,
+/// waits briefly for those byes to go out, and joins the thread.
+pub struct Engine {
+    commands: Sender<Command>,
+    waker: Arc<mio::Waker>,
+    events: Receiver<Event>,
+    next_id: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the reactor with the default configuration.
+    pub fn start() -> io::Result<Engine> {
+        Engine::with_config(EngineConfig::default())
+    }
+
+    pub fn with_config(config: EngineConfig) -> io::Result<Engine> {
+        let (commands, command_rx) = crossbeam_channel::unbounded();
+        let (event_tx, events) = crossbeam_channel::unbounded();
+        let (reactor, waker) = reactor::Reactor::new(config, command_rx, event_tx)?;
+        let thread = std::thread::Builder::new()
+            .name("peerconn-reactor".into())
+            .spawn(move || reactor.run())?;
+        Ok(Engine {
+            commands,
+            waker,
+            events,
+            next_id: AtomicU64::new(1),
+            thread: Some(thread),
+        })
+    }
+
+    /// The events the reactor reports, in order.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Creates a server peersocket bound to `bind` (port 0: the system picks
+    /// one; the real address comes in the `Listening` state).
+    pub fn listen(
+        &self,
+        name: &str,
+        bind: SocketAddr,
+        options: ListenOptions,
+    ) -> Result<PeerId, InputError> {
+        frame::check_name(name).map_err(InputError)?;
+        let id = self.new_id();
+        self.command(Command::Listen {
+            id,
+            name: name.to_owned(),
+            bind,
+            options,
+        });
+        Ok(id)
+    }
+
+    /// Creates a client peersocket that connects to `remote`.
+    pub fn connect(&self, name: &str, remote: SocketAddr) -> Result<PeerId, InputError> {
+        frame::check_name(name).map_err(InputError)?;
+        if remote.port() == 0 {
+            return Err(InputError(
+                "port 0 cannot be connected to; give the server's port".into(),
+            ));
+        }
+        if remote.ip().is_unspecified() {
+            return Err(InputError(format!(
+                "{} is not an address to connect to",
+                remote.ip()
+            )));
+        }
+        let id = self.new_id();
+        self.command(Command::Connect {
+            id,
+            name: name.to_owned(),
+            remote,
+        });
+        Ok(id)
+    }
+
+    /// Queues a chat message to the peer of `id`.
+    pub fn send_text(&self, id: PeerId, text: &str) -> Result<(), InputError> {
+        frame::check_chat(text).map_err(InputError)?;
+        self.command(Command::Send {
+            id,
+            text: text.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Closes the connection gracefully once everything queued has gone out
+    /// (or stops listening / connecting). The peersocket becomes `Lost`.
+    pub fn disconnect(&self, id: PeerId) {
+        self.command(Command::Disconnect { id });
+    }
+
+    /// Listens again / reconnects a `Lost` peersocket.
+    pub fn restart(&self, id: PeerId) {
+        self.command(Command::Restart { id });
+    }
+
+    pub fn rename(&self, id: PeerId, name: &str) -> Result<(), InputError> {
+        frame::check_name(name).map_err(InputError)?;
+        self.command(Command::Rename {
+            id,
+            name: name.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Closes the peersocket (gracefully) and forgets it.
+    pub fn remove(&self, id: PeerId) {
+        self.command(Command::Remove { id });
+    }
+
+    fn new_id(&self) -> PeerId {
+        PeerId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn command(&self, command: Command) {
+        // Both fail only once the reactor has exited, and then there is
+        // nothing left to do the command for.
+        if self.commands.send(command).is_ok() {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the reactor: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.command(Command::Shutdown);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the reactor thread panicked");
+            }
+        }
+    }
+}
+
+/// Text from a peer made safe to print on one line: control characters
+/// (newlines included) and bidirectional overrides are shown escaped, so
+/// they can neither drive a terminal nor reorder what a person reads.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}

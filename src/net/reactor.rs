@@ -1,0 +1,1249 @@
+//! The reactor: one thread, one `mio::Poll`, every listener and stream.
+//!
+//! Written in the shape of audioipc's `ipccore`: poll, handle socket events,
+//! then drain commands, then run the timers. A socket that fails or a peer
+//! that misbehaves closes its own connection and nothing else; the loop only
+//! ends on `Shutdown` (or if the OS poller itself fails).
+//!
+//! Timers need no thread of their own: every connection knows its next
+//! deadline (connect, hello, heartbeat, linger) and the poll timeout is the
+//! earliest of them, so an idle engine sleeps in `poll` until something is
+//! really due.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::event::Event as MioEvent;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, SockRef, TcpKeepalive, Type};
+
+use super::frame::{self, ByeCode, Frame};
+use super::{printable, Command, EngineConfig, Event, ListenOptions, PeerId, PeerState, Role};
+
+/// Outside the range of socket tokens, which count up from 0.
+const WAKE_TOKEN: Token = Token(usize::MAX);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from one stream before others get their turn.
+const READ_BUDGET: usize = 1024 * 1024;
+/// How long shutdown waits for byes to go out.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Backlog of a listening socket.
+const LISTEN_BACKLOG: i32 = 128;
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    config: EngineConfig,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    peers: HashMap<PeerId, Peer>,
+    sockets: HashMap<Token, Socket>,
+    next_token: usize,
+    scratch: Vec<u8>,
+    /// Streams that used up their read budget and may hold more input.
+    read_again: Vec<Token>,
+    /// Set once `Shutdown` arrives: the loop ends when the last connection
+    /// has closed or at this instant.
+    shutdown_deadline: Option<Instant>,
+}
+
+/// One peersocket as the reactor sees it.
+struct Peer {
+    role: Role,
+    name: String,
+    /// Server: the address to bind (the real one once bound, so a restart
+    /// gets the same port). Client: the remote address.
+    addr: SocketAddr,
+    options: ListenOptions,
+    listener: Option<Token>,
+    /// The connection that is the peer: a client's from the start, a
+    /// server's once its hello is done.
+    conn: Option<Token>,
+    /// Server: accepted connections that have not completed the hello.
+    pending: Vec<Token>,
+    lost: bool,
+}
+
+impl Peer {
+    fn label(&self, id: PeerId) -> String {
+        format!("[{} {id}]", printable(&self.name))
+    }
+}
+
+enum Socket {
+    Listener {
+        owner: PeerId,
+        listener: TcpListener,
+    },
+    Stream(Conn),
+}
+
+/// One TCP stream and its protocol state.
+struct Conn {
+    owner: PeerId,
+    stream: TcpStream,
+    remote: SocketAddr,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// `WRITABLE` interest is registered.
+    wants_write: bool,
+    last_rx: Instant,
+    last_tx: Instant,
+    ping_seq: u64,
+    /// What to report to the owner when the connection finally closes.
+    ending: Option<End>,
+}
+
+enum Phase {
+    /// Client: the non-blocking connect is in progress.
+    Connecting {
+        deadline: Instant,
+    },
+    /// Waiting for the peer's hello.
+    Hello {
+        deadline: Instant,
+    },
+    Open,
+    /// We said what we had to say (usually a bye); flushing, then waiting
+    /// for the peer to close its side.
+    Closing {
+        deadline: Instant,
+        shut: bool,
+    },
+}
+
+/// How a connection ended, as the owner's `Lost` state will say it.
+#[derive(Clone, Debug)]
+struct End {
+    reason: String,
+    clean: bool,
+}
+
+impl End {
+    fn clean(reason: impl Into<String>) -> End {
+        End {
+            reason: reason.into(),
+            clean: true,
+        }
+    }
+    fn failed(reason: impl Into<String>) -> End {
+        End {
+            reason: reason.into(),
+            clean: false,
+        }
+    }
+}
+
+/// A request to close a connection, returned by the frame handlers.
+struct Close {
+    end: End,
+    /// Say this to the peer first, then close gracefully.
+    bye: Option<(ByeCode, String)>,
+}
+
+impl From<End> for Close {
+    fn from(end: End) -> Close {
+        Close { end, bye: None }
+    }
+}
+
+impl Conn {
+    fn new(owner: PeerId, stream: TcpStream, remote: SocketAddr, phase: Phase) -> Conn {
+        let now = Instant::now();
+        Conn {
+            owner,
+            stream,
+            remote,
+            phase,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            wants_write: false,
+            last_rx: now,
+            last_tx: now,
+            ping_seq: 0,
+            ending: None,
+        }
+    }
+
+    fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn queue(&mut self, frame: &Frame) {
+        frame.encode(&mut self.out);
+        self.last_tx = Instant::now();
+    }
+
+    /// Writes until the output is empty or the socket would block.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > READ_CHUNK && self.out_pos * 2 > self.out.len() {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// When something is next due on this connection.
+    fn deadline(&self, config: &EngineConfig) -> Instant {
+        match self.phase {
+            Phase::Connecting { deadline }
+            | Phase::Hello { deadline }
+            | Phase::Closing { deadline, .. } => deadline,
+            Phase::Open => (self.last_rx + config.heartbeat_timeout)
+                .min(self.last_tx + config.heartbeat_interval),
+        }
+    }
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        config: EngineConfig,
+        commands: Receiver<Command>,
+        events: Sender<Event>,
+    ) -> io::Result<(Reactor, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
+        let reactor = Reactor {
+            poll,
+            config,
+            commands,
+            events,
+            peers: HashMap::new(),
+            sockets: HashMap::new(),
+            next_token: 0,
+            scratch: vec![0; READ_CHUNK],
+            read_again: Vec::new(),
+            shutdown_deadline: None,
+        };
+        Ok((reactor, waker))
+    }
+
+    pub(crate) fn run(mut self) {
+        log::debug!("reactor started");
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.sockets.is_empty() || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let timeout = if self.read_again.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("the network poller failed, closing every connection: {e}");
+                self.fail_everything(&format!("internal network error: {e}"));
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKE_TOKEN => {}
+                    token => self.socket_ready(token, event),
+                }
+            }
+            for token in std::mem::take(&mut self.read_again) {
+                self.drive(token, true, false);
+            }
+            self.drain_commands();
+            self.run_timers(Instant::now());
+        }
+        let open = self.sockets.len();
+        self.sockets.clear();
+        log::debug!("reactor stopped ({open} sockets still open were closed)");
+    }
+
+    // ----- commands ---------------------------------------------------------
+
+    fn drain_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            if self.shutdown_deadline.is_some() {
+                continue;
+            }
+            match command {
+                Command::Listen {
+                    id,
+                    name,
+                    bind,
+                    options,
+                } => {
+                    let peer = Peer {
+                        role: Role::Server,
+                        name,
+                        addr: bind,
+                        options,
+                        listener: None,
+                        conn: None,
+                        pending: Vec::new(),
+                        lost: true,
+                    };
+                    log::info!("{} listen on {bind}", peer.label(id));
+                    self.peers.insert(id, peer);
+                    self.start_listening(id);
+                }
+                Command::Connect { id, name, remote } => {
+                    let peer = Peer {
+                        role: Role::Client,
+                        name,
+                        addr: remote,
+                        options: ListenOptions::default(),
+                        listener: None,
+                        conn: None,
+                        pending: Vec::new(),
+                        lost: true,
+                    };
+                    log::info!("{} connect to {remote}", peer.label(id));
+                    self.peers.insert(id, peer);
+                    self.start_connecting(id);
+                }
+                Command::Send { id, text } => self.send_text(id, text),
+                Command::Disconnect { id } => self.disconnect(id),
+                Command::Restart { id } => match self.peers.get(&id) {
+                    None => self.error(id, "there is no such peersocket"),
+                    Some(peer) if !peer.lost => self.error(id, "the peersocket is already active"),
+                    Some(peer) if peer.role == Role::Server => self.start_listening(id),
+                    Some(_) => self.start_connecting(id),
+                },
+                Command::Rename { id, name } => match self.peers.get_mut(&id) {
+                    None => self.error(id, "there is no such peersocket"),
+                    Some(peer) => {
+                        log::info!("{} renamed to \"{}\"", peer.label(id), printable(&name));
+                        peer.name = name.clone();
+                        self.emit(Event::Renamed { id, name });
+                    }
+                },
+                Command::Remove { id } => self.remove(id),
+                Command::Shutdown => self.shutdown(),
+            }
+        }
+    }
+
+    fn start_listening(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let addr = peer.addr;
+        let label = peer.label(id);
+        let bound = bind_listener(addr).and_then(|mut listener| {
+            let local = listener.local_addr()?;
+            let token = self.new_token();
+            self.poll
+                .registry()
+                .register(&mut listener, token, Interest::READABLE)?;
+            Ok((listener, local, token))
+        });
+        match bound {
+            Ok((listener, local, token)) => {
+                log::info!("{label} listening on {local}");
+                self.sockets.insert(
+                    token,
+                    Socket::Listener {
+                        owner: id,
+                        listener,
+                    },
+                );
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.listener = Some(token);
+                    peer.addr = local;
+                }
+                self.set_state(id, PeerState::Listening { local });
+            }
+            Err(e) => {
+                let reason = listen_error(addr, &e);
+                log::warn!("{label} {reason}");
+                self.set_state(
+                    id,
+                    PeerState::Lost {
+                        reason,
+                        clean: false,
+                    },
+                );
+            }
+        }
+    }
+
+    fn start_connecting(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let remote = peer.addr;
+        let label = peer.label(id);
+        let connecting = TcpStream::connect(remote).and_then(|mut stream| {
+            let token = self.new_token();
+            self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok((stream, token))
+        });
+        match connecting {
+            Ok((stream, token)) => {
+                let deadline = Instant::now() + self.config.connect_timeout;
+                let mut conn = Conn::new(id, stream, remote, Phase::Connecting { deadline });
+                conn.wants_write = true;
+                self.sockets.insert(token, Socket::Stream(conn));
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.conn = Some(token);
+                }
+                self.set_state(id, PeerState::Connecting { remote });
+            }
+            Err(e) => {
+                let reason = connect_error(remote, &e);
+                log::warn!("{label} {reason}");
+                self.set_state(
+                    id,
+                    PeerState::Lost {
+                        reason,
+                        clean: false,
+                    },
+                );
+            }
+        }
+    }
+
+    fn send_text(&mut self, id: PeerId, text: String) {
+        let limit = self.config.max_output_bytes;
+        let problem = match self.peers.get(&id) {
+            None => Some("there is no such peersocket".to_owned()),
+            Some(peer) => match peer.conn.and_then(|t| self.sockets.get_mut(&t)) {
+                Some(Socket::Stream(conn)) if matches!(conn.phase, Phase::Open) => {
+                    if conn.pending_output() + text.len() > limit {
+                        Some(format!(
+                            "message not sent: {} KiB are already waiting to go out to this peer",
+                            conn.pending_output() / 1024
+                        ))
+                    } else {
+                        conn.queue(&Frame::Chat(text));
+                        None
+                    }
+                }
+                Some(Socket::Stream(conn)) if matches!(conn.phase, Phase::Closing { .. }) => {
+                    Some("message not sent: the connection is closing".to_owned())
+                }
+                _ if peer.lost => {
+                    Some("message not sent: the peersocket is not connected".to_owned())
+                }
+                _ => Some("message not sent: no peer is connected yet".to_owned()),
+            },
+        };
+        match problem {
+            Some(reason) => self.error(id, &reason),
+            None => {
+                if let Some(token) = self.peers.get(&id).and_then(|p| p.conn) {
+                    self.drive(token, false, true);
+                }
+            }
+        }
+    }
+
+    fn disconnect(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get(&id) else {
+            return self.error(id, "there is no such peersocket");
+        };
+        if peer.lost {
+            return self.error(id, "the peersocket is not active");
+        }
+        let label = peer.label(id);
+        let conn_token = peer.conn;
+        let open = conn_token.and_then(|t| match self.sockets.get(&t) {
+            Some(Socket::Stream(c)) => Some(matches!(c.phase, Phase::Open | Phase::Closing { .. })),
+            _ => None,
+        });
+        match (conn_token, open) {
+            (Some(token), Some(true)) => {
+                log::info!("{label} closing the connection");
+                self.with_conn(token, |_, _| {
+                    Err(Close {
+                        end: End::clean("you closed the connection"),
+                        bye: Some((ByeCode::Normal, String::new())),
+                    })
+                });
+            }
+            (Some(token), _) => {
+                // Still connecting or in the hello: nothing to say goodbye to.
+                self.sockets.remove(&token);
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.conn = None;
+                }
+                log::info!("{label} connection attempt cancelled");
+                self.set_state(
+                    id,
+                    PeerState::Lost {
+                        reason: "you cancelled the connection".into(),
+                        clean: true,
+                    },
+                );
+            }
+            (None, _) => {
+                log::info!("{label} stopped listening");
+                self.close_listener(id);
+                self.set_state(
+                    id,
+                    PeerState::Lost {
+                        reason: "you stopped listening".into(),
+                        clean: true,
+                    },
+                );
+            }
+        }
+    }
+
+    fn remove(&mut self, id: PeerId) {
+        if !self.peers.contains_key(&id) {
+            return self.error(id, "there is no such peersocket");
+        }
+        self.close_listener(id);
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        log::info!("{} removed", peer.label(id));
+        if let Some(token) = peer.conn {
+            let open = matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if matches!(c.phase, Phase::Open));
+            if open {
+                // The owner is gone, so nothing is reported when this ends.
+                self.with_conn(token, |_, _| {
+                    Err(Close {
+                        end: End::clean("removed"),
+                        bye: Some((ByeCode::Normal, String::new())),
+                    })
+                });
+            } else if !matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if matches!(c.phase, Phase::Closing { .. }))
+            {
+                self.sockets.remove(&token);
+            }
+        }
+        self.emit(Event::Removed { id });
+    }
+
+    fn shutdown(&mut self) {
+        log::info!("shutting down: saying bye to every peer");
+        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        let tokens: Vec<Token> = self.sockets.keys().copied().collect();
+        for token in tokens {
+            let open = match self.sockets.get(&token) {
+                Some(Socket::Stream(conn)) => {
+                    matches!(conn.phase, Phase::Open | Phase::Closing { .. })
+                }
+                _ => false,
+            };
+            if open {
+                self.with_conn(token, |_, _| {
+                    Err(Close {
+                        end: End::clean("PeerConn closed"),
+                        bye: Some((ByeCode::Normal, "PeerConn is closing".into())),
+                    })
+                });
+            } else {
+                self.sockets.remove(&token);
+            }
+        }
+        // Nobody is listening for events any more.
+        self.peers.clear();
+    }
+
+    /// Last resort when the poller itself fails.
+    fn fail_everything(&mut self, reason: &str) {
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.set_state(
+                id,
+                PeerState::Lost {
+                    reason: reason.to_owned(),
+                    clean: false,
+                },
+            );
+        }
+    }
+
+    fn close_listener(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let listener = peer.listener.take();
+        let pending = std::mem::take(&mut peer.pending);
+        for token in listener.into_iter().chain(pending) {
+            self.sockets.remove(&token);
+        }
+    }
+
+    // ----- socket events ----------------------------------------------------
+
+    fn socket_ready(&mut self, token: Token, event: &MioEvent) {
+        match self.sockets.get(&token) {
+            None => log::trace!("event for a socket already closed ({token:?})"),
+            Some(Socket::Listener { owner, .. }) => {
+                let owner = *owner;
+                self.accept(token, owner);
+            }
+            Some(Socket::Stream(_)) => {
+                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                self.drive(token, readable, writable);
+            }
+        }
+    }
+
+    fn accept(&mut self, token: Token, owner: PeerId) {
+        loop {
+            let accepted = match self.sockets.get(&token) {
+                Some(Socket::Listener { listener, .. }) => listener.accept(),
+                _ => return,
+            };
+            let (mut stream, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // E.g. out of file descriptors. The connection stays in
+                    // the backlog; we try again on the next readiness.
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let Some(peer) = self.peers.get(&owner) else {
+                return;
+            };
+            let label = peer.label(owner);
+            if peer.pending.len() >= self.config.max_pending_hellos {
+                log::warn!("{label} refused {remote}: too many connections still in their hello");
+                continue;
+            }
+            tune_stream(&stream);
+            let conn_token = self.new_token();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, conn_token, Interest::READABLE)
+            {
+                log::warn!("{label} cannot watch the connection from {remote}: {e}");
+                continue;
+            }
+            log::info!("{label} incoming connection from {remote}");
+            let deadline = Instant::now() + self.config.hello_timeout;
+            self.sockets.insert(
+                conn_token,
+                Socket::Stream(Conn::new(owner, stream, remote, Phase::Hello { deadline })),
+            );
+            if let Some(peer) = self.peers.get_mut(&owner) {
+                peer.pending.push(conn_token);
+            }
+        }
+    }
+
+    /// Does all the I/O a stream is ready for, then brings its `WRITABLE`
+    /// interest in line with its pending output.
+    fn drive(&mut self, token: Token, readable: bool, writable: bool) {
+        self.with_conn(token, |reactor, conn| {
+            if let Phase::Connecting { .. } = conn.phase {
+                if !(readable || writable) {
+                    return Ok(());
+                }
+                return reactor.finish_connect(token, conn);
+            }
+            if readable {
+                reactor.read(token, conn)?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Takes the connection out of the table, runs `f` on it, and puts it
+    /// back; or closes it when `f` asks. The closure gets the whole reactor,
+    /// so frame handlers can report events and touch the owner.
+    fn with_conn(
+        &mut self,
+        token: Token,
+        f: impl FnOnce(&mut Reactor, &mut Conn) -> Result<(), Close>,
+    ) {
+        let Some(Socket::Stream(mut conn)) = self.sockets.remove(&token) else {
+            return;
+        };
+        let mut result = f(self, &mut conn);
+        if result.is_ok() {
+            result = self.flush_and_watch(token, &mut conn);
+        }
+        match result {
+            Ok(()) => {
+                self.sockets.insert(token, Socket::Stream(conn));
+            }
+            Err(close) => self.close(token, conn, close),
+        }
+    }
+
+    fn flush_and_watch(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
+        if let Phase::Connecting { .. } = conn.phase {
+            return Ok(());
+        }
+        if let Err(e) = conn.flush() {
+            return Err(io_end(conn, &e).into());
+        }
+        if let Phase::Closing {
+            shut: shut @ false, ..
+        } = &mut conn.phase
+        {
+            if conn.out_pos == conn.out.len() {
+                // All we had to say is out: tell the peer we are done
+                // writing, and wait for it to close its side.
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                *shut = true;
+            }
+        }
+        let want_write = conn.pending_output() > 0;
+        if want_write != conn.wants_write {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, token, interest)
+            {
+                return Err(End::failed(format!("cannot watch the connection: {e}")).into());
+            }
+            conn.wants_write = want_write;
+        }
+        Ok(())
+    }
+
+    fn finish_connect(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
+        // The recipe from mio's docs: writable (or an error), then
+        // `take_error`, then `peer_addr` to be sure the connect completed.
+        match conn.stream.take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => return Err(End::failed(connect_error(conn.remote, &e)).into()),
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+            Err(e) => return Err(End::failed(connect_error(conn.remote, &e)).into()),
+        }
+        tune_stream(&conn.stream);
+        let name = self
+            .peers
+            .get(&conn.owner)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        log::info!(
+            "{} TCP connected to {}, sending hello",
+            self.label(conn.owner),
+            conn.remote
+        );
+        conn.phase = Phase::Hello {
+            deadline: Instant::now() + self.config.hello_timeout,
+        };
+        conn.queue(&Frame::Hello {
+            version: frame::VERSION,
+            name,
+        });
+        let _ = token;
+        Ok(())
+    }
+
+    fn read(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.read_with(token, conn, &mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    fn read_with(
+        &mut self,
+        token: Token,
+        conn: &mut Conn,
+        scratch: &mut [u8],
+    ) -> Result<(), Close> {
+        let mut budget = READ_BUDGET;
+        loop {
+            if budget == 0 {
+                self.read_again.push(token);
+                return Ok(());
+            }
+            let n = match conn.stream.read(scratch) {
+                Ok(0) => return Err(self.eof(conn)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_end(conn, &e).into()),
+            };
+            budget = budget.saturating_sub(n);
+            conn.last_rx = Instant::now();
+            if let Phase::Closing { .. } = conn.phase {
+                continue; // we are leaving; what the peer still sends is dropped
+            }
+            conn.inbuf.extend_from_slice(&scratch[..n]);
+            let mut used = 0;
+            while let Phase::Hello { .. } | Phase::Open = conn.phase {
+                match frame::decode(&conn.inbuf[used..]) {
+                    Ok(Some((frame, len))) => {
+                        used += len;
+                        self.on_frame(token, conn, frame)?;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(self.protocol_error(conn, &e.to_string())),
+                }
+            }
+            conn.inbuf.drain(..used);
+        }
+    }
+
+    fn eof(&mut self, conn: &mut Conn) -> Close {
+        match conn.phase {
+            Phase::Closing { .. } => conn
+                .ending
+                .take()
+                .unwrap_or_else(|| End::clean("closed"))
+                .into(),
+            _ if !conn.inbuf.is_empty() => {
+                End::failed("the peer closed the connection in the middle of a message").into()
+            }
+            Phase::Hello { .. } if self.is_pending(conn) => {
+                End::failed("closed before its hello").into()
+            }
+            Phase::Hello { .. } => End::failed(format!(
+                "{} closed the connection before the hello",
+                conn.remote
+            ))
+            .into(),
+            _ => End::failed("the peer closed the connection without saying goodbye").into(),
+        }
+    }
+
+    fn is_pending(&self, conn: &Conn) -> bool {
+        self.peers
+            .get(&conn.owner)
+            .is_some_and(|p| p.role == Role::Server && matches!(conn.phase, Phase::Hello { .. }))
+    }
+
+    fn protocol_error(&self, conn: &Conn, what: &str) -> Close {
+        log::warn!(
+            "{} protocol error from {}: {what}",
+            self.label(conn.owner),
+            conn.remote
+        );
+        Close {
+            end: End::failed(format!("protocol error from {}: {what}", conn.remote)),
+            bye: Some((ByeCode::ProtocolError, what.to_owned())),
+        }
+    }
+
+    fn on_frame(&mut self, token: Token, conn: &mut Conn, frame: Frame) -> Result<(), Close> {
+        let server = self
+            .peers
+            .get(&conn.owner)
+            .is_some_and(|p| p.role == Role::Server);
+        match (&conn.phase, frame) {
+            (Phase::Hello { .. }, Frame::Hello { version, name }) => {
+                if version != frame::VERSION {
+                    let what = format!(
+                        "the peer speaks protocol version {version}; this PeerConn speaks version {}",
+                        frame::VERSION
+                    );
+                    return Err(Close {
+                        end: End::failed(what.clone()),
+                        bye: Some((ByeCode::Unsupported, what)),
+                    });
+                }
+                if server {
+                    self.hello_from_client(token, conn, name)
+                } else {
+                    self.hello_from_server(conn, name);
+                    Ok(())
+                }
+            }
+            (Phase::Hello { .. }, Frame::Bye { code, reason }) => {
+                Err(self.bye(conn, code, &reason).into())
+            }
+            (Phase::Hello { .. }, other) => Err(self.protocol_error(
+                conn,
+                &format!("sent a {} before the hello", other.kind_name()),
+            )),
+            (Phase::Open, Frame::Chat(text)) => {
+                self.emit(Event::Message {
+                    id: conn.owner,
+                    text,
+                });
+                Ok(())
+            }
+            (Phase::Open, Frame::Ping(n)) => {
+                conn.queue(&Frame::Pong(n));
+                Ok(())
+            }
+            (Phase::Open, Frame::Pong(_)) => Ok(()),
+            (Phase::Open, Frame::Bye { code, reason }) => Err(self.bye(conn, code, &reason).into()),
+            (Phase::Open, Frame::Hello { .. }) => {
+                Err(self.protocol_error(conn, "sent a second hello"))
+            }
+            // Frames are only decoded in the hello and open phases.
+            (Phase::Connecting { .. } | Phase::Closing { .. }, _) => Ok(()),
+        }
+    }
+
+    fn hello_from_client(
+        &mut self,
+        token: Token,
+        conn: &mut Conn,
+        peer_name: String,
+    ) -> Result<(), Close> {
+        let owner = conn.owner;
+        let Some(peer) = self.peers.get_mut(&owner) else {
+            return Err(End::clean("peersocket removed").into());
+        };
+        if peer.conn.is_some() {
+            log::info!(
+                "{} refused \"{}\" at {}: busy with another peer",
+                peer.label(owner),
+                printable(&peer_name),
+                conn.remote
+            );
+            peer.pending.retain(|t| *t != token);
+            return Err(Close {
+                end: End::failed("busy"),
+                bye: Some((
+                    ByeCode::Busy,
+                    "this peersocket is busy with another peer".into(),
+                )),
+            });
+        }
+        peer.pending.retain(|t| *t != token);
+        peer.conn = Some(token);
+        let name = peer.name.clone();
+        conn.queue(&Frame::Hello {
+            version: frame::VERSION,
+            name,
+        });
+        conn.phase = Phase::Open;
+        self.connected(conn, peer_name);
+        Ok(())
+    }
+
+    fn hello_from_server(&mut self, conn: &mut Conn, peer_name: String) {
+        conn.phase = Phase::Open;
+        self.connected(conn, peer_name);
+    }
+
+    fn connected(&mut self, conn: &Conn, peer_name: String) {
+        let local_addr = conn.stream.local_addr().unwrap_or(conn.remote);
+        log::info!(
+            "{} connected to \"{}\" at {} (local {local_addr})",
+            self.label(conn.owner),
+            printable(&peer_name),
+            conn.remote
+        );
+        self.set_state(
+            conn.owner,
+            PeerState::Connected {
+                peer_name,
+                peer_addr: conn.remote,
+                local_addr,
+            },
+        );
+    }
+
+    /// The `End` for a bye the peer sent.
+    fn bye(&self, conn: &Conn, code: ByeCode, reason: &str) -> End {
+        let said = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" (\"{}\")", printable(reason))
+        };
+        match code {
+            ByeCode::Normal => End::clean(format!("the peer closed the connection{said}")),
+            ByeCode::Busy => End::failed(format!(
+                "the peersocket at {} is busy with another peer",
+                conn.remote
+            )),
+            ByeCode::ProtocolError => {
+                End::failed(format!("the peer reported a protocol error{said}"))
+            }
+            ByeCode::Unsupported => {
+                End::failed(format!("the peer refused our protocol version{said}"))
+            }
+        }
+    }
+
+    // ----- closing ----------------------------------------------------------
+
+    /// Closes `conn` now, or starts a graceful close when there is a bye to
+    /// say. What the owner hears depends on whether the connection was its
+    /// peer (a pending connection on a server ends silently).
+    fn close(&mut self, token: Token, mut conn: Conn, close: Close) {
+        let Close { end, bye } = close;
+        if let Some((code, text)) = bye {
+            if !matches!(conn.phase, Phase::Closing { .. }) {
+                conn.queue(&Frame::Bye { code, reason: text });
+                conn.phase = Phase::Closing {
+                    deadline: Instant::now() + self.config.close_linger,
+                    shut: false,
+                };
+                let user_close = code == ByeCode::Normal;
+                if user_close {
+                    // Reported when the bye has gone out and the peer closed.
+                    conn.ending = Some(end);
+                } else {
+                    // A failure is reported at once; the socket lingers only
+                    // to deliver the bye.
+                    self.detach(token, &conn, end);
+                }
+                if self.flush_and_watch(token, &mut conn).is_ok() {
+                    self.sockets.insert(token, Socket::Stream(conn));
+                    return;
+                }
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                if let Some(end) = conn.ending.take() {
+                    self.detach(token, &conn, end);
+                }
+                return;
+            }
+        }
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.detach(token, &conn, end);
+    }
+
+    /// Tells the owner that `token` is no longer its connection.
+    fn detach(&mut self, token: Token, conn: &Conn, end: End) {
+        let owner = conn.owner;
+        let Some(peer) = self.peers.get_mut(&owner) else {
+            return;
+        };
+        let label = peer.label(owner);
+        if let Some(i) = peer.pending.iter().position(|t| *t == token) {
+            peer.pending.swap_remove(i);
+            log::info!(
+                "{label} dropped the connection from {}: {}",
+                conn.remote,
+                end.reason
+            );
+            return;
+        }
+        if peer.conn != Some(token) {
+            return;
+        }
+        peer.conn = None;
+        if end.clean {
+            log::info!(
+                "{label} connection with {} ended: {}",
+                conn.remote,
+                end.reason
+            );
+        } else {
+            log::warn!(
+                "{label} connection with {} lost: {}",
+                conn.remote,
+                end.reason
+            );
+        }
+        let relisten =
+            peer.role == Role::Server && peer.options.keep_listening && peer.listener.is_some();
+        let local = peer.addr;
+        if peer.role == Role::Server && !relisten {
+            self.close_listener(owner);
+        }
+        self.set_state(
+            owner,
+            PeerState::Lost {
+                reason: end.reason,
+                clean: end.clean,
+            },
+        );
+        if relisten {
+            self.set_state(owner, PeerState::Listening { local });
+        }
+    }
+
+    // ----- timers -----------------------------------------------------------
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let conns = self.sockets.values().filter_map(|s| match s {
+            Socket::Stream(conn) => Some(conn.deadline(&self.config)),
+            Socket::Listener { .. } => None,
+        });
+        conns.chain(self.shutdown_deadline).min()
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let due: Vec<Token> = self
+            .sockets
+            .iter()
+            .filter_map(|(token, s)| match s {
+                Socket::Stream(conn) if conn.deadline(&self.config) <= now => Some(*token),
+                _ => None,
+            })
+            .collect();
+        for token in due {
+            self.with_conn(token, |reactor, conn| reactor.timer(conn, now));
+        }
+    }
+
+    fn timer(&mut self, conn: &mut Conn, now: Instant) -> Result<(), Close> {
+        let config = &self.config;
+        match conn.phase {
+            Phase::Connecting { deadline } if now >= deadline => Err(End::failed(format!(
+                "no answer from {} within {} s",
+                conn.remote,
+                config.connect_timeout.as_secs_f32()
+            ))
+            .into()),
+            Phase::Hello { deadline } if now >= deadline => Err(End::failed(format!(
+                "{} did not complete the hello within {} s (is it a PeerConn?)",
+                conn.remote,
+                config.hello_timeout.as_secs_f32()
+            ))
+            .into()),
+            Phase::Closing { deadline, .. } if now >= deadline => {
+                let mut end = conn.ending.take().unwrap_or_else(|| End::clean("closed"));
+                if conn.pending_output() > 0 {
+                    end = End::failed(format!(
+                        "{} (the peer did not take our last messages)",
+                        end.reason
+                    ));
+                }
+                Err(end.into())
+            }
+            Phase::Open if now >= conn.last_rx + config.heartbeat_timeout => {
+                Err(End::failed(format!(
+                    "the peer stopped answering (nothing received for {} s)",
+                    config.heartbeat_timeout.as_secs_f32()
+                ))
+                .into())
+            }
+            Phase::Open if now >= conn.last_tx + config.heartbeat_interval => {
+                conn.ping_seq += 1;
+                conn.queue(&Frame::Ping(conn.ping_seq));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ----- helpers ----------------------------------------------------------
+
+    fn new_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    fn label(&self, id: PeerId) -> String {
+        self.peers
+            .get(&id)
+            .map(|p| p.label(id))
+            .unwrap_or_else(|| format!("[{id}]"))
+    }
+
+    fn set_state(&mut self, id: PeerId, state: PeerState) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.lost = matches!(state, PeerState::Lost { .. });
+        }
+        self.emit(Event::State { id, state });
+    }
+
+    fn error(&mut self, id: PeerId, reason: &str) {
+        log::warn!("{} {reason}", self.label(id));
+        self.emit(Event::Error {
+            id,
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn emit(&self, event: Event) {
+        // The receiver is gone only while the engine is being dropped.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A listening socket made with socket2 so its options are set before bind.
+fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket =
+        socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // On Windows SO_REUSEADDR lets another program steal the port; its
+    // default already allows a quick rebind.
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // "::" then accepts IPv4 peers too, where the OS allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Chat wants small messages out at once; keepalive lets the OS notice a
+/// vanished peer even between our own heartbeats.
+fn tune_stream(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        log::debug!("TCP_NODELAY not set: {e}");
+    }
+    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
+    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        log::debug!("keepalive not set: {e}");
+    }
+}
+
+fn listen_error(addr: SocketAddr, e: &io::Error) -> String {
+    let port = addr.port();
+    match e.kind() {
+        io::ErrorKind::AddrInUse => format!("port {port} is already in use on {}", addr.ip()),
+        io::ErrorKind::PermissionDenied if port != 0 && port < 1024 => format!(
+            "port {port} is below 1024 and needs administrator rights; choose a port from 1024 to 65535"
+        ),
+        io::ErrorKind::AddrNotAvailable => format!("{} is not an address of this computer", addr.ip()),
+        _ => format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+fn connect_error(remote: SocketAddr, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            format!("connection refused by {remote} (nothing is listening there)")
+        }
+        io::ErrorKind::TimedOut => format!("no answer from {remote}"),
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
+            format!("{remote} cannot be reached from this computer")
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            format!("{remote} is not an address that can be connected to")
+        }
+        _ => format!("could not connect to {remote}: {e}"),
+    }
+}
+
+fn io_end(conn: &Conn, e: &io::Error) -> End {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => {
+            End::failed(format!("the connection with {} was reset", conn.remote))
+        }
+        _ => End::failed(format!("network error with {}: {e}", conn.remote)),
+    }
+}
