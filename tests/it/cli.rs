@@ -1,0 +1,282 @@
+//! The command line end to end: `peerconn listen` and `peerconn connect` as
+//! child processes, talking over loopback.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A running `peerconn` with its output arriving line by line.
+struct Peerconn {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    _data: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir() -> TempDir {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "peerconn-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
+
+impl Peerconn {
+    fn start(args: &[&str]) -> Peerconn {
+        let data = temp_dir();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_peerconn"))
+            .args(args)
+            .env("PEERCONN_DATA_DIR", &data.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("peerconn starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Peerconn { child, stdin, lines, _data: data }
+    }
+
+    fn line(&self) -> String {
+        self.lines.recv_timeout(PATIENCE).expect("a line of output")
+    }
+
+    fn event(&self) -> Value {
+        let line = self.line();
+        let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["event"].is_string(), "no event field: {line}");
+        value
+    }
+
+    fn event_named(&self, name: &str) -> Value {
+        let value = self.event();
+        assert_eq!(value["event"], name, "{value}");
+        value
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn end_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the exit; returns the status and standard error.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                return (status, err);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("peerconn did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn run(args: &[&str]) -> (ExitStatus, String, String) {
+    let data = temp_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_peerconn"))
+        .args(args)
+        .env("PEERCONN_DATA_DIR", &data.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn listen_json(extra: &[&str]) -> (Peerconn, String) {
+    let mut args = vec!["listen", "--bind", "127.0.0.1", "--name", "alice", "--json"];
+    args.extend_from_slice(extra);
+    let listener = Peerconn::start(&args);
+    let listening = listener.event_named("listening");
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+    (listener, addr)
+}
+
+#[test]
+fn listen_and_connect_exchange_lines_with_json_events() {
+    let (mut alice, addr) = listen_json(&["--once"]);
+    let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob", "--json"]);
+    let connected = bob.event_named("connected");
+    assert_eq!(connected["peer_name"], "alice");
+    assert_eq!(connected["peer_addr"], addr.as_str());
+    let connected = alice.event_named("connected");
+    assert_eq!(connected["peer_name"], "bob");
+
+    bob.say("hello alice");
+    let message = alice.event_named("message");
+    assert_eq!(message["from"], "bob");
+    assert_eq!(message["text"], "hello alice");
+    alice.say("hi bob, ünïcode ✓");
+    let message = bob.event_named("message");
+    assert_eq!(message["from"], "alice");
+    assert_eq!(message["text"], "hi bob, ünïcode ✓");
+
+    // End of input: bob delivers what is queued, closes, and exits 0;
+    // alice (--once) sees a clean end and exits 0 too.
+    bob.say("one more");
+    bob.say("and the last");
+    bob.end_input();
+    assert_eq!(alice.event_named("message")["text"], "one more");
+    assert_eq!(alice.event_named("message")["text"], "and the last");
+    assert_eq!(alice.event_named("lost")["reason"], "the peer closed the connection");
+    assert_eq!(bob.event_named("lost")["reason"], "you closed the connection");
+    let (status, err) = bob.finish();
+    assert!(status.success(), "bob: {status} {err}");
+    let (status, err) = alice.finish();
+    assert!(status.success(), "alice: {status} {err}");
+}
+
+#[test]
+fn listen_keeps_typed_lines_until_a_peer_connects() {
+    let (mut alice, addr) = listen_json(&["--once"]);
+    alice.say("early bird");
+    alice.say("second early line");
+    alice.end_input();
+    let bob = Peerconn::start(&["connect", &addr, "--name", "bob", "--json"]);
+    assert_eq!(bob.event_named("connected")["peer_name"], "alice");
+    assert_eq!(bob.event_named("message")["text"], "early bird");
+    assert_eq!(bob.event_named("message")["text"], "second early line");
+    assert_eq!(bob.event_named("lost")["reason"], "the peer closed the connection");
+    assert!(bob.finish().0.success());
+    assert!(alice.finish().0.success());
+}
+
+#[test]
+fn readable_output_without_json() {
+    let mut alice = Peerconn::start(&["listen", "--bind", "127.0.0.1", "--name", "alice", "--once"]);
+    let listening = alice.line();
+    let addr = listening.strip_prefix("listening on ").expect(&listening).to_owned();
+    let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob"]);
+    assert_eq!(bob.line(), format!("connecting to {addr}"));
+    assert_eq!(bob.line(), format!("connected to alice at {addr}"));
+    assert!(alice.line().starts_with("connected to bob at 127.0.0.1:"));
+    bob.say("plain text, with a \u{1b}[31m terminal escape");
+    assert_eq!(alice.line(), "bob: plain text, with a \\u{1b}[31m terminal escape");
+    bob.end_input();
+    assert_eq!(alice.line(), "lost: the peer closed the connection");
+    assert!(bob.finish().0.success());
+    alice.end_input();
+    assert!(alice.finish().0.success());
+}
+
+#[test]
+fn connect_to_a_closed_port_exits_1_with_the_reason() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (status, stdout, stderr) = run(&["connect", &format!("127.0.0.1:{port}"), "--json"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let lost: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(lost["event"], "lost");
+    assert!(lost["reason"].as_str().unwrap().contains("refused"));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("connection refused by 127.0.0.1"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_message_naming_the_problem() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["connect", "localhost"], "has no port"),
+        (&["connect", "127.0.0.1:99999"], "out of range"),
+        (&["connect", "127.0.0.1:0"], "port 0"),
+        (&["connect", "127.0.0.1:http"], "not a port number"),
+        (&["listen", "--port", "70000"], "70000"),
+        (&["listen", "--bind", "not-an-ip"], "not-an-ip"),
+        (&["listen", "--name", ""], "name is empty"),
+        (&["connect", "127.0.0.1:5000", "--name", &"x".repeat(100)], "limit is 64"),
+        (&["listen", "--downloads", "/no/such/folder/here"], "does not exist"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let (status, _, stderr) = run(args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn listening_on_a_port_in_use_exits_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, _, stderr) = run(&["listen", "--bind", "127.0.0.1", "--port", &port]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains(&format!("port {port} is already in use")), "{stderr}");
+}
+
+#[test]
+fn help_shows_the_log_path() {
+    let (status, stdout, _) = run(&["--help"]);
+    assert!(status.success());
+    assert!(stdout.contains("peerconn.log"), "{stdout}");
+    assert!(stdout.contains("listen") && stdout.contains("connect"));
+}
+
+#[cfg(unix)]
+#[test]
+fn interrupt_closes_the_connection_gracefully() {
+    let (alice, addr) = listen_json(&[]);
+    let bob = Peerconn::start(&["connect", &addr, "--name", "bob", "--json"]);
+    bob.event_named("connected");
+    alice.event_named("connected");
+    let pid = alice.child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert_eq!(bob.event_named("lost")["reason"], "the peer closed the connection");
+    assert!(alice.finish().0.success());
+    assert!(bob.finish().0.success());
+}
+
+#[test]
+fn listen_without_once_serves_one_peer_after_another() {
+    let (alice, addr) = listen_json(&[]);
+    for name in ["bob", "carol"] {
+        let mut peer = Peerconn::start(&["connect", &addr, "--name", name, "--json"]);
+        peer.event_named("connected");
+        assert_eq!(alice.event_named("connected")["peer_name"], name);
+        peer.say(&format!("hi from {name}"));
+        assert_eq!(alice.event_named("message")["text"], format!("hi from {name}"));
+        peer.end_input();
+        alice.event_named("lost");
+        alice.event_named("listening");
+        assert!(peer.finish().0.success());
+    }
+    let mut alice = alice;
+    let _ = alice.child.kill();
+}

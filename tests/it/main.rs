@@ -1,0 +1,12 @@
+//! PeerConn's integration tests: one binary, a module per area.
+//!
+//! Everything talks over loopback (127.0.0.1 and ::1) only.
+
+mod support;
+
+mod chat;
+mod cli;
+mod hostile;
+mod lifecycle;
+mod many;
+mod protocol;

@@ -1,0 +1,205 @@
+//! Helpers shared by the test modules: engines with short timers, an inbox
+//! that waits for a particular event, and a raw TCP peer that speaks (or
+//! abuses) the protocol byte by byte.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use peerconn::net::frame::{self, Frame};
+use peerconn::net::{Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState};
+
+/// How long any test waits for an event before failing.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Timers short enough for tests: heartbeat every 200 ms, lost after 1 s.
+pub fn fast_config() -> EngineConfig {
+    EngineConfig {
+        connect_timeout: Duration::from_secs(3),
+        hello_timeout: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_secs(1),
+        close_linger: Duration::from_secs(1),
+        ..EngineConfig::default()
+    }
+}
+
+/// An engine and the events it reported that no test has consumed yet.
+pub struct Node {
+    pub engine: Engine,
+    backlog: VecDeque<Event>,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        Node::with_config(fast_config())
+    }
+
+    pub fn with_config(config: EngineConfig) -> Node {
+        Node { engine: Engine::with_config(config).expect("engine starts"), backlog: VecDeque::new() }
+    }
+
+    /// The first event (in order) that `pick` accepts, waiting up to `within`.
+    /// Other events stay in the backlog for later calls.
+    pub fn wait_within<T>(&mut self, within: Duration, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some()) {
+            let event = self.backlog.remove(i).unwrap();
+            return pick(&event).unwrap();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.engine.events().recv_timeout(left) {
+                Ok(event) => match pick(&event) {
+                    Some(t) => return t,
+                    None => self.backlog.push_back(event),
+                },
+                Err(_) => panic!("waited {within:?} for {what}; other events: {:?}", self.backlog),
+            }
+        }
+    }
+
+    pub fn wait<T>(&mut self, what: &str, pick: impl FnMut(&Event) -> Option<T>) -> T {
+        self.wait_within(PATIENCE, what, pick)
+    }
+
+    pub fn listen(&mut self, name: &str) -> (PeerId, SocketAddr) {
+        self.listen_on(name, "127.0.0.1:0".parse().unwrap(), ListenOptions::default())
+    }
+
+    pub fn listen_on(&mut self, name: &str, bind: SocketAddr, options: ListenOptions) -> (PeerId, SocketAddr) {
+        let id = self.engine.listen(name, bind, options).expect("valid listen");
+        let addr = self.wait("listening", |e| match e {
+            Event::State { id: i, state: PeerState::Listening { local } } if *i == id => Some(*local),
+            _ => None,
+        });
+        (id, addr)
+    }
+
+    pub fn connected(&mut self, id: PeerId) -> (String, SocketAddr) {
+        self.wait(&format!("{id} connected"), |e| match e {
+            Event::State { id: i, state: PeerState::Connected { peer_name, peer_addr, .. } } if *i == id => {
+                Some((peer_name.clone(), *peer_addr))
+            }
+            _ => None,
+        })
+    }
+
+    pub fn lost(&mut self, id: PeerId) -> (String, bool) {
+        self.lost_within(id, PATIENCE)
+    }
+
+    pub fn lost_within(&mut self, id: PeerId, within: Duration) -> (String, bool) {
+        self.wait_within(within, &format!("{id} lost"), |e| match e {
+            Event::State { id: i, state: PeerState::Lost { reason, clean } } if *i == id => {
+                Some((reason.clone(), *clean))
+            }
+            _ => None,
+        })
+    }
+
+    pub fn message(&mut self, id: PeerId) -> String {
+        self.wait(&format!("a message on {id}"), |e| match e {
+            Event::Message { id: i, text } if *i == id => Some(text.clone()),
+            _ => None,
+        })
+    }
+
+    pub fn error(&mut self, id: PeerId) -> String {
+        self.wait(&format!("an error on {id}"), |e| match e {
+            Event::Error { id: i, reason } if *i == id => Some(reason.clone()),
+            _ => None,
+        })
+    }
+
+    /// No new event for `id` arrives within `quiet`.
+    pub fn assert_quiet(&mut self, id: PeerId, quiet: Duration) {
+        let deadline = Instant::now() + quiet;
+        while let Ok(event) = self.engine.events().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            assert_ne!(event.id(), id, "unexpected event {event:?}");
+            self.backlog.push_back(event);
+        }
+    }
+}
+
+/// A server on `server` and a client on `client`, connected; returns
+/// (server id, client id).
+pub fn pair(server: &mut Node, client: &mut Node) -> (PeerId, PeerId) {
+    let (s, addr) = server.listen("server");
+    let c = client.engine.connect("client", addr).expect("valid connect");
+    assert_eq!(client.connected(c).0, "server");
+    assert_eq!(server.connected(s).0, "client");
+    (s, c)
+}
+
+/// A hand-driven TCP peer for feeding the engine exact bytes.
+pub struct RawPeer {
+    pub stream: TcpStream,
+    inbuf: Vec<u8>,
+}
+
+impl RawPeer {
+    pub fn connect(addr: SocketAddr) -> RawPeer {
+        let stream = TcpStream::connect(addr).expect("raw connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RawPeer { stream, inbuf: Vec::new() }
+    }
+
+    /// Connects and completes the hello as `name`; returns the server's name.
+    pub fn hello(addr: SocketAddr, name: &str) -> (RawPeer, String) {
+        let mut peer = RawPeer::connect(addr);
+        peer.send(&Frame::Hello { version: frame::VERSION, name: name.into() });
+        match peer.recv() {
+            Some(Frame::Hello { name, .. }) => (peer, name),
+            other => panic!("expected a hello, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, frame: &Frame) {
+        self.send_bytes(&frame.to_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("raw write");
+    }
+
+    /// The next frame, skipping pings and pongs; `None` at end of stream.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            match self.recv_any()? {
+                Frame::Ping(_) | Frame::Pong(_) => continue,
+                frame => return Some(frame),
+            }
+        }
+    }
+
+    /// The next frame of any type; `None` at end of stream or on a reset.
+    pub fn recv_any(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) = frame::decode(&self.inbuf).expect("engine sends valid frames") {
+                self.inbuf.drain(..used);
+                return Some(frame);
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Reads until the engine closes the stream; returns the bye it sent, if any.
+    pub fn until_closed(&mut self) -> Option<Frame> {
+        let mut bye = None;
+        while let Some(frame) = self.recv() {
+            if let Frame::Bye { .. } = frame {
+                bye = Some(frame);
+            }
+        }
+        bye
+    }
+}
