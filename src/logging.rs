@@ -76,6 +76,7 @@ pub fn init() -> LogGuard {
     let config = ConfigBuilder::new()
         .set_thread_level(LevelFilter::Off)
         .set_target_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
         .build();
     let mut loggers: Vec<Box<dyn SharedLogger>> = Vec::new();
     let mut guard = LogGuard { writer: None };
@@ -258,6 +259,7 @@ mod tests {
         let now = fs::metadata(&path).unwrap().len();
         let old = fs::metadata(dir.join("t.log.1")).unwrap().len();
         assert!(now <= 1000 && old <= 1000, "{now} {old}");
+        drop(f);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

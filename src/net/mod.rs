@@ -225,7 +225,7 @@ impl Engine {
         let (event_tx, events) = crossbeam_channel::unbounded();
         let (reactor, waker) = reactor::Reactor::new(config, command_rx, event_tx)?;
         let thread = std::thread::Builder::new()
-            .name("peerconn-reactor".into())
+            .name("peerconn-net".into())
             .spawn(move || reactor.run())?;
         Ok(Engine {
             commands,
