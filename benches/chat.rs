@@ -19,20 +19,13 @@ const IDLE_PEERS: usize = 200;
 const IDLE_FOR: Duration = Duration::from_secs(10);
 
 fn main() {
-    println!(
-        "PeerConn chat benchmark ({ROUND_TRIPS} round trips of {} bytes, loopback)",
-        MESSAGE.len()
-    );
+    println!("PeerConn chat benchmark ({ROUND_TRIPS} round trips of {} bytes, loopback)", MESSAGE.len());
     let base = percentiles(baseline_round_trips());
     let ours = percentiles(engine_round_trips());
     println!("  round trip        p50          p99");
     println!("  std::net baseline {:>9.1} µs {:>9.1} µs", base.0, base.1);
     println!("  peerconn engines  {:>9.1} µs {:>9.1} µs", ours.0, ours.1);
-    println!(
-        "  ratio (ours/base) {:>9.2}x    {:>9.2}x",
-        ours.0 / base.0,
-        ours.1 / base.1
-    );
+    println!("  ratio (ours/base) {:>9.2}x    {:>9.2}x", ours.0 / base.0, ours.1 / base.1);
     println!();
     idle_cpu();
 }
@@ -75,11 +68,7 @@ fn baseline_round_trips() -> Vec<Duration> {
 
 fn listening(engine: &Engine, id: PeerId) -> std::net::SocketAddr {
     loop {
-        if let Event::State {
-            id: i,
-            state: PeerState::Listening { local },
-        } = engine.events().recv().unwrap()
-        {
+        if let Event::State { id: i, state: PeerState::Listening { local } } = engine.events().recv().unwrap() {
             if i == id {
                 return local;
             }
@@ -90,19 +79,9 @@ fn listening(engine: &Engine, id: PeerId) -> std::net::SocketAddr {
 fn wait_connected(engine: &Engine, count: usize) {
     let mut n = 0;
     while n < count {
-        match engine
-            .events()
-            .recv_timeout(Duration::from_secs(30))
-            .expect("connected in time")
-        {
-            Event::State {
-                state: PeerState::Connected { .. },
-                ..
-            } => n += 1,
-            Event::State {
-                state: PeerState::Lost { reason, .. },
-                ..
-            } => panic!("lost: {reason}"),
+        match engine.events().recv_timeout(Duration::from_secs(30)).expect("connected in time") {
+            Event::State { state: PeerState::Connected { .. }, .. } => n += 1,
+            Event::State { state: PeerState::Lost { reason, .. }, .. } => panic!("lost: {reason}"),
             _ => {}
         }
     }
@@ -112,13 +91,7 @@ fn wait_connected(engine: &Engine, count: usize) {
 fn engine_round_trips() -> Vec<Duration> {
     let a = Engine::start().unwrap();
     let b = Engine::start().unwrap();
-    let s = a
-        .listen(
-            "bench-a",
-            "127.0.0.1:0".parse().unwrap(),
-            ListenOptions::default(),
-        )
-        .unwrap();
+    let s = a.listen("bench-a", "127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
     let addr = listening(&a, s);
     let c = b.connect("bench-b", addr).unwrap();
     wait_connected(&a, 1);
@@ -152,22 +125,13 @@ fn idle_cpu() {
     let a = Engine::start().unwrap();
     let b = Engine::start().unwrap();
     for i in 0..IDLE_PEERS {
-        let s = a
-            .listen(
-                &format!("idle {i}"),
-                "127.0.0.1:0".parse().unwrap(),
-                ListenOptions::default(),
-            )
-            .unwrap();
+        let s = a.listen(&format!("idle {i}"), "127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
         let addr = listening(&a, s);
         b.connect(&format!("idle {i}"), addr).unwrap();
     }
     wait_connected(&a, IDLE_PEERS);
     wait_connected(&b, IDLE_PEERS);
-    println!(
-        "{IDLE_PEERS} connected idle peersockets (each engine holds {IDLE_PEERS}), for {} s:",
-        IDLE_FOR.as_secs()
-    );
+    println!("{IDLE_PEERS} connected idle peersockets (each engine holds {IDLE_PEERS}), for {} s:", IDLE_FOR.as_secs());
     let sleeper = std::thread::Builder::new()
         .name("bench-sleeper".into())
         .spawn(|| std::thread::sleep(IDLE_FOR + Duration::from_millis(200)))
@@ -181,12 +145,7 @@ fn idle_cpu() {
         return;
     };
     let used = |name: &str| -> f64 {
-        let sum = |m: &Vec<(String, u64)>| {
-            m.iter()
-                .filter(|(n, _)| n == name)
-                .map(|(_, t)| *t)
-                .sum::<u64>()
-        };
+        let sum = |m: &Vec<(String, u64)>| m.iter().filter(|(n, _)| n == name).map(|(_, t)| *t).sum::<u64>();
         sum(&after).saturating_sub(sum(&before)) as f64 / 1e6
     };
     let reactors = used("peerconn-net");
@@ -203,10 +162,7 @@ fn thread_cpu() -> Option<Vec<(String, u64)>> {
     let mut out = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let path = task.ok()?.path();
-        let name = std::fs::read_to_string(path.join("comm"))
-            .ok()?
-            .trim()
-            .to_owned();
+        let name = std::fs::read_to_string(path.join("comm")).ok()?.trim().to_owned();
         let schedstat = std::fs::read_to_string(path.join("schedstat")).ok()?;
         let ns: u64 = schedstat.split_whitespace().next()?.parse().ok()?;
         out.push((name, ns));

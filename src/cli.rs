@@ -9,7 +9,7 @@
 //! 2 on a usage error; the failure's reason goes to standard error.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +18,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crossbeam_channel::{select, Receiver};
 use serde_json::json;
 
-use peerconn::net::{frame, printable, Engine, Event, ListenOptions, PeerId, PeerState};
+use std::collections::HashMap;
+use std::time::Instant;
+
+use peerconn::files::human_size;
+use peerconn::net::{frame, printable, Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState, TransferId};
 
 /// Chat over direct TCP connections between computers.
 #[derive(Parser, Debug)]
@@ -52,6 +56,21 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Connect, send files, wait until the peer has verified each one, and exit.
+    Send {
+        /// The peer's address and port.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        /// The files to send.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// The name the peer sees (default: this computer's host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print one JSON object per line instead of readable text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -78,9 +97,7 @@ pub fn parse() -> Result<Option<Command>, ExitCode> {
         "The log is written to {}\n(set PEERCONN_LOG=debug for more detail, PEERCONN_DATA_DIR to move it).",
         log.display()
     ));
-    let matches = command
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m));
+    let matches = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
     match matches {
         Ok(cli) => Ok(cli.command),
         Err(e) => {
@@ -117,9 +134,7 @@ fn resolve(address: &str) -> Result<SocketAddr, Failure> {
         return check_port(addr);
     }
     let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(Failure::Usage(format!(
-            "'{address}' has no port; write HOST:PORT, for example 192.168.1.7:50000"
-        )));
+        return Err(Failure::Usage(format!("'{address}' has no port; write HOST:PORT, for example 192.168.1.7:50000")));
     };
     if host.is_empty() || host.contains(':') && !host.starts_with('[') {
         return Err(Failure::Usage(format!(
@@ -128,16 +143,8 @@ fn resolve(address: &str) -> Result<SocketAddr, Failure> {
     }
     let port: u16 = match port.parse::<u32>() {
         Ok(p) if p <= u16::MAX as u32 => p as u16,
-        Ok(p) => {
-            return Err(Failure::Usage(format!(
-                "port {p} is out of range; ports go from 1 to 65535"
-            )))
-        }
-        Err(_) => {
-            return Err(Failure::Usage(format!(
-                "'{port}' is not a port number; ports go from 1 to 65535"
-            )))
-        }
+        Ok(p) => return Err(Failure::Usage(format!("port {p} is out of range; ports go from 1 to 65535"))),
+        Err(_) => return Err(Failure::Usage(format!("'{port}' is not a port number; ports go from 1 to 65535"))),
     };
     let found = (host.trim_matches(['[', ']']), port)
         .to_socket_addrs()
@@ -147,17 +154,13 @@ fn resolve(address: &str) -> Result<SocketAddr, Failure> {
     found.sort_by_key(|a| !a.is_ipv4());
     match found.first() {
         Some(addr) => check_port(*addr),
-        None => Err(Failure::Runtime(format!(
-            "cannot find the computer '{host}'"
-        ))),
+        None => Err(Failure::Runtime(format!("cannot find the computer '{host}'"))),
     }
 }
 
 fn check_port(addr: SocketAddr) -> Result<SocketAddr, Failure> {
     if addr.port() == 0 {
-        return Err(Failure::Usage(
-            "port 0 cannot be connected to; ports go from 1 to 65535".into(),
-        ));
+        return Err(Failure::Usage("port 0 cannot be connected to; ports go from 1 to 65535".into()));
     }
     Ok(addr)
 }
@@ -170,11 +173,7 @@ struct Output {
 impl Output {
     fn print(&self, value: serde_json::Value, text: impl FnOnce() -> String) {
         let mut out = io::stdout().lock();
-        let _ = if self.json {
-            writeln!(out, "{value}")
-        } else {
-            writeln!(out, "{}", text())
-        };
+        let _ = if self.json { writeln!(out, "{value}") } else { writeln!(out, "{}", text()) };
         let _ = out.flush();
     }
 
@@ -188,10 +187,26 @@ impl Output {
     }
 
     fn error(&self, reason: &str) {
-        self.print(json!({"event": "error", "reason": reason}), || {
-            format!("error: {reason}")
-        });
+        self.print(json!({"event": "error", "reason": reason}), || format!("error: {reason}"));
     }
+}
+
+/// What a transfer is called and how far its progress was printed.
+struct Shown {
+    name: String,
+    size: u64,
+    /// Tenths of the file already reported in text mode.
+    tenths: u64,
+}
+
+/// `peerconn send`: the files still on their way and how it went.
+struct Sending {
+    files: Vec<PathBuf>,
+    waiting: usize,
+    sent: usize,
+    bytes: u64,
+    failures: Vec<String>,
+    started: Instant,
 }
 
 /// One peersocket driven from the terminal.
@@ -201,6 +216,12 @@ struct Session {
     server: bool,
     once: bool,
     out: Output,
+    accept_files: bool,
+    /// Files offered to us, waiting for a y/N typed at the terminal.
+    asking: VecDeque<TransferId>,
+    interactive: bool,
+    transfers: HashMap<TransferId, Shown>,
+    sending: Option<Sending>,
     lines: Receiver<Line>,
     signals: Receiver<()>,
     /// Lines typed before a peer was there to receive them.
@@ -211,45 +232,88 @@ struct Session {
     close_when_sent: bool,
     /// Ctrl-C or SIGTERM: leave once the connection is closed.
     quitting: bool,
+    /// We asked the engine to close the connection.
+    closing: bool,
+}
+
+impl Sending {
+    /// How `peerconn send` ends once the connection is gone.
+    fn outcome(&self, lost_reason: &str, json: bool) -> Result<(), String> {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let summary = format!(
+            "{} of {} files sent ({}) in {secs:.1} s, {}/s",
+            self.sent,
+            self.files.len(),
+            human_size(self.bytes),
+            human_size((self.bytes as f64 / secs) as u64)
+        );
+        if !json {
+            println!("{summary}");
+        }
+        if !self.failures.is_empty() {
+            return Err(format!("{summary}; failed: {}", self.failures.join("; ")));
+        }
+        if self.waiting > 0 {
+            return Err(format!("{summary}; the connection ended: {lost_reason}"));
+        }
+        Ok(())
+    }
 }
 
 impl Session {
     fn start(command: Command) -> Result<Session, Failure> {
-        let (server, once, common) = match &command {
-            Command::Listen { once, common, .. } => (true, *once, common),
-            Command::Connect { common, .. } => (false, false, common),
+        let no_options = Common { name: None, downloads: None, accept_files: false, json: false };
+        let (server, once, common, name, json) = match &command {
+            Command::Listen { once, common, .. } => (true, *once, common, &common.name, common.json),
+            Command::Connect { common, .. } => (false, false, common, &common.name, common.json),
+            Command::Send { name, json, .. } => (false, false, &no_options, name, *json),
         };
-        let name = match &common.name {
+        let name = match name {
             Some(n) => n.clone(),
             None => default_name(),
         };
         frame::check_name(&name).map_err(|why| Failure::Usage(format!("invalid --name: {why}")))?;
+        let mut config = EngineConfig::default();
         if let Some(dir) = &common.downloads {
             if !dir.is_dir() {
-                return Err(Failure::Usage(format!(
-                    "the downloads folder {} does not exist",
-                    dir.display()
-                )));
+                return Err(Failure::Usage(format!("the downloads folder {} does not exist", dir.display())));
             }
+            config.downloads = dir.clone();
         }
-        let out = Output { json: common.json };
-        let engine = Engine::start()
+        let sending = match &command {
+            Command::Send { files, .. } => {
+                for file in files {
+                    if !file.is_file() {
+                        return Err(Failure::Usage(format!("{} is not a file", file.display())));
+                    }
+                }
+                Some(Sending {
+                    files: files.clone(),
+                    waiting: files.len(),
+                    sent: 0,
+                    bytes: 0,
+                    failures: Vec::new(),
+                    started: Instant::now(),
+                })
+            }
+            _ => None,
+        };
+        let out = Output { json };
+        let engine = Engine::with_config(config)
             .map_err(|e| Failure::Runtime(format!("cannot start the network engine: {e}")))?;
         let id = match &command {
-            Command::Listen {
-                bind, port, once, ..
-            } => {
-                let options = ListenOptions {
-                    keep_listening: !once,
-                };
+            Command::Listen { bind, port, once, .. } => {
+                let options = ListenOptions { keep_listening: !once };
                 engine.listen(&name, SocketAddr::new(*bind, *port), options)
             }
-            Command::Connect { address, .. } => {
+            Command::Connect { address, .. } | Command::Send { address, .. } => {
                 let remote = resolve(address)?;
                 engine.connect(&name, remote)
             }
         }
         .map_err(|e| Failure::Usage(e.to_string()))?;
+        // `send` takes nothing from standard input.
+        let lines = if sending.is_some() { crossbeam_channel::never() } else { spawn_stdin_reader() };
         let (signal_tx, signals) = crossbeam_channel::bounded(4);
         if let Err(e) = ctrlc::set_handler(move || {
             let _ = signal_tx.try_send(());
@@ -262,13 +326,19 @@ impl Session {
             server,
             once,
             out,
-            lines: spawn_stdin_reader(),
+            accept_files: common.accept_files,
+            asking: VecDeque::new(),
+            interactive: io::stdin().is_terminal() && sending.is_none(),
+            transfers: HashMap::new(),
+            sending,
+            lines,
             signals,
             queued: VecDeque::new(),
             peer_name: None,
             stdin_done: false,
             close_when_sent: false,
             quitting: false,
+            closing: false,
         })
     }
 
@@ -302,40 +372,21 @@ impl Session {
     /// `Some(result)` when the session is over.
     fn on_event(&mut self, event: Event) -> Option<Result<(), String>> {
         match event {
-            Event::State {
-                state: PeerState::Listening { local },
-                ..
-            } => {
+            Event::State { state: PeerState::Listening { local }, .. } => {
                 let hint = if local.ip().is_unspecified() {
                     let host = peerconn::hostinfo::HostInfo::detect();
-                    format!(
-                        " (other computers can connect to {}:{})",
-                        host.primary(),
-                        local.port()
-                    )
+                    format!(" (other computers can connect to {}:{})", host.primary(), local.port())
                 } else {
                     String::new()
                 };
-                self.out.print(
-                    json!({"event": "listening", "addr": local.to_string()}),
-                    || format!("listening on {local}{hint}"),
-                );
+                self.out.print(json!({"event": "listening", "addr": local.to_string()}), || {
+                    format!("listening on {local}{hint}")
+                });
             }
-            Event::State {
-                state: PeerState::Connecting { remote },
-                ..
-            } => {
+            Event::State { state: PeerState::Connecting { remote }, .. } => {
                 self.out.text_only(&format!("connecting to {remote}"));
             }
-            Event::State {
-                state:
-                    PeerState::Connected {
-                        peer_name,
-                        peer_addr,
-                        ..
-                    },
-                ..
-            } => {
+            Event::State { state: PeerState::Connected { peer_name, peer_addr, .. }, .. } => {
                 self.out.print(
                     json!({"event": "connected", "peer_name": peer_name, "peer_addr": peer_addr.to_string()}),
                     || format!("connected to {} at {peer_addr}", printable(&peer_name)),
@@ -343,16 +394,15 @@ impl Session {
                 self.peer_name = Some(peer_name);
                 self.on_connected();
             }
-            Event::State {
-                state: PeerState::Lost { reason, clean },
-                ..
-            } => {
-                self.out
-                    .print(json!({"event": "lost", "reason": reason}), || {
-                        format!("lost: {reason}")
-                    });
+            Event::State { state: PeerState::Lost { reason, clean }, .. } => {
+                self.out.print(json!({"event": "lost", "reason": reason}), || format!("lost: {reason}"));
                 let was_connected = self.peer_name.take().is_some();
                 self.close_when_sent = false;
+                self.closing = false;
+                self.asking.clear();
+                if let Some(sending) = &self.sending {
+                    return Some(sending.outcome(&reason, self.out.json));
+                }
                 let ends = !self.server || self.once || self.quitting || !was_connected;
                 if ends {
                     return Some(if clean { Ok(()) } else { Err(reason) });
@@ -360,13 +410,86 @@ impl Session {
             }
             Event::Message { text, .. } => {
                 let from = self.peer_name.clone().unwrap_or_default();
-                self.out.print(
-                    json!({"event": "message", "from": from, "text": text}),
-                    || format!("{}: {}", printable(&from), printable(&text)),
-                );
+                self.out.print(json!({"event": "message", "from": from, "text": text}), || {
+                    format!("{}: {}", printable(&from), printable(&text))
+                });
             }
             Event::Error { reason, .. } => self.out.error(&reason),
             Event::Renamed { .. } | Event::Removed { .. } => {}
+            Event::FileOutgoing { transfer, name, size, .. } => {
+                self.out.text_only(&format!("offering {} ({})", printable(&name), human_size(size)));
+                self.transfers.insert(transfer, Shown { name, size, tenths: 0 });
+            }
+            Event::FileIncoming { transfer, name, size, .. } => {
+                self.out.print(json!({"event": "file_offered", "name": name, "size": size}), || {
+                    format!("the peer offers {} ({})", printable(&name), human_size(size))
+                });
+                self.transfers.insert(transfer, Shown { name: name.clone(), size, tenths: 0 });
+                if self.accept_files {
+                    self.engine.accept_file(transfer);
+                } else if self.interactive && !self.stdin_done {
+                    self.asking.push_back(transfer);
+                    if self.asking.len() == 1 {
+                        self.ask();
+                    }
+                } else {
+                    self.out.text_only("declined: start with --accept-files to receive files without a terminal");
+                    self.engine.decline_file(transfer);
+                }
+            }
+            Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, .. } => {
+                if let Some(shown) = self.transfers.get_mut(&transfer) {
+                    let tenths = if total == 0 { 10 } else { bytes * 10 / total };
+                    if self.out.json {
+                        self.out.print(
+                            json!({"event": "file_progress", "name": shown.name, "bytes": bytes, "total": total}),
+                            String::new,
+                        );
+                    } else if tenths > shown.tenths {
+                        shown.tenths = tenths;
+                        let left = eta.map(|d| format!(", {} s left", d.as_secs())).unwrap_or_default();
+                        self.out.text_only(&format!(
+                            "{}: {}% of {} ({}/s{left})",
+                            printable(&shown.name),
+                            tenths * 10,
+                            human_size(total),
+                            human_size(bytes_per_sec)
+                        ));
+                    }
+                }
+            }
+            Event::FileSent { transfer, name, size, .. } => {
+                self.transfers.remove(&transfer);
+                self.out.print(json!({"event": "file_sent", "name": name, "size": size}), || {
+                    format!("sent {} ({}), verified by the peer", printable(&name), human_size(size))
+                });
+                if let Some(sending) = &mut self.sending {
+                    sending.waiting -= 1;
+                    sending.sent += 1;
+                    sending.bytes += size;
+                }
+                self.maybe_close();
+            }
+            Event::FileReceived { transfer, name, path, size, blake3, .. } => {
+                self.transfers.remove(&transfer);
+                self.out.print(
+                    json!({"event": "file_received", "name": name, "path": path.display().to_string(), "size": size, "blake3": blake3}),
+                    || format!("received {} ({}) into {}", printable(&name), human_size(size), path.display()),
+                );
+                self.maybe_close();
+            }
+            Event::FileFailed { transfer, name, reason, .. } => {
+                self.transfers.remove(&transfer);
+                self.asking.retain(|t| *t != transfer);
+                self.out.print(json!({"event": "file_failed", "name": name, "reason": reason}), || {
+                    format!("file {} failed: {reason}", printable(&name))
+                });
+                if let Some(sending) = &mut self.sending {
+                    sending.waiting = sending.waiting.saturating_sub(1);
+                    sending.failures.push(format!("{}: {reason}", printable(&name)));
+                }
+                self.maybe_close();
+            }
         }
         None
     }
@@ -375,14 +498,58 @@ impl Session {
         while let Some(text) = self.queued.pop_front() {
             self.send(&text);
         }
-        if self.close_when_sent || (self.stdin_done && !self.server) {
+        if let Some(sending) = &self.sending {
+            for file in sending.files.clone() {
+                let transfer = self.engine.send_file(self.id, &file);
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                self.transfers.insert(transfer, Shown { name, size: 0, tenths: 0 });
+            }
+            self.close_when_sent = true;
+        }
+        if self.stdin_done && !self.server {
+            self.close_when_sent = true;
+        }
+        self.maybe_close();
+    }
+
+    /// Closes the connection once asked to and no transfer is under way.
+    fn maybe_close(&mut self) {
+        if self.close_when_sent && !self.closing && self.peer_name.is_some() && self.transfers.is_empty() {
+            self.closing = true;
             self.engine.disconnect(self.id);
         }
     }
 
+    /// Prints the y/N question for the first file waiting for an answer.
+    fn ask(&self) {
+        if let Some(shown) = self.asking.front().and_then(|t| self.transfers.get(t)) {
+            self.out.text_only(&format!("accept {} ({})? [y/N]", printable(&shown.name), human_size(shown.size)));
+        }
+    }
+
     fn on_line(&mut self, line: Line) {
+        if let Some(transfer) = self.asking.pop_front() {
+            let yes = matches!(&line, Line::Text(t) if matches!(t.trim().to_lowercase().as_str(), "y" | "yes"));
+            if yes {
+                self.engine.accept_file(transfer);
+            } else {
+                self.engine.decline_file(transfer);
+            }
+            self.ask();
+            return;
+        }
         match line {
             Line::Text(text) if text.is_empty() => {}
+            Line::Text(text) if text.starts_with("/send ") => {
+                let path = PathBuf::from(text["/send ".len()..].trim());
+                if self.peer_name.is_none() {
+                    self.out.error(&format!("{} not sent: no peer is connected", path.display()));
+                } else {
+                    let transfer = self.engine.send_file(self.id, &path);
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    self.transfers.insert(transfer, Shown { name, size: 0, tenths: 0 });
+                }
+            }
             Line::Text(text) if self.peer_name.is_some() => self.send(&text),
             Line::Text(text) => self.queued.push_back(text),
             Line::Bad(why) => self.out.error(&why),
@@ -400,20 +567,22 @@ impl Session {
             return;
         }
         self.stdin_done = true;
-        if self.peer_name.is_some() {
-            self.engine.disconnect(self.id);
-        } else if !self.queued.is_empty() || !self.server {
-            // Deliver what was typed once a peer is there, then close.
+        // Offers nobody can answer any more are declined.
+        for transfer in std::mem::take(&mut self.asking) {
+            self.engine.decline_file(transfer);
+        }
+        if self.peer_name.is_some() || !self.queued.is_empty() || !self.server {
+            // Deliver what was typed (once a peer is there) and let running
+            // transfers finish, then close.
             self.close_when_sent = true;
+            self.maybe_close();
         }
         // A listener with nothing to say stays up to receive.
     }
 
     fn on_signal(&mut self) -> Option<Result<(), String>> {
         if self.quitting {
-            return Some(Err(
-                "interrupted twice; leaving without waiting for the peer".into(),
-            ));
+            return Some(Err("interrupted twice; leaving without waiting for the peer".into()));
         }
         self.quitting = true;
         if self.peer_name.is_some() {
@@ -450,53 +619,51 @@ enum Line {
 /// than a chat message is reported and skipped without being held in memory.
 fn spawn_stdin_reader() -> Receiver<Line> {
     let (tx, rx) = crossbeam_channel::bounded(64);
-    let spawned = std::thread::Builder::new()
-        .name("peerconn-stdin".into())
-        .spawn(move || {
-            let stdin = io::stdin();
-            let mut input = stdin.lock();
-            let mut line = Vec::new();
-            let mut too_long = false;
-            loop {
-                let (done, used) = match input.fill_buf() {
-                    Ok([]) => break,
-                    Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
-                        Some(i) => {
-                            if !too_long {
-                                line.extend_from_slice(&buf[..i]);
-                            }
-                            (true, i + 1)
+    let spawned = std::thread::Builder::new().name("peerconn-stdin".into()).spawn(move || {
+        let stdin = io::stdin();
+        let mut input = stdin.lock();
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let (done, used) = match input.fill_buf() {
+                Ok([]) => break,
+                Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        if !too_long {
+                            line.extend_from_slice(&buf[..i]);
                         }
-                        None => {
-                            if !too_long {
-                                line.extend_from_slice(buf);
-                            }
-                            (false, buf.len())
-                        }
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        log::warn!("cannot read standard input: {e}");
-                        break;
+                        (true, i + 1)
                     }
-                };
-                input.consume(used);
-                if line.len() > frame::MAX_CHAT + 1 {
-                    too_long = true;
-                    line.clear();
+                    None => {
+                        if !too_long {
+                            line.extend_from_slice(buf);
+                        }
+                        (false, buf.len())
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("cannot read standard input: {e}");
+                    break;
                 }
-                if done {
-                    let item = finish_line(std::mem::take(&mut line), too_long);
-                    too_long = false;
-                    if tx.send(item).is_err() {
-                        return;
-                    }
+            };
+            input.consume(used);
+            if line.len() > frame::MAX_CHAT + 1 {
+                too_long = true;
+                line.clear();
+            }
+            if done {
+                let item = finish_line(std::mem::take(&mut line), too_long);
+                too_long = false;
+                if tx.send(item).is_err() {
+                    return;
                 }
             }
-            if !line.is_empty() || too_long {
-                let _ = tx.send(finish_line(line, too_long));
-            }
-        });
+        }
+        if !line.is_empty() || too_long {
+            let _ = tx.send(finish_line(line, too_long));
+        }
+    });
     if let Err(e) = spawned {
         log::warn!("cannot read standard input: {e}");
     }
@@ -505,10 +672,7 @@ fn spawn_stdin_reader() -> Receiver<Line> {
 
 fn finish_line(mut line: Vec<u8>, too_long: bool) -> Line {
     if too_long {
-        return Line::Bad(format!(
-            "line not sent: it is longer than {} bytes",
-            frame::MAX_CHAT
-        ));
+        return Line::Bad(format!("line not sent: it is longer than {} bytes", frame::MAX_CHAT));
     }
     if line.last() == Some(&b'\r') {
         line.pop();

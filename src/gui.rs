@@ -19,11 +19,7 @@ pub fn run() -> ExitCode {
     };
     window.set_host_name(host.host_name.clone().into());
     window.set_local_address(host.primary().to_string().into());
-    log::info!(
-        "window opened (host {}, address {})",
-        host.host_name,
-        host.primary()
-    );
+    log::info!("window opened (host {}, address {})", host.host_name, host.primary());
     if let Err(e) = window.run() {
         eprintln!("peerconn: the window failed: {e}");
         return ExitCode::FAILURE;

@@ -34,18 +34,12 @@ impl HostInfo {
             }
             Err(e) => log::warn!("cannot list network interfaces: {e}"),
         }
-        HostInfo {
-            host_name,
-            addresses: rank(found, routed_address()),
-        }
+        HostInfo { host_name, addresses: rank(found, routed_address()) }
     }
 
     /// The address to show as "Local Address"; loopback when there is none.
     pub fn primary(&self) -> Ipv4Addr {
-        self.addresses
-            .first()
-            .copied()
-            .unwrap_or(Ipv4Addr::LOCALHOST)
+        self.addresses.first().copied().unwrap_or(Ipv4Addr::LOCALHOST)
     }
 }
 
@@ -61,11 +55,7 @@ fn routed_address() -> Option<Ipv4Addr> {
 }
 
 fn usable(ip: Ipv4Addr) -> bool {
-    !(ip.is_loopback()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_broadcast())
+    !(ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
 }
 
 /// Sorts usable addresses best first and removes duplicates.
@@ -139,11 +129,7 @@ mod tests {
         let ranked = rank(found.clone(), None);
         assert_eq!(
             ranked,
-            vec![
-                Ipv4Addr::new(192, 168, 1, 7),
-                Ipv4Addr::new(10, 0, 0, 5),
-                Ipv4Addr::new(172, 17, 0, 1)
-            ]
+            vec![Ipv4Addr::new(192, 168, 1, 7), Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(172, 17, 0, 1)]
         );
         let ranked = rank(found, Some(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(ranked[0], Ipv4Addr::new(10, 0, 0, 5));

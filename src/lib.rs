@@ -5,6 +5,7 @@
 //! reached ([`hostinfo`]), and where logs and data live ([`logging`]). The
 //! binary adds the Slint window and the headless command line on top.
 
+pub mod files;
 pub mod hostinfo;
 pub mod logging;
 pub mod net;

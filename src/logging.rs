@@ -22,8 +22,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use simplelog::{
-    ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger,
-    TerminalMode, WriteLogger,
+    ColorChoice, CombinedLogger, ConfigBuilder, LevelFilter, SharedLogger, TermLogger, TerminalMode, WriteLogger,
 };
 
 /// Size at which the log file is rotated.
@@ -89,12 +88,7 @@ pub fn init() -> LogGuard {
         Err(e) => eprintln!("peerconn: cannot write the log {}: {e}", path.display()),
     }
     if io::stderr().is_terminal() {
-        loggers.push(TermLogger::new(
-            level.min(LevelFilter::Warn),
-            config,
-            TerminalMode::Stderr,
-            ColorChoice::Auto,
-        ));
+        loggers.push(TermLogger::new(level.min(LevelFilter::Warn), config, TerminalMode::Stderr, ColorChoice::Auto));
     }
     // Fails only if a logger is already installed (tests); that one stays.
     let _ = CombinedLogger::init(loggers);
@@ -104,7 +98,9 @@ pub fn init() -> LogGuard {
 fn level_from_env() -> LevelFilter {
     match std::env::var(LEVEL_ENV) {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("peerconn: {LEVEL_ENV}={v:?} is not a log level (error, warn, info, debug, trace, off); using info");
+            eprintln!(
+                "peerconn: {LEVEL_ENV}={v:?} is not a log level (error, warn, info, debug, trace, off); using info"
+            );
             LevelFilter::Info
         }),
         Err(_) => LevelFilter::Info,
@@ -118,21 +114,11 @@ fn start_writer(path: &Path) -> io::Result<(LineSink, Sender<Vec<u8>>, JoinHandl
     let file = CappedFile::open(path.to_path_buf(), MAX_LOG_BYTES)?;
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
-    let thread = std::thread::Builder::new()
-        .name("peerconn-log".into())
-        .spawn({
-            let dropped = dropped.clone();
-            move || write_lines(file, rx, dropped)
-        })?;
-    Ok((
-        LineSink {
-            tx: tx.clone(),
-            line: Vec::new(),
-            dropped,
-        },
-        tx,
-        thread,
-    ))
+    let thread = std::thread::Builder::new().name("peerconn-log".into()).spawn({
+        let dropped = dropped.clone();
+        move || write_lines(file, rx, dropped)
+    })?;
+    Ok((LineSink { tx: tx.clone(), line: Vec::new(), dropped }, tx, thread))
 }
 
 fn write_lines(mut file: CappedFile, rx: Receiver<Vec<u8>>, dropped: Arc<AtomicU64>) {
@@ -142,10 +128,7 @@ fn write_lines(mut file: CappedFile, rx: Receiver<Vec<u8>>, dropped: Arc<AtomicU
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            let _ = writeln!(
-                file,
-                "[log] {lost} lines were dropped because the disk was too slow"
-            );
+            let _ = writeln!(file, "[log] {lost} lines were dropped because the disk was too slow");
         }
         if file.write_all(&line).is_err() {
             // Nowhere left to report it; keep taking lines so callers never block.
@@ -195,12 +178,7 @@ impl CappedFile {
     pub fn open(path: PathBuf, cap: u64) -> io::Result<CappedFile> {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = file.metadata()?.len();
-        Ok(CappedFile {
-            path,
-            file: Some(file),
-            len,
-            cap,
-        })
+        Ok(CappedFile { path, file: Some(file), len, cap })
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -210,16 +188,8 @@ impl CappedFile {
         self.file = None;
         let _ = fs::remove_file(&old);
         let renamed = fs::rename(&self.path, &old);
-        self.file = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?,
-        );
-        self.len = self
-            .file
-            .as_ref()
-            .map_or(Ok(0), |f| f.metadata().map(|m| m.len()))?;
+        self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        self.len = self.file.as_ref().map_or(Ok(0), |f| f.metadata().map(|m| m.len()))?;
         renamed
     }
 }
@@ -229,10 +199,7 @@ impl Write for CappedFile {
         if self.len > 0 && self.len + buf.len() as u64 > self.cap {
             self.rotate()?;
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the log file is closed"))?;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("the log file is closed"))?;
         let n = file.write(buf)?;
         self.len += n as u64;
         Ok(n)

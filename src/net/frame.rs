@@ -32,16 +32,32 @@ pub const MAX_PAYLOAD: usize = MAX_FRAME - HEADER_LEN;
 pub const MAX_NAME: usize = 64;
 /// Largest chat message, in UTF-8 bytes.
 pub const MAX_CHAT: usize = 16 * 1024;
-/// Largest reason text in a bye, in UTF-8 bytes.
+/// Largest reason text in a bye, decline or cancel, in UTF-8 bytes.
 pub const MAX_REASON: usize = 200;
+/// Largest file name in an offer, in UTF-8 bytes.
+pub const MAX_FILE_NAME: usize = 255;
+/// Largest piece of file data in one frame.
+pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 
-/// Frame type bytes. 0x10..=0x1F are reserved for file transfer.
+/// Frame type bytes: 0x01..=0x05 for the connection and chat, 0x10..=0x16
+/// for file transfer.
 pub mod kind {
     pub const HELLO: u8 = 0x01;
     pub const CHAT: u8 = 0x02;
     pub const PING: u8 = 0x03;
     pub const PONG: u8 = 0x04;
     pub const BYE: u8 = 0x05;
+    pub const OFFER: u8 = 0x10;
+    pub const ACCEPT: u8 = 0x11;
+    pub const DECLINE: u8 = 0x12;
+    pub const DATA: u8 = 0x13;
+    pub const DONE: u8 = 0x14;
+    pub const CANCEL: u8 = 0x15;
+    pub const RECEIVED: u8 = 0x16;
+
+    pub(super) fn known(t: u8) -> bool {
+        matches!(t, HELLO..=BYE | OFFER..=RECEIVED)
+    }
 }
 
 /// Why a peer ends a connection with [`Frame::Bye`].
@@ -95,6 +111,43 @@ pub enum Frame {
         code: ByeCode,
         reason: String,
     },
+    /// The sender offers a file. `transfer` is the sender's number for it,
+    /// unique on this connection in that direction.
+    Offer {
+        transfer: u32,
+        size: u64,
+        name: String,
+    },
+    /// The receiver accepts an offer: data may flow.
+    Accept {
+        transfer: u32,
+    },
+    /// The receiver declines an offer.
+    Decline {
+        transfer: u32,
+        reason: String,
+    },
+    /// A piece of the file, 1..=[`MAX_DATA`] bytes, in order.
+    Data {
+        transfer: u32,
+        bytes: Vec<u8>,
+    },
+    /// All data was sent; the BLAKE3 hash of the whole file.
+    Done {
+        transfer: u32,
+        hash: [u8; 32],
+    },
+    /// Either side stops a transfer. `mine` is true when the transfer is
+    /// one the sender of this frame is sending.
+    Cancel {
+        transfer: u32,
+        mine: bool,
+        reason: String,
+    },
+    /// The receiver verified and stored the file.
+    Received {
+        transfer: u32,
+    },
 }
 
 /// Why bytes from a peer are not a valid frame. Every variant reads as a
@@ -119,10 +172,7 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::Empty => write!(f, "received an empty frame"),
             FrameError::Oversized(n) => {
-                write!(
-                    f,
-                    "received a frame of {n} bytes, over the limit of {MAX_FRAME}"
-                )
+                write!(f, "received a frame of {n} bytes, over the limit of {MAX_FRAME}")
             }
             FrameError::UnknownType(t) => write!(f, "received an unknown frame type 0x{t:02x}"),
             FrameError::BadMagic => write!(f, "the peer is not speaking the PeerConn protocol"),
@@ -141,10 +191,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("the name is empty".into());
     }
     if name.len() > MAX_NAME {
-        return Err(format!(
-            "the name is {} bytes long; the limit is {MAX_NAME}",
-            name.len()
-        ));
+        return Err(format!("the name is {} bytes long; the limit is {MAX_NAME}", name.len()));
     }
     if name.chars().any(char::is_control) {
         return Err("the name contains control characters".into());
@@ -158,10 +205,7 @@ pub fn check_chat(text: &str) -> Result<(), String> {
         return Err("the message is empty".into());
     }
     if text.len() > MAX_CHAT {
-        return Err(format!(
-            "the message is {} bytes long; the limit is {MAX_CHAT}",
-            text.len()
-        ));
+        return Err(format!("the message is {} bytes long; the limit is {MAX_CHAT}", text.len()));
     }
     Ok(())
 }
@@ -201,6 +245,41 @@ impl Frame {
                 out.push(code.to_byte());
                 out.extend_from_slice(clip(reason, MAX_REASON).as_bytes());
             }
+            Frame::Offer { transfer, size, name } => {
+                out.push(kind::OFFER);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&size.to_be_bytes());
+                out.extend_from_slice(clip(name, MAX_FILE_NAME).as_bytes());
+            }
+            Frame::Accept { transfer } => {
+                out.push(kind::ACCEPT);
+                out.extend_from_slice(&transfer.to_be_bytes());
+            }
+            Frame::Decline { transfer, reason } => {
+                out.push(kind::DECLINE);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(clip(reason, MAX_REASON).as_bytes());
+            }
+            Frame::Data { transfer, bytes } => {
+                out.truncate(start);
+                encode_data(out, *transfer, &bytes[..bytes.len().min(MAX_DATA)]);
+                return;
+            }
+            Frame::Done { transfer, hash } => {
+                out.push(kind::DONE);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(hash);
+            }
+            Frame::Cancel { transfer, mine, reason } => {
+                out.push(kind::CANCEL);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.push(if *mine { 0 } else { 1 });
+                out.extend_from_slice(clip(reason, MAX_REASON).as_bytes());
+            }
+            Frame::Received { transfer } => {
+                out.push(kind::RECEIVED);
+                out.extend_from_slice(&transfer.to_be_bytes());
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -221,8 +300,25 @@ impl Frame {
             Frame::Ping(_) => "ping",
             Frame::Pong(_) => "pong",
             Frame::Bye { .. } => "bye",
+            Frame::Offer { .. } => "file offer",
+            Frame::Accept { .. } => "file accept",
+            Frame::Decline { .. } => "file decline",
+            Frame::Data { .. } => "file data",
+            Frame::Done { .. } => "file end",
+            Frame::Cancel { .. } => "file cancel",
+            Frame::Received { .. } => "file receipt",
         }
     }
+}
+
+/// Appends a DATA frame straight from a slice (no intermediate frame).
+/// `bytes` must be 1..=[`MAX_DATA`] long.
+pub fn encode_data(out: &mut Vec<u8>, transfer: u32, bytes: &[u8]) {
+    debug_assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA);
+    out.extend_from_slice(&((bytes.len() + 5) as u32).to_be_bytes());
+    out.push(kind::DATA);
+    out.extend_from_slice(&transfer.to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 /// Longest prefix of `s` that is at most `max` bytes and ends on a char
@@ -257,7 +353,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         return Err(FrameError::Oversized(len as u64 + 4));
     }
     // The type byte alone lets us refuse unknown types early.
-    if buf.len() >= HEADER_LEN && !(kind::HELLO..=kind::BYE).contains(&buf[4]) {
+    if buf.len() >= HEADER_LEN && !kind::known(buf[4]) {
         return Err(FrameError::UnknownType(buf[4]));
     }
     if buf.len() < 4 + len {
@@ -267,42 +363,100 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
     let frame = match buf[4] {
         kind::HELLO => decode_hello(payload)?,
         kind::CHAT => {
-            let text =
-                std::str::from_utf8(payload).map_err(|_| FrameError::BadUtf8("chat message"))?;
+            let text = std::str::from_utf8(payload).map_err(|_| FrameError::BadUtf8("chat message"))?;
             check_chat(text).map_err(|why| FrameError::Malformed("chat message", why))?;
             Frame::Chat(text.to_owned())
         }
         kind::PING => Frame::Ping(u64_payload(payload, "ping")?),
         kind::PONG => Frame::Pong(u64_payload(payload, "pong")?),
         kind::BYE => {
-            let (&code, reason) = payload
-                .split_first()
-                .ok_or_else(|| FrameError::Malformed("bye", "it has no reason code".into()))?;
-            let code = ByeCode::from_byte(code).ok_or_else(|| {
-                FrameError::Malformed("bye", format!("unknown reason code {code}"))
-            })?;
+            let (&code, reason) =
+                payload.split_first().ok_or_else(|| FrameError::Malformed("bye", "it has no reason code".into()))?;
+            let code = ByeCode::from_byte(code)
+                .ok_or_else(|| FrameError::Malformed("bye", format!("unknown reason code {code}")))?;
             if reason.len() > MAX_REASON {
+                return Err(FrameError::Malformed("bye", format!("the reason is over {MAX_REASON} bytes")));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| FrameError::BadUtf8("bye reason"))?;
+            Frame::Bye { code, reason: reason.to_owned() }
+        }
+        kind::OFFER => {
+            let (transfer, rest) = transfer_id(payload, "file offer")?;
+            if rest.len() < 8 {
+                return Err(FrameError::Malformed("file offer", "it has no size".into()));
+            }
+            let size = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let name = &rest[8..];
+            if name.is_empty() || name.len() > MAX_FILE_NAME {
                 return Err(FrameError::Malformed(
-                    "bye",
-                    format!("the reason is over {MAX_REASON} bytes"),
+                    "file offer",
+                    format!("the name is {} bytes; it must be 1 to {MAX_FILE_NAME}", name.len()),
                 ));
             }
-            let reason =
-                std::str::from_utf8(reason).map_err(|_| FrameError::BadUtf8("bye reason"))?;
-            Frame::Bye {
-                code,
-                reason: reason.to_owned(),
+            let name = std::str::from_utf8(name).map_err(|_| FrameError::BadUtf8("file name"))?;
+            Frame::Offer { transfer, size, name: name.to_owned() }
+        }
+        kind::ACCEPT => Frame::Accept { transfer: only_transfer_id(payload, "file accept")? },
+        kind::RECEIVED => Frame::Received { transfer: only_transfer_id(payload, "file receipt")? },
+        kind::DECLINE => {
+            let (transfer, reason) = transfer_id(payload, "file decline")?;
+            Frame::Decline { transfer, reason: reason_text(reason, "file decline")? }
+        }
+        kind::DATA => {
+            let (transfer, bytes) = transfer_id(payload, "file data")?;
+            if bytes.is_empty() {
+                return Err(FrameError::Malformed("file data", "it carries no data".into()));
             }
+            Frame::Data { transfer, bytes: bytes.to_vec() }
+        }
+        kind::DONE => {
+            let (transfer, hash) = transfer_id(payload, "file end")?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| FrameError::Malformed("file end", format!("the hash is {} bytes, not 32", hash.len())))?;
+            Frame::Done { transfer, hash }
+        }
+        kind::CANCEL => {
+            let (transfer, rest) = transfer_id(payload, "file cancel")?;
+            let (&whose, reason) =
+                rest.split_first().ok_or_else(|| FrameError::Malformed("file cancel", "it has no direction".into()))?;
+            let mine = match whose {
+                0 => true,
+                1 => false,
+                other => return Err(FrameError::Malformed("file cancel", format!("unknown direction {other}"))),
+            };
+            Frame::Cancel { transfer, mine, reason: reason_text(reason, "file cancel")? }
         }
         t => return Err(FrameError::UnknownType(t)),
     };
     Ok(Some((frame, 4 + len)))
 }
 
+fn transfer_id<'a>(payload: &'a [u8], what: &'static str) -> Result<(u32, &'a [u8]), FrameError> {
+    if payload.len() < 4 {
+        return Err(FrameError::Malformed(what, "it has no transfer number".into()));
+    }
+    let (id, rest) = payload.split_at(4);
+    Ok((u32::from_be_bytes(id.try_into().expect("4 bytes")), rest))
+}
+
+fn only_transfer_id(payload: &[u8], what: &'static str) -> Result<u32, FrameError> {
+    match transfer_id(payload, what)? {
+        (id, []) => Ok(id),
+        (_, rest) => Err(FrameError::Malformed(what, format!("{} bytes too many", rest.len()))),
+    }
+}
+
+fn reason_text(bytes: &[u8], what: &'static str) -> Result<String, FrameError> {
+    if bytes.len() > MAX_REASON {
+        return Err(FrameError::Malformed(what, format!("the reason is over {MAX_REASON} bytes")));
+    }
+    std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| FrameError::BadUtf8("reason"))
+}
+
 fn u64_payload(payload: &[u8], what: &'static str) -> Result<u64, FrameError> {
-    let bytes: [u8; 8] = payload.try_into().map_err(|_| {
-        FrameError::Malformed(what, format!("{} bytes instead of 8", payload.len()))
-    })?;
+    let bytes: [u8; 8] =
+        payload.try_into().map_err(|_| FrameError::Malformed(what, format!("{} bytes instead of 8", payload.len())))?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -312,10 +466,7 @@ fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::BadMagic);
     }
     if p.len() < 11 {
-        return Err(FrameError::Malformed(
-            "hello",
-            format!("{} bytes is too short", p.len()),
-        ));
+        return Err(FrameError::Malformed("hello", format!("{} bytes is too short", p.len())));
     }
     let version = u16::from_be_bytes([p[8], p[9]]);
     let name_len = p[10] as usize;
@@ -323,18 +474,12 @@ fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
     if name.len() != name_len {
         return Err(FrameError::Malformed(
             "hello",
-            format!(
-                "the name should be {name_len} bytes but {} follow",
-                name.len()
-            ),
+            format!("the name should be {name_len} bytes but {} follow", name.len()),
         ));
     }
     let name = std::str::from_utf8(name).map_err(|_| FrameError::BadUtf8("name"))?;
     check_name(name).map_err(|why| FrameError::Malformed("hello", why))?;
-    Ok(Frame::Hello {
-        version,
-        name: name.to_owned(),
-    })
+    Ok(Frame::Hello { version, name: name.to_owned() })
 }
 
 #[cfg(test)]
@@ -343,11 +488,7 @@ mod tests {
 
     #[test]
     fn hello_bytes_match_the_spec() {
-        let bytes = Frame::Hello {
-            version: 1,
-            name: "Al".into(),
-        }
-        .to_bytes();
+        let bytes = Frame::Hello { version: 1, name: "Al".into() }.to_bytes();
         let mut want = vec![0, 0, 0, 14, kind::HELLO];
         want.extend_from_slice(b"PEERCONN");
         want.extend_from_slice(&[0, 1, 2, b'A', b'l']);
@@ -356,10 +497,7 @@ mod tests {
 
     #[test]
     fn oversized_length_is_refused_from_the_header_alone() {
-        assert_eq!(
-            decode(&[0xff, 0xff, 0xff, 0xff]),
-            Err(FrameError::Oversized(0xffff_ffff + 4))
-        );
+        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), Err(FrameError::Oversized(0xffff_ffff + 4)));
     }
 
     #[test]

@@ -11,11 +11,15 @@
 
 pub mod frame;
 mod reactor;
+mod transfer;
+
+pub use crate::files::{Faults, TransferId};
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -61,11 +65,7 @@ pub enum PeerState {
     /// A client peersocket connecting to `remote` (or waiting for its hello).
     Connecting { remote: SocketAddr },
     /// The hello is done in both directions.
-    Connected {
-        peer_name: String,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
-    },
+    Connected { peer_name: String, peer_addr: SocketAddr, local_addr: SocketAddr },
     /// Inactive. `clean` is true when the connection ended on purpose (a bye
     /// from either side), false when it failed.
     Lost { reason: String, clean: bool },
@@ -94,6 +94,22 @@ pub enum Event {
     Renamed { id: PeerId, name: String },
     /// The peersocket is gone; no more events will name it.
     Removed { id: PeerId },
+    /// We offered a file (it is open and its size known); waiting for the
+    /// peer to accept.
+    FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64 },
+    /// The peer offers a file; answer with `accept_file` or `decline_file`.
+    /// `name` is already made safe for the downloads folder.
+    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64 },
+    /// Bytes moved so far, at most ten times a second per transfer and once
+    /// at the end.
+    FileProgress { id: PeerId, transfer: TransferId, bytes: u64, total: u64, bytes_per_sec: u64, eta: Option<Duration> },
+    /// The peer verified and stored a file we sent.
+    FileSent { id: PeerId, transfer: TransferId, name: String, size: u64 },
+    /// We verified and stored a file; `path` is where it is.
+    FileReceived { id: PeerId, transfer: TransferId, name: String, path: PathBuf, size: u64, blake3: String },
+    /// A transfer ended without the file arriving (declined, cancelled,
+    /// failed, connection lost). No partial file is left behind.
+    FileFailed { id: PeerId, transfer: TransferId, name: String, reason: String },
 }
 
 impl Event {
@@ -103,7 +119,13 @@ impl Event {
             | Event::Message { id, .. }
             | Event::Error { id, .. }
             | Event::Renamed { id, .. }
-            | Event::Removed { id } => *id,
+            | Event::Removed { id }
+            | Event::FileOutgoing { id, .. }
+            | Event::FileIncoming { id, .. }
+            | Event::FileProgress { id, .. }
+            | Event::FileSent { id, .. }
+            | Event::FileReceived { id, .. }
+            | Event::FileFailed { id, .. } => *id,
         }
     }
 }
@@ -118,9 +140,7 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions {
-            keep_listening: false,
-        }
+        ListenOptions { keep_listening: false }
     }
 }
 
@@ -142,6 +162,10 @@ pub struct EngineConfig {
     pub max_pending_hellos: usize,
     /// Bytes waiting to be written to one peer before a send is refused.
     pub max_output_bytes: usize,
+    /// Where received files go.
+    pub downloads: PathBuf,
+    /// Faults to inject (tests only).
+    pub faults: Faults,
 }
 
 impl Default for EngineConfig {
@@ -154,6 +178,8 @@ impl Default for EngineConfig {
             close_linger: Duration::from_secs(3),
             max_pending_hellos: 16,
             max_output_bytes: 8 * 1024 * 1024,
+            downloads: default_downloads(),
+            faults: Faults::default(),
         }
     }
 }
@@ -161,35 +187,26 @@ impl Default for EngineConfig {
 /// A request to the reactor. Built by [`Engine`]'s methods.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Listen {
-        id: PeerId,
-        name: String,
-        bind: SocketAddr,
-        options: ListenOptions,
-    },
-    Connect {
-        id: PeerId,
-        name: String,
-        remote: SocketAddr,
-    },
-    Send {
-        id: PeerId,
-        text: String,
-    },
-    Disconnect {
-        id: PeerId,
-    },
-    Restart {
-        id: PeerId,
-    },
-    Rename {
-        id: PeerId,
-        name: String,
-    },
-    Remove {
-        id: PeerId,
-    },
+    Listen { id: PeerId, name: String, bind: SocketAddr, options: ListenOptions },
+    Connect { id: PeerId, name: String, remote: SocketAddr },
+    Send { id: PeerId, text: String },
+    Disconnect { id: PeerId },
+    Restart { id: PeerId },
+    Rename { id: PeerId, name: String },
+    Remove { id: PeerId },
+    SendFile { id: PeerId, transfer: TransferId, path: PathBuf },
+    AcceptFile { transfer: TransferId },
+    DeclineFile { transfer: TransferId },
+    CancelFile { transfer: TransferId },
+    SetDownloads { dir: PathBuf },
     Shutdown,
+}
+
+/// The user's downloads folder, or `downloads` in the data directory.
+pub fn default_downloads() -> PathBuf {
+    directories::UserDirs::new()
+        .and_then(|d| d.download_dir().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| crate::logging::data_dir().join("downloads"))
 }
 
 /// A mistake in what the caller asked for, found before anything was created.
@@ -211,7 +228,9 @@ pub struct Engine {
     waker: Arc<mio::Waker>,
     events: Receiver<Event>,
     next_id: AtomicU64,
+    next_transfer: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
+    cleanup: Option<JoinHandle<()>>,
 }
 
 impl Engine {
@@ -223,17 +242,18 @@ impl Engine {
     pub fn with_config(config: EngineConfig) -> io::Result<Engine> {
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, events) = crossbeam_channel::unbounded();
-        let (reactor, waker) = reactor::Reactor::new(config, command_rx, event_tx)?;
-        let thread = std::thread::Builder::new()
-            .name("peerconn-net".into())
-            .spawn(move || reactor.run())?;
-        Ok(Engine {
-            commands,
-            waker,
-            events,
-            next_id: AtomicU64::new(1),
-            thread: Some(thread),
-        })
+        let downloads = config.downloads.clone();
+        let next_transfer = Arc::new(AtomicU64::new(1));
+        let (reactor, waker) = reactor::Reactor::new(config, command_rx, event_tx, next_transfer.clone())?;
+        let thread = std::thread::Builder::new().name("peerconn-net".into()).spawn(move || reactor.run())?;
+        // Temporary files left by a crash go at start, off the caller's thread.
+        let cleanup = std::thread::Builder::new()
+            .name("peerconn-cleanup".into())
+            .spawn(move || {
+                crate::files::remove_leftovers(&downloads);
+            })
+            .ok();
+        Ok(Engine { commands, waker, events, next_id: AtomicU64::new(1), next_transfer, thread: Some(thread), cleanup })
     }
 
     /// The events the reactor reports, in order.
@@ -243,20 +263,10 @@ impl Engine {
 
     /// Creates a server peersocket bound to `bind` (port 0: the system picks
     /// one; the real address comes in the `Listening` state).
-    pub fn listen(
-        &self,
-        name: &str,
-        bind: SocketAddr,
-        options: ListenOptions,
-    ) -> Result<PeerId, InputError> {
+    pub fn listen(&self, name: &str, bind: SocketAddr, options: ListenOptions) -> Result<PeerId, InputError> {
         frame::check_name(name).map_err(InputError)?;
         let id = self.new_id();
-        self.command(Command::Listen {
-            id,
-            name: name.to_owned(),
-            bind,
-            options,
-        });
+        self.command(Command::Listen { id, name: name.to_owned(), bind, options });
         Ok(id)
     }
 
@@ -264,32 +274,20 @@ impl Engine {
     pub fn connect(&self, name: &str, remote: SocketAddr) -> Result<PeerId, InputError> {
         frame::check_name(name).map_err(InputError)?;
         if remote.port() == 0 {
-            return Err(InputError(
-                "port 0 cannot be connected to; give the server's port".into(),
-            ));
+            return Err(InputError("port 0 cannot be connected to; give the server's port".into()));
         }
         if remote.ip().is_unspecified() {
-            return Err(InputError(format!(
-                "{} is not an address to connect to",
-                remote.ip()
-            )));
+            return Err(InputError(format!("{} is not an address to connect to", remote.ip())));
         }
         let id = self.new_id();
-        self.command(Command::Connect {
-            id,
-            name: name.to_owned(),
-            remote,
-        });
+        self.command(Command::Connect { id, name: name.to_owned(), remote });
         Ok(id)
     }
 
     /// Queues a chat message to the peer of `id`.
     pub fn send_text(&self, id: PeerId, text: &str) -> Result<(), InputError> {
         frame::check_chat(text).map_err(InputError)?;
-        self.command(Command::Send {
-            id,
-            text: text.to_owned(),
-        });
+        self.command(Command::Send { id, text: text.to_owned() });
         Ok(())
     }
 
@@ -306,16 +304,40 @@ impl Engine {
 
     pub fn rename(&self, id: PeerId, name: &str) -> Result<(), InputError> {
         frame::check_name(name).map_err(InputError)?;
-        self.command(Command::Rename {
-            id,
-            name: name.to_owned(),
-        });
+        self.command(Command::Rename { id, name: name.to_owned() });
         Ok(())
     }
 
     /// Closes the peersocket (gracefully) and forgets it.
     pub fn remove(&self, id: PeerId) {
         self.command(Command::Remove { id });
+    }
+
+    /// Offers the file at `path` to the peer of `id`. The file is opened on
+    /// a worker thread; problems arrive as `FileFailed`.
+    pub fn send_file(&self, id: PeerId, path: impl Into<PathBuf>) -> TransferId {
+        let transfer = TransferId(self.next_transfer.fetch_add(1, Ordering::Relaxed));
+        self.command(Command::SendFile { id, transfer, path: path.into() });
+        transfer
+    }
+
+    /// Accepts an incoming file (after `FileIncoming`).
+    pub fn accept_file(&self, transfer: TransferId) {
+        self.command(Command::AcceptFile { transfer });
+    }
+
+    pub fn decline_file(&self, transfer: TransferId) {
+        self.command(Command::DeclineFile { transfer });
+    }
+
+    /// Stops a transfer in either direction; the peer is told.
+    pub fn cancel_file(&self, transfer: TransferId) {
+        self.command(Command::CancelFile { transfer });
+    }
+
+    /// Where files accepted from now on are stored.
+    pub fn set_downloads(&self, dir: impl Into<PathBuf>) {
+        self.command(Command::SetDownloads { dir: dir.into() });
     }
 
     fn new_id(&self) -> PeerId {
@@ -340,6 +362,9 @@ impl Drop for Engine {
             if thread.join().is_err() {
                 log::error!("the reactor thread panicked");
             }
+        }
+        if let Some(cleanup) = self.cleanup.take() {
+            let _ = cleanup.join();
         }
     }
 }

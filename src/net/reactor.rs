@@ -16,14 +16,16 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::event::Event as MioEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, TcpKeepalive, Type};
 
 use super::frame::{self, ByeCode, Frame};
+use super::transfer::{Files, InState, Incoming, Meter, OutState, Outgoing, MAX_ACTIVE_OUT, MAX_PENDING_OFFERS};
 use super::{printable, Command, EngineConfig, Event, ListenOptions, PeerId, PeerState, Role};
+use crate::files::{self, Block, DiskEvent, Notify, TransferId, WriteMsg};
 
 /// Outside the range of socket tokens, which count up from 0.
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -35,6 +37,11 @@ const READ_BUDGET: usize = 1024 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Backlog of a listening socket.
 const LISTEN_BACKLOG: i32 = 128;
+/// File data is added to a connection's output only while less than this
+/// is waiting, so chat and control frames never queue behind more.
+const HIGH_WATER: usize = 256 * 1024;
+/// File bytes one connection may write before others get their turn.
+const PUMP_BUDGET: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Reactor {
     poll: Poll,
@@ -47,9 +54,23 @@ pub(crate) struct Reactor {
     scratch: Vec<u8>,
     /// Streams that used up their read budget and may hold more input.
     read_again: Vec<Token>,
+    /// Connections that used up their write budget with file data to send.
+    write_again: Vec<Token>,
     /// Set once `Shutdown` arrives: the loop ends when the last connection
     /// has closed or at this instant.
     shutdown_deadline: Option<Instant>,
+    /// How disk workers report back.
+    notify: Notify,
+    disk_events: Receiver<DiskEvent>,
+    /// Shared with the handle, which numbers outgoing transfers.
+    next_transfer: Arc<std::sync::atomic::AtomicU64>,
+    /// The connection each live transfer is on.
+    transfers: HashMap<TransferId, Token>,
+    /// Received files whose connection ended while they were being verified:
+    /// they are still reported when stored.
+    orphans: HashMap<TransferId, (PeerId, String)>,
+    /// Writer threads, joined at exit so no temporary file outlives us.
+    writers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// One peersocket as the reactor sees it.
@@ -76,10 +97,7 @@ impl Peer {
 }
 
 enum Socket {
-    Listener {
-        owner: PeerId,
-        listener: TcpListener,
-    },
+    Listener { owner: PeerId, listener: TcpListener },
     Stream(Conn),
 }
 
@@ -99,6 +117,7 @@ struct Conn {
     ping_seq: u64,
     /// What to report to the owner when the connection finally closes.
     ending: Option<End>,
+    files: Files,
 }
 
 enum Phase {
@@ -128,16 +147,10 @@ struct End {
 
 impl End {
     fn clean(reason: impl Into<String>) -> End {
-        End {
-            reason: reason.into(),
-            clean: true,
-        }
+        End { reason: reason.into(), clean: true }
     }
     fn failed(reason: impl Into<String>) -> End {
-        End {
-            reason: reason.into(),
-            clean: false,
-        }
+        End { reason: reason.into(), clean: false }
     }
 }
 
@@ -170,6 +183,7 @@ impl Conn {
             last_tx: now,
             ping_seq: 0,
             ending: None,
+            files: Files::default(),
         }
     }
 
@@ -206,11 +220,8 @@ impl Conn {
     /// When something is next due on this connection.
     fn deadline(&self, config: &EngineConfig) -> Instant {
         match self.phase {
-            Phase::Connecting { deadline }
-            | Phase::Hello { deadline }
-            | Phase::Closing { deadline, .. } => deadline,
-            Phase::Open => (self.last_rx + config.heartbeat_timeout)
-                .min(self.last_tx + config.heartbeat_interval),
+            Phase::Connecting { deadline } | Phase::Hello { deadline } | Phase::Closing { deadline, .. } => deadline,
+            Phase::Open => (self.last_rx + config.heartbeat_timeout).min(self.last_tx + config.heartbeat_interval),
         }
     }
 }
@@ -220,9 +231,11 @@ impl Reactor {
         config: EngineConfig,
         commands: Receiver<Command>,
         events: Sender<Event>,
+        next_transfer: Arc<std::sync::atomic::AtomicU64>,
     ) -> io::Result<(Reactor, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
+        let (disk_tx, disk_events) = crossbeam_channel::unbounded();
         let reactor = Reactor {
             poll,
             config,
@@ -233,7 +246,14 @@ impl Reactor {
             next_token: 0,
             scratch: vec![0; READ_CHUNK],
             read_again: Vec::new(),
+            write_again: Vec::new(),
             shutdown_deadline: None,
+            notify: Notify { events: disk_tx, waker: waker.clone() },
+            disk_events,
+            next_transfer,
+            transfers: HashMap::new(),
+            orphans: HashMap::new(),
+            writers: Vec::new(),
         };
         Ok((reactor, waker))
     }
@@ -247,9 +267,8 @@ impl Reactor {
                     break;
                 }
             }
-            let timeout = if self.read_again.is_empty() {
-                self.next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+            let timeout = if self.read_again.is_empty() && self.write_again.is_empty() {
+                self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
@@ -270,11 +289,18 @@ impl Reactor {
             for token in std::mem::take(&mut self.read_again) {
                 self.drive(token, true, false);
             }
+            self.drain_disk();
+            for token in std::mem::take(&mut self.write_again) {
+                self.drive(token, false, true);
+            }
             self.drain_commands();
             self.run_timers(Instant::now());
         }
         let open = self.sockets.len();
         self.sockets.clear();
+        for writer in self.writers.drain(..) {
+            let _ = writer.join();
+        }
         log::debug!("reactor stopped ({open} sockets still open were closed)");
     }
 
@@ -286,12 +312,7 @@ impl Reactor {
                 continue;
             }
             match command {
-                Command::Listen {
-                    id,
-                    name,
-                    bind,
-                    options,
-                } => {
+                Command::Listen { id, name, bind, options } => {
                     let peer = Peer {
                         role: Role::Server,
                         name,
@@ -338,6 +359,18 @@ impl Reactor {
                     }
                 },
                 Command::Remove { id } => self.remove(id),
+                Command::SendFile { id, transfer, path } => self.send_file(id, transfer, path),
+                Command::AcceptFile { transfer } => self.on_transfer(transfer, |r, conn| r.accept_file(conn, transfer)),
+                Command::DeclineFile { transfer } => {
+                    self.on_transfer(transfer, |r, conn| r.stop_file(conn, transfer, "you declined the file"))
+                }
+                Command::CancelFile { transfer } => {
+                    self.on_transfer(transfer, |r, conn| r.stop_file(conn, transfer, "you cancelled the transfer"))
+                }
+                Command::SetDownloads { dir } => {
+                    log::info!("downloads folder set to {}", dir.display());
+                    self.config.downloads = dir;
+                }
                 Command::Shutdown => self.shutdown(),
             }
         }
@@ -352,21 +385,13 @@ impl Reactor {
         let bound = bind_listener(addr).and_then(|mut listener| {
             let local = listener.local_addr()?;
             let token = self.new_token();
-            self.poll
-                .registry()
-                .register(&mut listener, token, Interest::READABLE)?;
+            self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
             Ok((listener, local, token))
         });
         match bound {
             Ok((listener, local, token)) => {
                 log::info!("{label} listening on {local}");
-                self.sockets.insert(
-                    token,
-                    Socket::Listener {
-                        owner: id,
-                        listener,
-                    },
-                );
+                self.sockets.insert(token, Socket::Listener { owner: id, listener });
                 if let Some(peer) = self.peers.get_mut(&id) {
                     peer.listener = Some(token);
                     peer.addr = local;
@@ -376,13 +401,7 @@ impl Reactor {
             Err(e) => {
                 let reason = listen_error(addr, &e);
                 log::warn!("{label} {reason}");
-                self.set_state(
-                    id,
-                    PeerState::Lost {
-                        reason,
-                        clean: false,
-                    },
-                );
+                self.set_state(id, PeerState::Lost { reason, clean: false });
             }
         }
     }
@@ -395,11 +414,7 @@ impl Reactor {
         let label = peer.label(id);
         let connecting = TcpStream::connect(remote).and_then(|mut stream| {
             let token = self.new_token();
-            self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok((stream, token))
         });
         match connecting {
@@ -416,13 +431,7 @@ impl Reactor {
             Err(e) => {
                 let reason = connect_error(remote, &e);
                 log::warn!("{label} {reason}");
-                self.set_state(
-                    id,
-                    PeerState::Lost {
-                        reason,
-                        clean: false,
-                    },
-                );
+                self.set_state(id, PeerState::Lost { reason, clean: false });
             }
         }
     }
@@ -446,9 +455,7 @@ impl Reactor {
                 Some(Socket::Stream(conn)) if matches!(conn.phase, Phase::Closing { .. }) => {
                     Some("message not sent: the connection is closing".to_owned())
                 }
-                _ if peer.lost => {
-                    Some("message not sent: the peersocket is not connected".to_owned())
-                }
+                _ if peer.lost => Some("message not sent: the peersocket is not connected".to_owned()),
                 _ => Some("message not sent: no peer is connected yet".to_owned()),
             },
         };
@@ -492,24 +499,12 @@ impl Reactor {
                     peer.conn = None;
                 }
                 log::info!("{label} connection attempt cancelled");
-                self.set_state(
-                    id,
-                    PeerState::Lost {
-                        reason: "you cancelled the connection".into(),
-                        clean: true,
-                    },
-                );
+                self.set_state(id, PeerState::Lost { reason: "you cancelled the connection".into(), clean: true });
             }
             (None, _) => {
                 log::info!("{label} stopped listening");
                 self.close_listener(id);
-                self.set_state(
-                    id,
-                    PeerState::Lost {
-                        reason: "you stopped listening".into(),
-                        clean: true,
-                    },
-                );
+                self.set_state(id, PeerState::Lost { reason: "you stopped listening".into(), clean: true });
             }
         }
     }
@@ -528,10 +523,7 @@ impl Reactor {
             if open {
                 // The owner is gone, so nothing is reported when this ends.
                 self.with_conn(token, |_, _| {
-                    Err(Close {
-                        end: End::clean("removed"),
-                        bye: Some((ByeCode::Normal, String::new())),
-                    })
+                    Err(Close { end: End::clean("removed"), bye: Some((ByeCode::Normal, String::new())) })
                 });
             } else if !matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if matches!(c.phase, Phase::Closing { .. }))
             {
@@ -571,13 +563,7 @@ impl Reactor {
     fn fail_everything(&mut self, reason: &str) {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
-            self.set_state(
-                id,
-                PeerState::Lost {
-                    reason: reason.to_owned(),
-                    clean: false,
-                },
-            );
+            self.set_state(id, PeerState::Lost { reason: reason.to_owned(), clean: false });
         }
     }
 
@@ -636,20 +622,14 @@ impl Reactor {
             }
             tune_stream(&stream);
             let conn_token = self.new_token();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, conn_token, Interest::READABLE)
-            {
+            if let Err(e) = self.poll.registry().register(&mut stream, conn_token, Interest::READABLE) {
                 log::warn!("{label} cannot watch the connection from {remote}: {e}");
                 continue;
             }
             log::info!("{label} incoming connection from {remote}");
             let deadline = Instant::now() + self.config.hello_timeout;
-            self.sockets.insert(
-                conn_token,
-                Socket::Stream(Conn::new(owner, stream, remote, Phase::Hello { deadline })),
-            );
+            self.sockets
+                .insert(conn_token, Socket::Stream(Conn::new(owner, stream, remote, Phase::Hello { deadline })));
             if let Some(peer) = self.peers.get_mut(&owner) {
                 peer.pending.push(conn_token);
             }
@@ -676,11 +656,7 @@ impl Reactor {
     /// Takes the connection out of the table, runs `f` on it, and puts it
     /// back; or closes it when `f` asks. The closure gets the whole reactor,
     /// so frame handlers can report events and touch the owner.
-    fn with_conn(
-        &mut self,
-        token: Token,
-        f: impl FnOnce(&mut Reactor, &mut Conn) -> Result<(), Close>,
-    ) {
+    fn with_conn(&mut self, token: Token, f: impl FnOnce(&mut Reactor, &mut Conn) -> Result<(), Close>) {
         let Some(Socket::Stream(mut conn)) = self.sockets.remove(&token) else {
             return;
         };
@@ -700,13 +676,22 @@ impl Reactor {
         if let Phase::Connecting { .. } = conn.phase {
             return Ok(());
         }
-        if let Err(e) = conn.flush() {
-            return Err(io_end(conn, &e).into());
+        let mut budget = PUMP_BUDGET;
+        loop {
+            let added = if let Phase::Open = conn.phase { self.pump(conn) } else { 0 };
+            if let Err(e) = conn.flush() {
+                return Err(io_end(conn, &e).into());
+            }
+            if added == 0 || conn.pending_output() > 0 {
+                break;
+            }
+            budget = budget.saturating_sub(added);
+            if budget == 0 {
+                self.write_again.push(token);
+                break;
+            }
         }
-        if let Phase::Closing {
-            shut: shut @ false, ..
-        } = &mut conn.phase
-        {
+        if let Phase::Closing { shut: shut @ false, .. } = &mut conn.phase {
             if conn.out_pos == conn.out.len() {
                 // All we had to say is out: tell the peer we are done
                 // writing, and wait for it to close its side.
@@ -716,16 +701,8 @@ impl Reactor {
         }
         let want_write = conn.pending_output() > 0;
         if want_write != conn.wants_write {
-            let interest = if want_write {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if let Err(e) = self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, interest)
-            {
+            let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, token, interest) {
                 return Err(End::failed(format!("cannot watch the connection: {e}")).into());
             }
             conn.wants_write = want_write;
@@ -746,23 +723,10 @@ impl Reactor {
             Err(e) => return Err(End::failed(connect_error(conn.remote, &e)).into()),
         }
         tune_stream(&conn.stream);
-        let name = self
-            .peers
-            .get(&conn.owner)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        log::info!(
-            "{} TCP connected to {}, sending hello",
-            self.label(conn.owner),
-            conn.remote
-        );
-        conn.phase = Phase::Hello {
-            deadline: Instant::now() + self.config.hello_timeout,
-        };
-        conn.queue(&Frame::Hello {
-            version: frame::VERSION,
-            name,
-        });
+        let name = self.peers.get(&conn.owner).map(|p| p.name.clone()).unwrap_or_default();
+        log::info!("{} TCP connected to {}, sending hello", self.label(conn.owner), conn.remote);
+        conn.phase = Phase::Hello { deadline: Instant::now() + self.config.hello_timeout };
+        conn.queue(&Frame::Hello { version: frame::VERSION, name });
         let _ = token;
         Ok(())
     }
@@ -774,14 +738,14 @@ impl Reactor {
         result
     }
 
-    fn read_with(
-        &mut self,
-        token: Token,
-        conn: &mut Conn,
-        scratch: &mut [u8],
-    ) -> Result<(), Close> {
+    fn read_with(&mut self, token: Token, conn: &mut Conn, scratch: &mut [u8]) -> Result<(), Close> {
         let mut budget = READ_BUDGET;
         loop {
+            self.decode_input(token, conn)?;
+            if conn.files.paused() {
+                // A writer is full; its Drained event resumes reading.
+                return Ok(());
+            }
             if budget == 0 {
                 self.read_again.push(token);
                 return Ok(());
@@ -799,55 +763,53 @@ impl Reactor {
                 continue; // we are leaving; what the peer still sends is dropped
             }
             conn.inbuf.extend_from_slice(&scratch[..n]);
-            let mut used = 0;
-            while let Phase::Hello { .. } | Phase::Open = conn.phase {
-                match frame::decode(&conn.inbuf[used..]) {
-                    Ok(Some((frame, len))) => {
-                        used += len;
-                        self.on_frame(token, conn, frame)?;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(self.protocol_error(conn, &e.to_string())),
-                }
-            }
-            conn.inbuf.drain(..used);
         }
+    }
+
+    /// Handles every complete frame in the input buffer, unless reading is
+    /// paused for a full writer.
+    fn decode_input(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
+        let mut used = 0;
+        let result = loop {
+            if !matches!(conn.phase, Phase::Hello { .. } | Phase::Open) || conn.files.paused() {
+                break Ok(());
+            }
+            match frame::decode(&conn.inbuf[used..]) {
+                Ok(Some((frame, len))) => {
+                    used += len;
+                    log::trace!("{} received a {} from {}", self.label(conn.owner), frame.kind_name(), conn.remote);
+                    if let Err(close) = self.on_frame(token, conn, frame) {
+                        break Err(close);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(self.protocol_error(conn, &e.to_string())),
+            }
+        };
+        conn.inbuf.drain(..used);
+        result
     }
 
     fn eof(&mut self, conn: &mut Conn) -> Close {
         match conn.phase {
-            Phase::Closing { .. } => conn
-                .ending
-                .take()
-                .unwrap_or_else(|| End::clean("closed"))
-                .into(),
+            Phase::Closing { .. } => conn.ending.take().unwrap_or_else(|| End::clean("closed")).into(),
             _ if !conn.inbuf.is_empty() => {
                 End::failed("the peer closed the connection in the middle of a message").into()
             }
-            Phase::Hello { .. } if self.is_pending(conn) => {
-                End::failed("closed before its hello").into()
+            Phase::Hello { .. } if self.is_pending(conn) => End::failed("closed before its hello").into(),
+            Phase::Hello { .. } => {
+                End::failed(format!("{} closed the connection before the hello", conn.remote)).into()
             }
-            Phase::Hello { .. } => End::failed(format!(
-                "{} closed the connection before the hello",
-                conn.remote
-            ))
-            .into(),
             _ => End::failed("the peer closed the connection without saying goodbye").into(),
         }
     }
 
     fn is_pending(&self, conn: &Conn) -> bool {
-        self.peers
-            .get(&conn.owner)
-            .is_some_and(|p| p.role == Role::Server && matches!(conn.phase, Phase::Hello { .. }))
+        self.peers.get(&conn.owner).is_some_and(|p| p.role == Role::Server && matches!(conn.phase, Phase::Hello { .. }))
     }
 
     fn protocol_error(&self, conn: &Conn, what: &str) -> Close {
-        log::warn!(
-            "{} protocol error from {}: {what}",
-            self.label(conn.owner),
-            conn.remote
-        );
+        log::warn!("{} protocol error from {}: {what}", self.label(conn.owner), conn.remote);
         Close {
             end: End::failed(format!("protocol error from {}: {what}", conn.remote)),
             bye: Some((ByeCode::ProtocolError, what.to_owned())),
@@ -855,10 +817,7 @@ impl Reactor {
     }
 
     fn on_frame(&mut self, token: Token, conn: &mut Conn, frame: Frame) -> Result<(), Close> {
-        let server = self
-            .peers
-            .get(&conn.owner)
-            .is_some_and(|p| p.role == Role::Server);
+        let server = self.peers.get(&conn.owner).is_some_and(|p| p.role == Role::Server);
         match (&conn.phase, frame) {
             (Phase::Hello { .. }, Frame::Hello { version, name }) => {
                 if version != frame::VERSION {
@@ -866,10 +825,7 @@ impl Reactor {
                         "the peer speaks protocol version {version}; this PeerConn speaks version {}",
                         frame::VERSION
                     );
-                    return Err(Close {
-                        end: End::failed(what.clone()),
-                        bye: Some((ByeCode::Unsupported, what)),
-                    });
+                    return Err(Close { end: End::failed(what.clone()), bye: Some((ByeCode::Unsupported, what)) });
                 }
                 if server {
                     self.hello_from_client(token, conn, name)
@@ -878,18 +834,12 @@ impl Reactor {
                     Ok(())
                 }
             }
-            (Phase::Hello { .. }, Frame::Bye { code, reason }) => {
-                Err(self.bye(conn, code, &reason).into())
+            (Phase::Hello { .. }, Frame::Bye { code, reason }) => Err(self.bye(conn, code, &reason).into()),
+            (Phase::Hello { .. }, other) => {
+                Err(self.protocol_error(conn, &format!("sent a {} before the hello", other.kind_name())))
             }
-            (Phase::Hello { .. }, other) => Err(self.protocol_error(
-                conn,
-                &format!("sent a {} before the hello", other.kind_name()),
-            )),
             (Phase::Open, Frame::Chat(text)) => {
-                self.emit(Event::Message {
-                    id: conn.owner,
-                    text,
-                });
+                self.emit(Event::Message { id: conn.owner, text });
                 Ok(())
             }
             (Phase::Open, Frame::Ping(n)) => {
@@ -898,20 +848,14 @@ impl Reactor {
             }
             (Phase::Open, Frame::Pong(_)) => Ok(()),
             (Phase::Open, Frame::Bye { code, reason }) => Err(self.bye(conn, code, &reason).into()),
-            (Phase::Open, Frame::Hello { .. }) => {
-                Err(self.protocol_error(conn, "sent a second hello"))
-            }
+            (Phase::Open, Frame::Hello { .. }) => Err(self.protocol_error(conn, "sent a second hello")),
+            (Phase::Open, file_frame) => self.on_file_frame(token, conn, file_frame),
             // Frames are only decoded in the hello and open phases.
             (Phase::Connecting { .. } | Phase::Closing { .. }, _) => Ok(()),
         }
     }
 
-    fn hello_from_client(
-        &mut self,
-        token: Token,
-        conn: &mut Conn,
-        peer_name: String,
-    ) -> Result<(), Close> {
+    fn hello_from_client(&mut self, token: Token, conn: &mut Conn, peer_name: String) -> Result<(), Close> {
         let owner = conn.owner;
         let Some(peer) = self.peers.get_mut(&owner) else {
             return Err(End::clean("peersocket removed").into());
@@ -926,19 +870,13 @@ impl Reactor {
             peer.pending.retain(|t| *t != token);
             return Err(Close {
                 end: End::failed("busy"),
-                bye: Some((
-                    ByeCode::Busy,
-                    "this peersocket is busy with another peer".into(),
-                )),
+                bye: Some((ByeCode::Busy, "this peersocket is busy with another peer".into())),
             });
         }
         peer.pending.retain(|t| *t != token);
         peer.conn = Some(token);
         let name = peer.name.clone();
-        conn.queue(&Frame::Hello {
-            version: frame::VERSION,
-            name,
-        });
+        conn.queue(&Frame::Hello { version: frame::VERSION, name });
         conn.phase = Phase::Open;
         self.connected(conn, peer_name);
         Ok(())
@@ -957,35 +895,17 @@ impl Reactor {
             printable(&peer_name),
             conn.remote
         );
-        self.set_state(
-            conn.owner,
-            PeerState::Connected {
-                peer_name,
-                peer_addr: conn.remote,
-                local_addr,
-            },
-        );
+        self.set_state(conn.owner, PeerState::Connected { peer_name, peer_addr: conn.remote, local_addr });
     }
 
     /// The `End` for a bye the peer sent.
     fn bye(&self, conn: &Conn, code: ByeCode, reason: &str) -> End {
-        let said = if reason.is_empty() {
-            String::new()
-        } else {
-            format!(" (\"{}\")", printable(reason))
-        };
+        let said = if reason.is_empty() { String::new() } else { format!(" (\"{}\")", printable(reason)) };
         match code {
             ByeCode::Normal => End::clean(format!("the peer closed the connection{said}")),
-            ByeCode::Busy => End::failed(format!(
-                "the peersocket at {} is busy with another peer",
-                conn.remote
-            )),
-            ByeCode::ProtocolError => {
-                End::failed(format!("the peer reported a protocol error{said}"))
-            }
-            ByeCode::Unsupported => {
-                End::failed(format!("the peer refused our protocol version{said}"))
-            }
+            ByeCode::Busy => End::failed(format!("the peersocket at {} is busy with another peer", conn.remote)),
+            ByeCode::ProtocolError => End::failed(format!("the peer reported a protocol error{said}")),
+            ByeCode::Unsupported => End::failed(format!("the peer refused our protocol version{said}")),
         }
     }
 
@@ -996,13 +916,13 @@ impl Reactor {
     /// peer (a pending connection on a server ends silently).
     fn close(&mut self, token: Token, mut conn: Conn, close: Close) {
         let Close { end, bye } = close;
+        if !conn.files.is_empty() {
+            self.end_transfers(&mut conn, &end.reason);
+        }
         if let Some((code, text)) = bye {
             if !matches!(conn.phase, Phase::Closing { .. }) {
                 conn.queue(&Frame::Bye { code, reason: text });
-                conn.phase = Phase::Closing {
-                    deadline: Instant::now() + self.config.close_linger,
-                    shut: false,
-                };
+                conn.phase = Phase::Closing { deadline: Instant::now() + self.config.close_linger, shut: false };
                 let user_close = code == ByeCode::Normal;
                 if user_close {
                     // Reported when the bye has gone out and the peer closed.
@@ -1036,11 +956,7 @@ impl Reactor {
         let label = peer.label(owner);
         if let Some(i) = peer.pending.iter().position(|t| *t == token) {
             peer.pending.swap_remove(i);
-            log::info!(
-                "{label} dropped the connection from {}: {}",
-                conn.remote,
-                end.reason
-            );
+            log::info!("{label} dropped the connection from {}: {}", conn.remote, end.reason);
             return;
         }
         if peer.conn != Some(token) {
@@ -1048,31 +964,16 @@ impl Reactor {
         }
         peer.conn = None;
         if end.clean {
-            log::info!(
-                "{label} connection with {} ended: {}",
-                conn.remote,
-                end.reason
-            );
+            log::info!("{label} connection with {} ended: {}", conn.remote, end.reason);
         } else {
-            log::warn!(
-                "{label} connection with {} lost: {}",
-                conn.remote,
-                end.reason
-            );
+            log::warn!("{label} connection with {} lost: {}", conn.remote, end.reason);
         }
-        let relisten =
-            peer.role == Role::Server && peer.options.keep_listening && peer.listener.is_some();
+        let relisten = peer.role == Role::Server && peer.options.keep_listening && peer.listener.is_some();
         let local = peer.addr;
         if peer.role == Role::Server && !relisten {
             self.close_listener(owner);
         }
-        self.set_state(
-            owner,
-            PeerState::Lost {
-                reason: end.reason,
-                clean: end.clean,
-            },
-        );
+        self.set_state(owner, PeerState::Lost { reason: end.reason, clean: end.clean });
         if relisten {
             self.set_state(owner, PeerState::Listening { local });
         }
@@ -1120,20 +1021,15 @@ impl Reactor {
             Phase::Closing { deadline, .. } if now >= deadline => {
                 let mut end = conn.ending.take().unwrap_or_else(|| End::clean("closed"));
                 if conn.pending_output() > 0 {
-                    end = End::failed(format!(
-                        "{} (the peer did not take our last messages)",
-                        end.reason
-                    ));
+                    end = End::failed(format!("{} (the peer did not take our last messages)", end.reason));
                 }
                 Err(end.into())
             }
-            Phase::Open if now >= conn.last_rx + config.heartbeat_timeout => {
-                Err(End::failed(format!(
-                    "the peer stopped answering (nothing received for {} s)",
-                    config.heartbeat_timeout.as_secs_f32()
-                ))
-                .into())
-            }
+            Phase::Open if now >= conn.last_rx + config.heartbeat_timeout => Err(End::failed(format!(
+                "the peer stopped answering (nothing received for {} s)",
+                config.heartbeat_timeout.as_secs_f32()
+            ))
+            .into()),
             Phase::Open if now >= conn.last_tx + config.heartbeat_interval => {
                 conn.ping_seq += 1;
                 conn.queue(&Frame::Ping(conn.ping_seq));
@@ -1152,10 +1048,7 @@ impl Reactor {
     }
 
     fn label(&self, id: PeerId) -> String {
-        self.peers
-            .get(&id)
-            .map(|p| p.label(id))
-            .unwrap_or_else(|| format!("[{id}]"))
+        self.peers.get(&id).map(|p| p.label(id)).unwrap_or_else(|| format!("[{id}]"))
     }
 
     fn set_state(&mut self, id: PeerId, state: PeerState) {
@@ -1167,10 +1060,7 @@ impl Reactor {
 
     fn error(&mut self, id: PeerId, reason: &str) {
         log::warn!("{} {reason}", self.label(id));
-        self.emit(Event::Error {
-            id,
-            reason: reason.to_owned(),
-        });
+        self.emit(Event::Error { id, reason: reason.to_owned() });
     }
 
     fn emit(&self, event: Event) {
@@ -1179,10 +1069,449 @@ impl Reactor {
     }
 }
 
+// ----- file transfer --------------------------------------------------------
+
+impl Reactor {
+    fn new_transfer_id(&self) -> TransferId {
+        TransferId(self.next_transfer.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn transfer_failed(&mut self, id: PeerId, transfer: TransferId, name: &str, reason: String) {
+        self.transfers.remove(&transfer);
+        log::warn!("{} transfer of \"{}\" failed: {reason}", self.label(id), printable(name));
+        self.emit(Event::FileFailed { id, transfer, name: name.to_owned(), reason });
+    }
+
+    /// Runs `f` on the connection that carries `transfer`, if it still exists.
+    fn on_transfer(&mut self, transfer: TransferId, f: impl FnOnce(&mut Reactor, &mut Conn) -> Result<(), Close>) {
+        match self.transfers.get(&transfer) {
+            Some(&token) => self.with_conn(token, f),
+            None => log::debug!("no transfer {transfer} (it has already ended)"),
+        }
+    }
+
+    fn send_file(&mut self, id: PeerId, transfer: TransferId, path: std::path::PathBuf) {
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+        let token = self
+            .peers
+            .get(&id)
+            .and_then(|p| p.conn)
+            .filter(|t| matches!(self.sockets.get(t), Some(Socket::Stream(c)) if matches!(c.phase, Phase::Open)));
+        let Some(token) = token else {
+            self.emit(Event::FileFailed { id, transfer, name, reason: "not sent: no peer is connected".into() });
+            return;
+        };
+        log::info!("{} queued {} to send", self.label(id), path.display());
+        self.transfers.insert(transfer, token);
+        self.with_conn(token, |reactor, conn| {
+            conn.files.outgoing.push(Outgoing {
+                key: transfer,
+                wire: 0,
+                name,
+                size: 0,
+                state: OutState::Queued(path),
+                reader: None,
+                current: None,
+                sent: 0,
+                meter: Meter::new(),
+            });
+            reactor.start_queued(conn);
+            Ok(())
+        });
+    }
+
+    /// Opens queued files while fewer than [`MAX_ACTIVE_OUT`] are active.
+    fn start_queued(&mut self, conn: &mut Conn) {
+        let mut active = conn.files.active_out();
+        for t in conn.files.outgoing.iter_mut() {
+            if active >= MAX_ACTIVE_OUT {
+                break;
+            }
+            if !matches!(t.state, OutState::Queued(_)) {
+                continue;
+            }
+            if let OutState::Queued(path) = std::mem::replace(&mut t.state, OutState::Opening) {
+                t.reader = Some(files::spawn_reader(t.key, path, self.notify.clone()));
+                active += 1;
+            }
+        }
+    }
+
+    fn accept_file(&mut self, conn: &mut Conn, transfer: TransferId) -> Result<(), Close> {
+        let Some(wire) = conn.files.in_by_key(transfer) else { return Ok(()) };
+        let Some(t) = conn.files.incoming.get_mut(&wire) else { return Ok(()) };
+        if t.state != InState::Offered {
+            return Ok(());
+        }
+        log::info!("{} accepted \"{}\"", self.label(conn.owner), printable(&t.name));
+        self.writers.retain(|w| !w.is_finished());
+        let (writer, thread) = files::spawn_writer(
+            transfer,
+            self.config.downloads.clone(),
+            t.name.clone(),
+            t.size,
+            self.config.faults.clone(),
+            self.notify.clone(),
+        );
+        self.writers.extend(thread);
+        t.writer = Some(writer);
+        t.state = InState::Preparing;
+        Ok(())
+    }
+
+    /// Declines or cancels a transfer in either direction and tells the peer.
+    fn stop_file(&mut self, conn: &mut Conn, transfer: TransferId, why: &str) -> Result<(), Close> {
+        if let Some(i) = conn.files.out_by_key(transfer) {
+            let t = conn.files.outgoing.remove(i);
+            if !matches!(t.state, OutState::Queued(_) | OutState::Opening) {
+                conn.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: "the sender cancelled".into() });
+            }
+            self.transfer_failed(conn.owner, transfer, &t.name, why.to_owned());
+            self.start_queued(conn);
+        } else if let Some(wire) = conn.files.in_by_key(transfer) {
+            let Some(t) = conn.files.forget_incoming(wire) else { return Ok(()) };
+            if t.state == InState::Offered {
+                conn.queue(&Frame::Decline { transfer: wire, reason: "declined".into() });
+            } else {
+                conn.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
+            }
+            self.transfer_failed(conn.owner, transfer, &t.name, why.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Moves file data from readers into the connection's output while
+    /// little is waiting there. Returns the bytes added.
+    fn pump(&mut self, conn: &mut Conn) -> usize {
+        let mut added = 0;
+        while conn.pending_output() < HIGH_WATER {
+            let Some(i) = conn.files.outgoing.iter().position(|t| t.state == OutState::Sending) else { break };
+            let t = &mut conn.files.outgoing[i];
+            if t.current.is_none() {
+                let Some(reader) = t.reader.as_ref() else { break };
+                let block = match reader.blocks.try_recv() {
+                    Ok(block) => block,
+                    Err(TryRecvError::Empty) => {
+                        // Ask for a Readable, then look once more in case the
+                        // block arrived in between.
+                        reader.waiting.store(true, std::sync::atomic::Ordering::Release);
+                        match reader.blocks.try_recv() {
+                            Ok(block) => block,
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => Block::Failed("the file reader stopped".into()),
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => Block::Failed("the file reader stopped".into()),
+                };
+                match block {
+                    Block::Data(bytes) => t.current = Some((bytes, 0)),
+                    Block::End(hash) => {
+                        t.state = OutState::Finishing;
+                        t.reader = None;
+                        let wire = t.wire;
+                        conn.queue(&Frame::Done { transfer: wire, hash });
+                        continue;
+                    }
+                    Block::Failed(reason) => {
+                        let t = conn.files.outgoing.remove(i);
+                        conn.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: reason.clone() });
+                        self.transfer_failed(conn.owner, t.key, &t.name, reason);
+                        self.start_queued(conn);
+                        continue;
+                    }
+                }
+            }
+            let Some((bytes, pos)) = t.current.as_mut() else { break };
+            let n = (bytes.len() - *pos).min(frame::MAX_DATA);
+            frame::encode_data(&mut conn.out, t.wire, &bytes[*pos..*pos + n]);
+            *pos += n;
+            if *pos == bytes.len() {
+                t.current = None;
+            }
+            t.sent += n as u64;
+            added += n;
+            if let Some(r) = t.meter.add(n as u64, t.sent, t.size) {
+                let _ = self.events.send(Event::FileProgress {
+                    id: conn.owner,
+                    transfer: t.key,
+                    bytes: t.sent,
+                    total: t.size,
+                    bytes_per_sec: r.bytes_per_sec,
+                    eta: r.eta,
+                });
+            }
+        }
+        if added > 0 {
+            conn.last_tx = Instant::now();
+        }
+        added
+    }
+
+    fn on_file_frame(&mut self, token: Token, conn: &mut Conn, frame: Frame) -> Result<(), Close> {
+        let owner = conn.owner;
+        match frame {
+            Frame::Offer { transfer: wire, size, name } => {
+                if conn.files.incoming.contains_key(&wire) || conn.files.was_cancelled_in(wire) {
+                    return Err(self.protocol_error(conn, &format!("offered transfer number {wire} twice")));
+                }
+                let key = self.new_transfer_id();
+                let waiting = conn.files.incoming.values().filter(|t| t.state == InState::Offered).count();
+                let safe = files::names::safe_name(&name).map_err(|e| e.to_string());
+                let refusal = match &safe {
+                    Err(why) => Some(format!("refused \"{}\": {why}", printable(&name))),
+                    Ok(_) if waiting >= MAX_PENDING_OFFERS => {
+                        Some(format!("declined: more than {MAX_PENDING_OFFERS} offers are waiting for an answer"))
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(reason) = refusal {
+                    conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                    conn.files.forget_incoming(wire);
+                    self.transfer_failed(owner, key, &printable(&name), reason);
+                    return Ok(());
+                }
+                let name = safe.unwrap_or_default();
+                log::info!("{} offered \"{}\" ({} bytes)", self.label(owner), printable(&name), size);
+                conn.files.incoming.insert(
+                    wire,
+                    Incoming {
+                        key,
+                        name: name.clone(),
+                        size,
+                        state: InState::Offered,
+                        writer: None,
+                        pending: Vec::new(),
+                        stalled: Default::default(),
+                        received: 0,
+                        meter: Meter::new(),
+                    },
+                );
+                self.transfers.insert(key, token);
+                self.emit(Event::FileIncoming { id: owner, transfer: key, name, size });
+            }
+            Frame::Accept { transfer: wire } => {
+                if let Some(i) = conn.files.out_by_wire(wire) {
+                    let t = &mut conn.files.outgoing[i];
+                    if t.state == OutState::Offered {
+                        t.state = OutState::Sending;
+                        if let Some(reader) = t.reader.as_mut() {
+                            reader.start();
+                        }
+                    }
+                }
+            }
+            Frame::Decline { transfer: wire, reason } => {
+                if let Some(i) = conn.files.out_by_wire(wire) {
+                    let t = conn.files.outgoing.remove(i);
+                    let said = if reason.is_empty() { String::new() } else { format!(" ({})", printable(&reason)) };
+                    self.transfer_failed(owner, t.key, &t.name, format!("the peer declined the file{said}"));
+                    self.start_queued(conn);
+                }
+            }
+            Frame::Data { transfer: wire, bytes } => {
+                let Some(t) = conn.files.incoming.get_mut(&wire) else {
+                    if conn.files.was_cancelled_in(wire) {
+                        return Ok(()); // in flight when we stopped it
+                    }
+                    return Err(self.protocol_error(conn, "sent data for a file it never offered"));
+                };
+                if t.state != InState::Receiving {
+                    return Err(self.protocol_error(conn, "sent file data before the file was accepted"));
+                }
+                t.received += bytes.len() as u64;
+                if t.received > t.size {
+                    return Err(self.protocol_error(conn, "sent more file data than the size it offered"));
+                }
+                if t.pending.is_empty() {
+                    t.pending = Vec::with_capacity(files::BLOCK);
+                }
+                t.pending.extend_from_slice(&bytes);
+                if t.pending.len() >= files::BLOCK {
+                    let block = std::mem::take(&mut t.pending);
+                    t.deliver(Some(WriteMsg::Data(block)));
+                }
+                if let Some(r) = t.meter.add(bytes.len() as u64, t.received, t.size) {
+                    let event = Event::FileProgress {
+                        id: owner,
+                        transfer: t.key,
+                        bytes: t.received,
+                        total: t.size,
+                        bytes_per_sec: r.bytes_per_sec,
+                        eta: r.eta,
+                    };
+                    self.emit(event);
+                }
+            }
+            Frame::Done { transfer: wire, hash } => {
+                let Some(t) = conn.files.incoming.get_mut(&wire) else {
+                    if conn.files.was_cancelled_in(wire) {
+                        return Ok(());
+                    }
+                    return Err(self.protocol_error(conn, "ended a file it never offered"));
+                };
+                if t.state != InState::Receiving {
+                    return Err(self.protocol_error(conn, "ended a file that was not being received"));
+                }
+                if t.received != t.size {
+                    let what = format!("ended the file after {} of {} bytes", t.received, t.size);
+                    return Err(self.protocol_error(conn, &what));
+                }
+                let last = std::mem::take(&mut t.pending);
+                if !last.is_empty() {
+                    t.deliver(Some(WriteMsg::Data(last)));
+                }
+                t.deliver(Some(WriteMsg::Done(hash)));
+                t.state = InState::Verifying;
+            }
+            Frame::Cancel { transfer: wire, mine: true, reason } => {
+                if let Some(t) = conn.files.forget_incoming(wire) {
+                    let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
+                    self.transfer_failed(owner, t.key, &t.name, format!("the peer stopped the transfer{said}"));
+                }
+            }
+            Frame::Cancel { transfer: wire, mine: false, reason } => {
+                if let Some(i) = conn.files.out_by_wire(wire) {
+                    let t = conn.files.outgoing.remove(i);
+                    let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
+                    self.transfer_failed(owner, t.key, &t.name, format!("the peer stopped the transfer{said}"));
+                    self.start_queued(conn);
+                }
+            }
+            Frame::Received { transfer: wire } => {
+                if let Some(i) = conn.files.out_by_wire(wire) {
+                    if conn.files.outgoing[i].state == OutState::Finishing {
+                        let t = conn.files.outgoing.remove(i);
+                        self.transfers.remove(&t.key);
+                        log::info!(
+                            "{} sent \"{}\" ({} bytes), verified by the peer",
+                            self.label(owner),
+                            printable(&t.name),
+                            t.size
+                        );
+                        self.emit(Event::FileSent { id: owner, transfer: t.key, name: t.name, size: t.size });
+                        self.start_queued(conn);
+                    }
+                }
+            }
+            Frame::Hello { .. } | Frame::Chat(_) | Frame::Ping(_) | Frame::Pong(_) | Frame::Bye { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn drain_disk(&mut self) {
+        while let Ok(event) = self.disk_events.try_recv() {
+            let key = event.key();
+            if let Some(&token) = self.transfers.get(&key) {
+                self.with_conn(token, |reactor, conn| reactor.disk_event(token, conn, event));
+            } else if let Some((id, name)) = self.orphans.remove(&key) {
+                match event {
+                    DiskEvent::Stored { path, size, hash, .. } => {
+                        self.emit(Event::FileReceived { id, transfer: key, name, path, size, blake3: hash })
+                    }
+                    DiskEvent::WriteFailed { reason, .. } => {
+                        self.emit(Event::FileFailed { id, transfer: key, name, reason })
+                    }
+                    _ => {
+                        self.orphans.insert(key, (id, name));
+                    }
+                }
+            }
+        }
+    }
+
+    fn disk_event(&mut self, token: Token, conn: &mut Conn, event: DiskEvent) -> Result<(), Close> {
+        let owner = conn.owner;
+        match event {
+            DiskEvent::Opened { key, name, size } => {
+                let Some(i) = conn.files.out_by_key(key) else { return Ok(()) };
+                let wire = conn.files.next_wire;
+                conn.files.next_wire = conn.files.next_wire.wrapping_add(1);
+                let t = &mut conn.files.outgoing[i];
+                t.wire = wire;
+                t.name = name.clone();
+                t.size = size;
+                t.state = OutState::Offered;
+                conn.queue(&Frame::Offer { transfer: wire, size, name: name.clone() });
+                self.emit(Event::FileOutgoing { id: owner, transfer: key, name, size });
+            }
+            DiskEvent::OpenFailed { key, reason } => {
+                if let Some(i) = conn.files.out_by_key(key) {
+                    let t = conn.files.outgoing.remove(i);
+                    self.transfer_failed(owner, key, &t.name, reason);
+                    self.start_queued(conn);
+                }
+            }
+            DiskEvent::Readable { .. } => {} // the pump after this handler takes it
+            DiskEvent::ReadyToReceive { key } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                if let Some(t) = conn.files.incoming.get_mut(&wire) {
+                    t.state = InState::Receiving;
+                    conn.queue(&Frame::Accept { transfer: wire });
+                }
+            }
+            DiskEvent::Stored { key, path, size, hash } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                let Some(t) = conn.files.incoming.remove(&wire) else { return Ok(()) };
+                self.transfers.remove(&key);
+                conn.queue(&Frame::Received { transfer: wire });
+                log::info!(
+                    "{} received \"{}\" into {} (blake3 {hash})",
+                    self.label(owner),
+                    printable(&t.name),
+                    path.display()
+                );
+                self.emit(Event::FileReceived { id: owner, transfer: key, name: t.name, path, size, blake3: hash });
+            }
+            DiskEvent::WriteFailed { key, reason } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                let Some(t) = conn.files.forget_incoming(wire) else { return Ok(()) };
+                if t.state == InState::Preparing {
+                    conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                } else {
+                    conn.queue(&Frame::Cancel { transfer: wire, mine: false, reason: reason.clone() });
+                }
+                let was_paused = !t.stalled.is_empty();
+                self.transfer_failed(owner, key, &t.name, reason);
+                if was_paused && !conn.files.paused() {
+                    self.read_again.push(token);
+                }
+            }
+            DiskEvent::Drained { key } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                if let Some(t) = conn.files.incoming.get_mut(&wire) {
+                    t.deliver(None);
+                }
+                if !conn.files.paused() {
+                    self.read_again.push(token);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection is ending: every transfer on it fails, except files
+    /// already being verified, which are still reported when stored.
+    fn end_transfers(&mut self, conn: &mut Conn, reason: &str) {
+        let owner = conn.owner;
+        let why = format!("the connection ended: {reason}");
+        for t in std::mem::take(&mut conn.files.outgoing) {
+            self.transfer_failed(owner, t.key, &t.name, why.clone());
+        }
+        for (_, t) in std::mem::take(&mut conn.files.incoming) {
+            if t.state == InState::Verifying && t.stalled.is_empty() {
+                self.transfers.remove(&t.key);
+                self.orphans.insert(t.key, (owner, t.name));
+            } else {
+                self.transfer_failed(owner, t.key, &t.name, why.clone());
+            }
+        }
+    }
+}
+
 /// A listening socket made with socket2 so its options are set before bind.
 fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket =
-        socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // On Windows SO_REUSEADDR lets another program steal the port; its
     // default already allows a quick rebind.
     #[cfg(not(windows))]
@@ -1213,9 +1542,9 @@ fn listen_error(addr: SocketAddr, e: &io::Error) -> String {
     let port = addr.port();
     match e.kind() {
         io::ErrorKind::AddrInUse => format!("port {port} is already in use on {}", addr.ip()),
-        io::ErrorKind::PermissionDenied if port != 0 && port < 1024 => format!(
-            "port {port} is below 1024 and needs administrator rights; choose a port from 1024 to 65535"
-        ),
+        io::ErrorKind::PermissionDenied if port != 0 && port < 1024 => {
+            format!("port {port} is below 1024 and needs administrator rights; choose a port from 1024 to 65535")
+        }
         io::ErrorKind::AddrNotAvailable => format!("{} is not an address of this computer", addr.ip()),
         _ => format!("cannot listen on {addr}: {e}"),
     }
@@ -1239,9 +1568,7 @@ fn connect_error(remote: SocketAddr, e: &io::Error) -> String {
 
 fn io_end(conn: &Conn, e: &io::Error) -> End {
     match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe => {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
             End::failed(format!("the connection with {} was reset", conn.remote))
         }
         _ => End::failed(format!("network error with {}: {e}", conn.remote)),

@@ -20,11 +20,8 @@ fn two_hundred_peersockets_chat_in_one_reactor() {
             _ => None,
         }));
     }
-    let clients: Vec<_> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| b.engine.connect(&format!("client {i}"), *addr).unwrap())
-        .collect();
+    let clients: Vec<_> =
+        addrs.iter().enumerate().map(|(i, addr)| b.engine.connect(&format!("client {i}"), *addr).unwrap()).collect();
     for (i, (&s, &c)) in servers.iter().zip(&clients).enumerate() {
         assert_eq!(b.connected(c).0, format!("server {i}"));
         assert_eq!(a.connected(s).0, format!("client {i}"));

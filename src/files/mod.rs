@@ -1,0 +1,491 @@
+//! The disk side of file transfer: worker threads that read and write
+//! files so the reactor never waits on a disk.
+//!
+//! Each outgoing file gets a reader thread and each accepted incoming file
+//! a writer thread. They talk to the reactor through bounded channels of
+//! [`BLOCK`]-sized buffers, so memory stays flat whatever the file size, and
+//! report what happened as [`DiskEvent`]s, waking the reactor each time.
+//!
+//! A received file is written under a temporary name of ours
+//! (`.peerconn-….part`, locked while in use), hashed as it is written,
+//! checked against the sender's BLAKE3 hash, and only then given its final
+//! name, which never replaces an existing file (`name (1).ext`…). Dropping a
+//! writer's channel aborts it and removes the temporary file.
+
+pub mod names;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+/// Bytes per buffer between a worker and the reactor.
+pub const BLOCK: usize = 256 * 1024;
+/// Buffers a reader may have ready ahead of the network.
+const READ_AHEAD: usize = 8;
+/// Buffers the network may have waiting for a writer.
+const WRITE_BEHIND: usize = 16;
+
+/// Identifies one file transfer for the lifetime of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub u64);
+
+impl std::fmt::Display for TransferId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// What a worker reports to the reactor.
+#[derive(Debug)]
+pub enum DiskEvent {
+    /// A reader opened its file: offer it.
+    Opened { key: TransferId, name: String, size: u64 },
+    /// A reader could not open its file.
+    OpenFailed { key: TransferId, reason: String },
+    /// A reader has a block ready (only sent when the reactor may be waiting).
+    Readable { key: TransferId },
+    /// A writer checked the space and made its temporary file: accept.
+    ReadyToReceive { key: TransferId },
+    /// A writer verified and stored the file.
+    Stored { key: TransferId, path: PathBuf, size: u64, hash: String },
+    /// A writer failed; its temporary file is gone.
+    WriteFailed { key: TransferId, reason: String },
+    /// A writer that was full took a block: the reactor may deliver more.
+    Drained { key: TransferId },
+}
+
+impl DiskEvent {
+    pub fn key(&self) -> TransferId {
+        match self {
+            DiskEvent::Opened { key, .. }
+            | DiskEvent::OpenFailed { key, .. }
+            | DiskEvent::Readable { key }
+            | DiskEvent::ReadyToReceive { key }
+            | DiskEvent::Stored { key, .. }
+            | DiskEvent::WriteFailed { key, .. }
+            | DiskEvent::Drained { key } => *key,
+        }
+    }
+}
+
+/// How a worker tells the reactor something happened.
+#[derive(Clone)]
+pub struct Notify {
+    pub events: Sender<DiskEvent>,
+    pub waker: Arc<mio::Waker>,
+}
+
+impl Notify {
+    fn send(&self, event: DiskEvent) {
+        if self.events.send(event).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Faults to inject, for tests of failure handling.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Writers fail with "no space left" once they have written this many bytes.
+    pub fail_writes_after: Option<u64>,
+}
+
+// ----- reading ----------------------------------------------------------------
+
+/// A block from a reader.
+#[derive(Debug)]
+pub enum Block {
+    Data(Vec<u8>),
+    /// The whole file was read; its BLAKE3 hash.
+    End([u8; 32]),
+    Failed(String),
+}
+
+/// The reactor's end of a reader thread. Dropping it stops the thread.
+pub struct Reader {
+    pub blocks: Receiver<Block>,
+    go: Option<Sender<()>>,
+    /// The reactor found the channel empty and waits for a `Readable`.
+    pub waiting: Arc<AtomicBool>,
+}
+
+impl Reader {
+    /// The peer accepted: start reading.
+    pub fn start(&mut self) {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
+    }
+}
+
+/// Opens `path` on a new thread and, once started, streams it in blocks.
+pub fn spawn_reader(key: TransferId, path: PathBuf, notify: Notify) -> Reader {
+    let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD);
+    let (go, go_rx) = crossbeam_channel::bounded(1);
+    let waiting = Arc::new(AtomicBool::new(false));
+    let reader = Reader { blocks, go: Some(go), waiting: waiting.clone() };
+    let spawned = std::thread::Builder::new().name("peerconn-read".into()).spawn({
+        let notify = notify.clone();
+        move || read_file(key, &path, notify, go_rx, blocks_tx, waiting)
+    });
+    if let Err(e) = spawned {
+        notify.send(DiskEvent::OpenFailed { key, reason: format!("cannot start a reader: {e}") });
+    }
+    reader
+}
+
+fn read_file(
+    key: TransferId,
+    path: &Path,
+    notify: Notify,
+    go: Receiver<()>,
+    blocks: Sender<Block>,
+    waiting: Arc<AtomicBool>,
+) {
+    let opened = File::open(path).and_then(|f| {
+        let meta = f.metadata()?;
+        Ok((f, meta))
+    });
+    let (mut file, meta) = match opened {
+        Ok((_, meta)) if meta.is_dir() => {
+            return notify.send(DiskEvent::OpenFailed { key, reason: format!("{} is a folder", path.display()) })
+        }
+        Ok(pair) => pair,
+        Err(e) => {
+            return notify.send(DiskEvent::OpenFailed { key, reason: format!("cannot open {}: {e}", path.display()) })
+        }
+    };
+    let size = meta.len();
+    let modified = meta.modified().ok();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    notify.send(DiskEvent::Opened { key, name, size });
+    if go.recv().is_err() {
+        return; // declined, cancelled or lost before it started
+    }
+    let send = |block: Block| -> bool {
+        if blocks.send(block).is_err() {
+            return false;
+        }
+        if waiting.swap(false, Ordering::AcqRel) {
+            notify.send(DiskEvent::Readable { key });
+        }
+        true
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut total: u64 = 0;
+    loop {
+        let mut buf = vec![0u8; BLOCK];
+        let n = match fill(&mut file, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                send(Block::Failed(format!("cannot read {}: {e}", path.display())));
+                return;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > size {
+            send(Block::Failed("the file grew while it was being sent".into()));
+            return;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        if !send(Block::Data(buf)) {
+            return;
+        }
+    }
+    if total < size {
+        send(Block::Failed(format!("the file shrank while it was being sent ({total} of {size} bytes were there)")));
+        return;
+    }
+    let now_modified = fs::metadata(path).ok().and_then(|m| m.modified().ok());
+    if modified.is_some() && now_modified != modified {
+        send(Block::Failed("the file was changed while it was being sent".into()));
+        return;
+    }
+    send(Block::End(*hasher.finalize().as_bytes()));
+}
+
+/// Reads until `buf` is full or the file ends.
+fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+// ----- writing ----------------------------------------------------------------
+
+/// What the reactor gives a writer.
+#[derive(Debug)]
+pub enum WriteMsg {
+    Data(Vec<u8>),
+    /// All data was delivered; the sender's hash.
+    Done([u8; 32]),
+}
+
+/// The reactor's end of a writer thread. Dropping it aborts the transfer
+/// (the temporary file is removed) unless `Done` was already delivered.
+pub struct Writer {
+    tx: Sender<WriteMsg>,
+    /// The reactor could not deliver and waits for a `Drained`.
+    stalled: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Hands a message to the writer without waiting. `Err` gives it back
+    /// when the writer is full; a `Drained` event follows once it has room.
+    pub fn offer(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => {
+                self.stalled.store(true, Ordering::Release);
+                // It may have drained between the failed send and the flag.
+                match self.tx.try_send(msg) {
+                    Ok(()) => {
+                        self.stalled.store(false, Ordering::Release);
+                        Ok(())
+                    }
+                    Err(TrySendError::Full(msg)) => Err(msg),
+                    Err(TrySendError::Disconnected(_)) => Ok(()),
+                }
+            }
+            // The writer already failed and said so.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+}
+
+/// Starts a writer for a file of `size` bytes called `name` (already made
+/// safe by [`names::safe_name`]) in `dir`. The thread handle is for joining
+/// at shutdown; the thread ends on its own when the `Writer` is dropped.
+pub fn spawn_writer(
+    key: TransferId,
+    dir: PathBuf,
+    name: String,
+    size: u64,
+    faults: Faults,
+    notify: Notify,
+) -> (Writer, Option<std::thread::JoinHandle<()>>) {
+    let (tx, rx) = crossbeam_channel::bounded(WRITE_BEHIND);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let writer = Writer { tx, stalled: stalled.clone() };
+    let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
+        let notify = notify.clone();
+        move || {
+            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled);
+            match result {
+                Ok(Some((path, hash))) => {
+                    notify.send(DiskEvent::Stored { key, path, size, hash });
+                }
+                Ok(None) => {} // aborted by the reactor
+                Err(reason) => notify.send(DiskEvent::WriteFailed { key, reason }),
+            }
+        }
+    });
+    match spawned {
+        Ok(thread) => (writer, Some(thread)),
+        Err(e) => {
+            notify.send(DiskEvent::WriteFailed { key, reason: format!("cannot start a writer: {e}") });
+            (writer, None)
+        }
+    }
+}
+
+/// A temporary file that is removed unless it is kept.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.file = None;
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_file(
+    key: TransferId,
+    dir: &Path,
+    name: &str,
+    size: u64,
+    faults: &Faults,
+    notify: &Notify,
+    rx: &Receiver<WriteMsg>,
+    stalled: &AtomicBool,
+) -> Result<Option<(PathBuf, String)>, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create the downloads folder {}: {e}", dir.display()))?;
+    if let Some(free) = free_space(dir) {
+        // Leave a little room for the file system itself.
+        let margin = 16 * 1024 * 1024;
+        if size.saturating_add(margin) > free {
+            return Err(format!(
+                "not enough free space in {}: the file needs {}, {} are free",
+                dir.display(),
+                human_size(size),
+                human_size(free)
+            ));
+        }
+    }
+    let mut temp = create_temp(dir)?;
+    notify.send(DiskEvent::ReadyToReceive { key });
+    let mut hasher = blake3::Hasher::new();
+    let mut written: u64 = 0;
+    loop {
+        let Ok(msg) = rx.recv() else { return Ok(None) };
+        if stalled.swap(false, Ordering::AcqRel) {
+            notify.send(DiskEvent::Drained { key });
+        }
+        match msg {
+            WriteMsg::Data(bytes) => {
+                written += bytes.len() as u64;
+                if written > size {
+                    return Err("the peer sent more than the size it announced".into());
+                }
+                if faults.fail_writes_after.is_some_and(|limit| written > limit) {
+                    return Err(format!("cannot write {}: no space left on device (injected)", temp.path.display()));
+                }
+                let file = temp.file.as_mut().expect("open until kept");
+                file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                hasher.update(&bytes);
+            }
+            WriteMsg::Done(expected) => {
+                if written != size {
+                    return Err(format!("the file ended after {written} of {size} bytes"));
+                }
+                let hash = hasher.finalize();
+                if hash.as_bytes() != &expected {
+                    return Err("the file arrived damaged (its BLAKE3 hash does not match); it was not kept".into());
+                }
+                let file = temp.file.take().expect("open until kept");
+                file.sync_all().map_err(|e| format!("cannot save to {}: {e}", dir.display()))?;
+                drop(file);
+                let path = keep(&temp.path, dir, name)?;
+                return Ok(Some((path, hash.to_hex().to_string())));
+            }
+        }
+    }
+}
+
+fn create_temp(dir: &Path) -> Result<TempFile, String> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..16 {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let seed = format!("{nanos}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let tag = blake3::hash(seed.as_bytes()).to_hex();
+        let path = dir.join(format!("{}{}{}", names::TEMP_PREFIX, &tag[..16], names::TEMP_SUFFIX));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => {
+                // Held until the file is kept or removed, so a cleanup by
+                // another PeerConn never takes a file in use.
+                let _ = file.try_lock();
+                return Ok(TempFile { path, file: Some(file) });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create a file in {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("cannot create a temporary file in {}", dir.display()))
+}
+
+/// Gives the verified temporary file its final name: `name`, or the first
+/// free `name (n).ext`. An existing file is never replaced.
+fn keep(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    for n in 0..10_000 {
+        let candidate = if n == 0 { name.to_owned() } else { names::numbered(name, n) };
+        let path = dir.join(&candidate);
+        // A hard link fails if the name exists (a symlink included), so
+        // claiming the name is atomic.
+        match fs::hard_link(temp, &path) {
+            Ok(()) => {
+                let _ = fs::remove_file(temp);
+                return Ok(path);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) => {}
+        }
+        // File systems without hard links (FAT, some network shares):
+        // reserve the name with an exclusive create, then move onto it.
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(reserved) => {
+                drop(reserved);
+                return match fs::rename(temp, &path) {
+                    Ok(()) => Ok(path),
+                    Err(e) => {
+                        let _ = fs::remove_file(&path);
+                        Err(format!("cannot save {}: {e}", path.display()))
+                    }
+                };
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot save {}: {e}", path.display())),
+        }
+    }
+    Err(format!("too many files called {name} in {}", dir.display()))
+}
+
+/// Free bytes on the disk holding `dir`, when the system says.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    let dir = dir.canonicalize().ok()?;
+    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
+    disks
+        .iter()
+        .filter(|d| dir.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(|d| d.available_space())
+}
+
+/// Removes temporary files left by a PeerConn that crashed. A file still
+/// locked by a running PeerConn is left alone. Returns how many went.
+pub fn remove_leftovers(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !names::is_temp_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let free = OpenOptions::new().write(true).open(&path).is_ok_and(|f| f.try_lock().is_ok());
+        if free && fs::remove_file(&path).is_ok() {
+            log::info!("removed the leftover temporary file {}", path.display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// "1.5 GB", "640 KB", "12 bytes".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
