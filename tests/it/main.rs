@@ -10,3 +10,4 @@ mod hostile;
 mod lifecycle;
 mod many;
 mod protocol;
+mod transfer;

@@ -115,6 +115,13 @@ impl Node {
         })
     }
 
+    /// Every event not consumed yet, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        let mut all: Vec<Event> = self.backlog.drain(..).collect();
+        all.extend(self.engine.events().try_iter());
+        all
+    }
+
     /// No new event for `id` arrives within `quiet`.
     pub fn assert_quiet(&mut self, id: PeerId, quiet: Duration) {
         let deadline = Instant::now() + quiet;
@@ -201,5 +208,64 @@ impl RawPeer {
             }
         }
         bye
+    }
+}
+
+/// A folder under the system's temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "peerconn-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Names of the entries in the folder, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `len` bytes that look random and differ with `seed` (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+impl Node {
+    /// An engine with fast timers whose downloads go to `dir`.
+    pub fn receiving_into(dir: &std::path::Path) -> Node {
+        Node::with_config(EngineConfig { downloads: dir.to_path_buf(), ..fast_config() })
     }
 }

@@ -1,0 +1,384 @@
+//! File transfer between two engines: integrity at every edge size, many
+//! files, both directions at once, decline, cancel from each side, a peer
+//! that dies, a file that shrinks while it is sent, a full disk, names that
+//! are taken, free space, and leftovers from a crash.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use peerconn::net::frame::Frame;
+use peerconn::net::{EngineConfig, Event, Faults, PeerId, TransferId};
+
+use crate::support::{fast_config, noise, pair, Node, RawPeer, TempDir};
+
+/// Sender and receiver engines, connected, with their folders.
+struct Link {
+    a: Node,
+    b: Node,
+    /// a's peersocket (the server) and b's (the client).
+    sa: PeerId,
+    sb: PeerId,
+    /// Files to send live here.
+    outbox: TempDir,
+    /// a's and b's downloads.
+    down_a: TempDir,
+    down_b: TempDir,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link::with_b_config(|c| c)
+    }
+
+    fn with_b_config(tweak: impl FnOnce(EngineConfig) -> EngineConfig) -> Link {
+        let (outbox, down_a, down_b) = (TempDir::new("outbox"), TempDir::new("down-a"), TempDir::new("down-b"));
+        let mut a = Node::receiving_into(down_a.path());
+        let mut b = Node::with_config(tweak(EngineConfig { downloads: down_b.path().to_path_buf(), ..fast_config() }));
+        let (sa, sb) = pair(&mut a, &mut b);
+        Link { a, b, sa, sb, outbox, down_a, down_b }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.outbox.path().join(name);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+fn incoming(node: &mut Node, id: PeerId) -> (TransferId, String, u64) {
+    node.wait("a file offer", |e| match e {
+        Event::FileIncoming { id: i, transfer, name, size } if *i == id => Some((*transfer, name.clone(), *size)),
+        _ => None,
+    })
+}
+
+fn received(node: &mut Node, transfer: TransferId) -> (PathBuf, u64, String) {
+    node.wait_within(Duration::from_secs(60), &format!("{transfer} received"), |e| match e {
+        Event::FileReceived { transfer: t, path, size, blake3, .. } if *t == transfer => {
+            Some((path.clone(), *size, blake3.clone()))
+        }
+        Event::FileFailed { transfer: t, reason, .. } if *t == transfer => panic!("{transfer} failed: {reason}"),
+        _ => None,
+    })
+}
+
+fn sent(node: &mut Node, transfer: TransferId) -> u64 {
+    node.wait_within(Duration::from_secs(60), &format!("{transfer} sent"), |e| match e {
+        Event::FileSent { transfer: t, size, .. } if *t == transfer => Some(*size),
+        Event::FileFailed { transfer: t, reason, .. } if *t == transfer => panic!("{transfer} failed: {reason}"),
+        _ => None,
+    })
+}
+
+fn failed(node: &mut Node, transfer: TransferId) -> String {
+    node.wait_within(Duration::from_secs(30), &format!("{transfer} failed"), |e| match e {
+        Event::FileFailed { transfer: t, reason, .. } if *t == transfer => Some(reason.clone()),
+        Event::FileSent { transfer: t, .. } | Event::FileReceived { transfer: t, .. } if *t == transfer => {
+            panic!("{transfer} succeeded but should have failed")
+        }
+        _ => None,
+    })
+}
+
+fn first_progress(node: &mut Node, transfer: TransferId) -> u64 {
+    node.wait("progress", |e| match e {
+        Event::FileProgress { transfer: t, bytes, .. } if *t == transfer && *bytes > 0 => Some(*bytes),
+        _ => None,
+    })
+}
+
+/// Waits until `dir` holds exactly `names` (temporary files are removed by
+/// writer threads, a moment after the failure is reported).
+fn settles_to(dir: &TempDir, names: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = dir.names();
+        if now == names {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} holds {now:?}, expected {names:?}", dir.path().display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn send_one(link: &mut Link, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = link.file(name, bytes);
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, offered, size) = incoming(&mut link.b, link.sb);
+    assert_eq!((offered.as_str(), size), (name, bytes.len() as u64));
+    link.b.engine.accept_file(t_in);
+    let (stored, size, hash) = received(&mut link.b, t_in);
+    assert_eq!(sent(&mut link.a, t_out), bytes.len() as u64);
+    assert_eq!(size, bytes.len() as u64);
+    assert_eq!(hash, blake3::hash(bytes).to_hex().to_string());
+    assert_eq!(fs::read(&stored).unwrap(), bytes, "{name} differs on disk");
+    stored
+}
+
+#[test]
+fn files_of_every_edge_size_arrive_intact() {
+    let mut link = Link::new();
+    for (i, len) in [0usize, 1, 65_535, 65_536, 65_537, 256 * 1024 + 1].into_iter().enumerate() {
+        let name = format!("edge-{len}.bin");
+        let stored = send_one(&mut link, &name, &noise(len, i as u64));
+        assert_eq!(stored, link.down_b.path().join(&name));
+    }
+}
+
+#[test]
+fn a_200_mib_file_arrives_intact_with_progress_at_most_ten_times_a_second() {
+    let mut link = Link::new();
+    let bytes = noise(200 * 1024 * 1024, 7);
+    let path = link.file("big.zip", &bytes);
+    let started = Instant::now();
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, _, _) = incoming(&mut link.b, link.sb);
+    link.b.engine.accept_file(t_in);
+    let (stored, _, hash) = received(&mut link.b, t_in);
+    sent(&mut link.a, t_out);
+    let took = started.elapsed();
+    assert_eq!(hash, blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(blake3::hash(&fs::read(&stored).unwrap()), blake3::hash(&bytes));
+    let progress: Vec<u64> = link
+        .b
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::FileProgress { transfer, bytes, total, .. } if transfer == t_in => {
+                assert_eq!(total, 200 * 1024 * 1024);
+                Some(bytes)
+            }
+            _ => None,
+        })
+        .collect();
+    let limit = (took.as_secs_f64() * 10.0).ceil() as usize + 2;
+    assert!(progress.len() <= limit, "{} progress events in {took:?}", progress.len());
+    assert!(progress.windows(2).all(|w| w[0] < w[1]), "progress goes forward");
+    assert_eq!(progress.last(), Some(&(200 * 1024 * 1024)), "progress reaches 100 %");
+}
+
+#[test]
+fn a_thousand_small_files_in_one_send() {
+    let mut link = Link::new();
+    let mut outgoing = Vec::new();
+    for i in 0..1000 {
+        let path = link.file(&format!("small-{i:04}.txt"), format!("file number {i}\n").as_bytes());
+        outgoing.push(link.a.engine.send_file(link.sa, &path));
+    }
+    let mut done = 0;
+    while done < 1000 {
+        let (t_in, name, _) = incoming(&mut link.b, link.sb);
+        link.b.engine.accept_file(t_in);
+        let (path, _, _) = received(&mut link.b, t_in);
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), name);
+        done += 1;
+    }
+    for t in outgoing {
+        sent(&mut link.a, t);
+    }
+    let names = link.down_b.names();
+    assert_eq!(names.len(), 1000);
+    assert_eq!(fs::read_to_string(link.down_b.path().join("small-0999.txt")).unwrap(), "file number 999\n");
+}
+
+#[test]
+fn transfers_in_both_directions_at_once_with_chat_between() {
+    let mut link = Link::new();
+    let to_b = noise(24 * 1024 * 1024, 1);
+    let to_a = noise(24 * 1024 * 1024, 2);
+    let path_ab = link.file("a-to-b.bin", &to_b);
+    let path_ba = link.file("b-to-a.bin", &to_a);
+    let t_ab = link.a.engine.send_file(link.sa, &path_ab);
+    let t_ba = link.b.engine.send_file(link.sb, &path_ba);
+    let (in_b, _, _) = incoming(&mut link.b, link.sb);
+    let (in_a, _, _) = incoming(&mut link.a, link.sa);
+    link.b.engine.accept_file(in_b);
+    link.a.engine.accept_file(in_a);
+    first_progress(&mut link.b, in_b);
+    for i in 0..5 {
+        link.a.engine.send_text(link.sa, &format!("a says {i}")).unwrap();
+        link.b.engine.send_text(link.sb, &format!("b says {i}")).unwrap();
+    }
+    for i in 0..5 {
+        assert_eq!(link.b.message(link.sb), format!("a says {i}"));
+        assert_eq!(link.a.message(link.sa), format!("b says {i}"));
+    }
+    let (pb, _, _) = received(&mut link.b, in_b);
+    let (pa, _, _) = received(&mut link.a, in_a);
+    sent(&mut link.a, t_ab);
+    sent(&mut link.b, t_ba);
+    assert_eq!(blake3::hash(&fs::read(pb).unwrap()), blake3::hash(&to_b));
+    assert_eq!(pa.parent(), Some(link.down_a.path()));
+    assert_eq!(blake3::hash(&fs::read(pa).unwrap()), blake3::hash(&to_a));
+}
+
+#[test]
+fn declined_file_is_reported_to_the_sender_and_nothing_is_written() {
+    let mut link = Link::new();
+    let path = link.file("unwanted.exe", b"no thanks");
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, _, _) = incoming(&mut link.b, link.sb);
+    link.b.engine.decline_file(t_in);
+    assert_eq!(failed(&mut link.b, t_in), "you declined the file");
+    assert!(failed(&mut link.a, t_out).contains("declined"));
+    settles_to(&link.down_b, &[]);
+    link.a.engine.send_text(link.sa, "ok, fine").unwrap();
+    assert_eq!(link.b.message(link.sb), "ok, fine");
+}
+
+fn start_big(link: &mut Link) -> (TransferId, TransferId) {
+    let path = link.file("big.iso", &noise(300 * 1024 * 1024, 3));
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, _, _) = incoming(&mut link.b, link.sb);
+    link.b.engine.accept_file(t_in);
+    first_progress(&mut link.b, t_in);
+    (t_out, t_in)
+}
+
+#[test]
+fn sender_cancels_mid_transfer_and_the_partial_file_is_removed() {
+    let mut link = Link::new();
+    let (t_out, t_in) = start_big(&mut link);
+    link.a.engine.cancel_file(t_out);
+    assert_eq!(failed(&mut link.a, t_out), "you cancelled the transfer");
+    assert!(failed(&mut link.b, t_in).contains("the peer stopped the transfer"));
+    settles_to(&link.down_b, &[]);
+    link.b.engine.send_text(link.sb, "still talking").unwrap();
+    assert_eq!(link.a.message(link.sa), "still talking");
+    // And the next file goes through.
+    send_one(&mut link, "after.txt", b"after the cancel");
+}
+
+#[test]
+fn receiver_cancels_mid_transfer_and_the_partial_file_is_removed() {
+    let mut link = Link::new();
+    let (t_out, t_in) = start_big(&mut link);
+    link.b.engine.cancel_file(t_in);
+    assert_eq!(failed(&mut link.b, t_in), "you cancelled the transfer");
+    assert!(failed(&mut link.a, t_out).contains("the peer stopped the transfer"));
+    settles_to(&link.down_b, &[]);
+    link.a.engine.send_text(link.sa, "understood").unwrap();
+    assert_eq!(link.b.message(link.sb), "understood");
+    send_one(&mut link, "after.txt", b"after the cancel");
+}
+
+#[test]
+fn peer_gone_mid_transfer_fails_the_transfer_and_leaves_no_partial_file() {
+    let mut link = Link::new();
+    let (_t_out, t_in) = start_big(&mut link);
+    let Link { a, mut b, sb, down_b, .. } = link;
+    drop(a);
+    assert!(failed(&mut b, t_in).contains("the connection ended"));
+    b.lost(sb);
+    settles_to(&down_b, &[]);
+}
+
+#[test]
+fn a_file_that_shrinks_while_sent_fails_on_both_sides() {
+    let mut link = Link::new();
+    let path = link.file("growing.log", &noise(300 * 1024 * 1024, 4));
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, _, _) = incoming(&mut link.b, link.sb);
+    link.b.engine.accept_file(t_in);
+    first_progress(&mut link.b, t_in);
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1024 * 1024).unwrap();
+    let reason = failed(&mut link.a, t_out);
+    assert!(reason.contains("shrank") || reason.contains("changed"), "{reason}");
+    let reason = failed(&mut link.b, t_in);
+    assert!(reason.contains("the peer stopped the transfer"), "{reason}");
+    settles_to(&link.down_b, &[]);
+}
+
+#[test]
+fn a_full_disk_fails_the_transfer_removes_the_partial_file_and_keeps_the_connection() {
+    let mut link =
+        Link::with_b_config(|c| EngineConfig { faults: Faults { fail_writes_after: Some(3 * 1024 * 1024) }, ..c });
+    let path = link.file("too-big.bin", &noise(16 * 1024 * 1024, 5));
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, _, _) = incoming(&mut link.b, link.sb);
+    link.b.engine.accept_file(t_in);
+    let reason = failed(&mut link.b, t_in);
+    assert!(reason.contains("no space left"), "{reason}");
+    let reason = failed(&mut link.a, t_out);
+    assert!(reason.contains("no space left"), "{reason}");
+    settles_to(&link.down_b, &[]);
+    link.a.engine.send_text(link.sa, "disk full?").unwrap();
+    assert_eq!(link.b.message(link.sb), "disk full?");
+    send_one(&mut link, "fits.txt", b"a small one fits");
+}
+
+#[test]
+fn an_existing_file_is_never_replaced() {
+    let mut link = Link::new();
+    fs::write(link.down_b.path().join("notes.txt"), b"mine, keep me").unwrap();
+    let first = send_one(&mut link, "notes.txt", b"first copy");
+    let second = send_one(&mut link, "notes.txt", b"second copy");
+    assert_eq!(first.file_name().unwrap(), "notes (1).txt");
+    assert_eq!(second.file_name().unwrap(), "notes (2).txt");
+    assert_eq!(fs::read(link.down_b.path().join("notes.txt")).unwrap(), b"mine, keep me");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_under_the_final_name_is_not_followed() {
+    let mut link = Link::new();
+    let outside = TempDir::new("outside");
+    let target = outside.path().join("victim.txt");
+    fs::write(&target, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&target, link.down_b.path().join("report.txt")).unwrap();
+    let stored = send_one(&mut link, "report.txt", b"delivered");
+    assert_eq!(stored.file_name().unwrap(), "report (1).txt");
+    assert_eq!(fs::read(&target).unwrap(), b"untouched");
+    assert_eq!(outside.names(), vec!["victim.txt"]);
+}
+
+#[test]
+fn an_offer_larger_than_the_free_space_is_declined_before_any_data_moves() {
+    let down = TempDir::new("space");
+    let mut node = Node::receiving_into(down.path());
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "liar");
+    node.connected(id);
+    raw.send(&Frame::Offer { transfer: 9, size: u64::MAX / 4, name: "huge.bin".into() });
+    let (t_in, _, size) = incoming(&mut node, id);
+    assert_eq!(size, u64::MAX / 4);
+    node.engine.accept_file(t_in);
+    let reason = failed(&mut node, t_in);
+    assert!(reason.contains("not enough free space"), "{reason}");
+    match raw.recv() {
+        Some(Frame::Decline { transfer: 9, reason }) => assert!(reason.contains("not enough free space")),
+        other => panic!("expected a decline, got {other:?}"),
+    }
+    settles_to(&down, &[]);
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_at_start_and_others_are_kept() {
+    let down = TempDir::new("leftovers");
+    let leftover = down.path().join(".peerconn-0123456789abcdef.part");
+    fs::write(&leftover, b"half a file from a crash").unwrap();
+    fs::write(down.path().join("keep.txt"), b"not ours to touch").unwrap();
+    fs::write(down.path().join(".peerconn-lookalike"), b"no .part suffix").unwrap();
+    let _node = Node::receiving_into(down.path());
+    settles_to(&down, &[".peerconn-lookalike", "keep.txt"]);
+}
+
+#[test]
+fn sending_a_missing_file_or_a_folder_fails_with_a_clear_reason() {
+    let mut link = Link::new();
+    let missing = link.a.engine.send_file(link.sa, link.outbox.path().join("nope.txt"));
+    assert!(failed(&mut link.a, missing).contains("cannot open"));
+    let folder = link.a.engine.send_file(link.sa, link.outbox.path());
+    assert!(failed(&mut link.a, folder).contains("is a folder"));
+    // The connection is unaffected.
+    send_one(&mut link, "fine.txt", b"fine");
+}
+
+#[test]
+fn sending_without_a_peer_fails_at_once() {
+    let mut node = Node::new();
+    let (id, _) = node.listen("alone");
+    let t = node.engine.send_file(id, Path::new("whatever.txt"));
+    assert!(failed(&mut node, t).contains("no peer is connected"));
+}
