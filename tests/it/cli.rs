@@ -277,3 +277,106 @@ fn listen_without_once_serves_one_peer_after_another() {
     let mut alice = alice;
     let _ = alice.child.kill();
 }
+
+fn downloads_dir() -> TempDir {
+    temp_dir()
+}
+
+#[test]
+fn send_delivers_files_verified_and_exits_0() {
+    let down = downloads_dir();
+    let down_path = down.0.display().to_string();
+    let (alice, addr) = listen_json(&["--once", "--accept-files", "--downloads", &down_path]);
+    let outbox = temp_dir();
+    let one = outbox.0.join("one.bin");
+    let two = outbox.0.join("two words.txt");
+    std::fs::write(&one, crate::support::noise(3 * 1024 * 1024 + 17, 9)).unwrap();
+    std::fs::write(&two, b"hello file").unwrap();
+    let bob = Peerconn::start(&["send", &addr, one.to_str().unwrap(), two.to_str().unwrap(), "--json"]);
+    let mut sent = Vec::new();
+    loop {
+        let event = bob.event();
+        match event["event"].as_str().unwrap() {
+            "file_sent" => sent.push(event["name"].as_str().unwrap().to_owned()),
+            "lost" => break,
+            "connected" | "file_progress" => {}
+            other => panic!("unexpected {other}: {event}"),
+        }
+    }
+    sent.sort();
+    assert_eq!(sent, vec!["one.bin", "two words.txt"]);
+    let (status, err) = bob.finish();
+    assert!(status.success(), "{err}");
+    let mut received = Vec::new();
+    loop {
+        let event = alice.event();
+        match event["event"].as_str().unwrap() {
+            "file_received" => {
+                let path = PathBuf::from(event["path"].as_str().unwrap());
+                let bytes = std::fs::read(&path).unwrap();
+                assert_eq!(event["blake3"], blake3::hash(&bytes).to_hex().as_str());
+                assert_eq!(event["size"], bytes.len() as u64);
+                received.push(path);
+            }
+            "lost" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(received.len(), 2);
+    assert_eq!(std::fs::read(down.0.join("one.bin")).unwrap(), std::fs::read(&one).unwrap());
+    assert_eq!(std::fs::read(down.0.join("two words.txt")).unwrap(), b"hello file");
+    assert!(alice.finish().0.success());
+}
+
+#[test]
+fn send_to_a_peer_that_declines_exits_1_with_the_reason() {
+    // No --accept-files and no terminal: every offer is declined.
+    let down = downloads_dir();
+    let down_path = down.0.display().to_string();
+    let (_alice, addr) = listen_json(&["--once", "--downloads", &down_path]);
+    let outbox = temp_dir();
+    let file = outbox.0.join("nope.txt");
+    std::fs::write(&file, b"unwanted").unwrap();
+    let (status, stdout, stderr) = run(&["send", &addr, file.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("declined"), "{stderr}");
+    assert!(stdout.contains("0 of 1 files sent"), "{stdout}");
+    assert!(std::fs::read_dir(&down.0).unwrap().next().is_none());
+}
+
+#[test]
+fn slash_send_in_a_chat_sends_a_file_and_end_of_input_waits_for_it() {
+    let down = downloads_dir();
+    let down_path = down.0.display().to_string();
+    let (alice, addr) = listen_json(&["--once", "--accept-files", "--downloads", &down_path]);
+    let outbox = temp_dir();
+    let file = outbox.0.join("attached.dat");
+    std::fs::write(&file, crate::support::noise(5 * 1024 * 1024, 11)).unwrap();
+    let mut bob = Peerconn::start(&["connect", &addr, "--json"]);
+    bob.event_named("connected");
+    bob.say("here it comes");
+    bob.say(&format!("/send {}", file.display()));
+    bob.end_input();
+    assert_eq!(alice.event_named("connected")["event"], "connected");
+    assert_eq!(alice.event_named("message")["text"], "here it comes");
+    let offered = alice.event_named("file_offered");
+    assert_eq!(offered["name"], "attached.dat");
+    loop {
+        let event = alice.event();
+        if event["event"] == "file_received" {
+            break;
+        }
+        assert_eq!(event["event"], "file_progress", "{event}");
+    }
+    assert_eq!(std::fs::read(down.0.join("attached.dat")).unwrap(), std::fs::read(&file).unwrap());
+    assert_eq!(alice.event_named("lost")["reason"], "the peer closed the connection");
+    assert!(bob.finish().0.success());
+    assert!(alice.finish().0.success());
+}
+
+#[test]
+fn send_with_a_missing_file_is_a_usage_error() {
+    let (status, _, stderr) = run(&["send", "127.0.0.1:9", "/no/such/file.zip"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("is not a file"), "{stderr}");
+}
