@@ -7,6 +7,7 @@ mod support;
 mod chat;
 mod cli;
 mod hostile;
+mod hostile_files;
 mod lifecycle;
 mod many;
 mod protocol;

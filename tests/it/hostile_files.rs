@@ -1,0 +1,246 @@
+//! A raw peer that offers files with hostile names, lies about sizes and
+//! hashes, or sends data it was never allowed to send. After each case the
+//! downloads folder's parent holds exactly what it held before.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use peerconn::net::frame::Frame;
+use peerconn::net::{Event, PeerId};
+
+use crate::support::{Node, RawPeer, TempDir};
+
+/// A receiving engine whose downloads folder sits inside a parent folder
+/// we watch, and a raw peer connected to it.
+struct Victim {
+    // Dropped first, so the engine's shutdown does not wait for it.
+    raw: RawPeer,
+    node: Node,
+    parent: TempDir,
+    id: PeerId,
+}
+
+impl Victim {
+    fn new() -> Victim {
+        let parent = TempDir::new("victim");
+        fs::create_dir_all(parent.path().join("downloads")).unwrap();
+        fs::write(parent.path().join("precious.txt"), b"do not touch").unwrap();
+        let mut node = Node::receiving_into(&parent.path().join("downloads"));
+        let (id, addr) = node.listen("victim");
+        let (raw, _) = RawPeer::hello(addr, "mallory");
+        node.connected(id);
+        Victim { raw, node, parent, id }
+    }
+
+    fn downloads(&self) -> std::path::PathBuf {
+        self.parent.path().join("downloads")
+    }
+
+    /// Everything under the parent folder, as relative paths.
+    fn tree(&self) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+                if path.is_dir() && !path.is_symlink() {
+                    walk(root, &path, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.parent.path(), self.parent.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    fn offered(&mut self) -> Result<(peerconn::net::TransferId, String), String> {
+        let id = self.id;
+        self.node.wait("an offer or a refusal", |e| match e {
+            Event::FileIncoming { id: i, transfer, name, .. } if *i == id => Some(Ok((*transfer, name.clone()))),
+            Event::FileFailed { id: i, reason, .. } if *i == id => Some(Err(reason.clone())),
+            _ => None,
+        })
+    }
+
+    /// The engine keeps chatting with this peer.
+    fn still_talks(&mut self) {
+        self.raw.send(&Frame::Chat("still here".into()));
+        assert_eq!(self.node.message(self.id), "still here");
+    }
+}
+
+#[test]
+fn hostile_names_are_refused_or_made_safe_and_nothing_lands_outside_downloads() {
+    // (offered name, Some(safe name it may be stored as) or None if refused)
+    let cases: &[(&str, Option<&str>)] = &[
+        ("../precious.txt", None),
+        ("../../etc/passwd", None),
+        ("..", None),
+        (".", None),
+        ("/etc/passwd", None),
+        ("C:\\Windows\\system32\\evil.dll", None),
+        ("C:evil.txt", None),
+        ("\\\\server\\share\\x", None),
+        ("sub/dir.txt", None),
+        ("sub\\dir.txt", None),
+        ("evil\u{202e}txt.exe", None),
+        ("bell\u{7}.txt", None),
+        ("line\nbreak.txt", None),
+        ("nul\0byte.txt", None),
+        ("   ", None),
+        ("...", None),
+        ("CON", Some("_CON")),
+        ("nul.txt", Some("_nul.txt")),
+        ("COM1.log", Some("_COM1.log")),
+        ("LPT9", Some("_LPT9")),
+        ("trailing dots...", Some("trailing dots")),
+        ("trailing space ", Some("trailing space")),
+        ("what?.txt", Some("what_.txt")),
+        ("a<b>c:d|e*f\"g.txt", Some("a_b_c_d_e_f_g.txt")),
+        (".peerconn-0123456789abcdef.part", Some("_.peerconn-0123456789abcdef.part")),
+        ("ünïcödé ✓.txt", Some("ünïcödé ✓.txt")),
+    ];
+    for (wire, (offered, safe)) in cases.iter().enumerate() {
+        let mut v = Victim::new();
+        let before = v.tree();
+        v.raw.send(&Frame::Offer { transfer: wire as u32, size: 5, name: offered.to_string() });
+        match (v.offered(), safe) {
+            (Err(reason), None) => {
+                assert!(reason.contains("unsafe file name"), "{offered:?}: {reason}");
+                match v.raw.recv() {
+                    Some(Frame::Decline { reason, .. }) => assert!(reason.contains("unsafe file name"), "{reason}"),
+                    other => panic!("{offered:?}: expected a decline, got {other:?}"),
+                }
+            }
+            (Ok((transfer, name)), Some(safe)) => {
+                assert_eq!(&name, safe, "{offered:?}");
+                v.node.engine.accept_file(transfer);
+                assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: wire as u32 }));
+                v.raw.send(&Frame::Data { transfer: wire as u32, bytes: b"hello".to_vec() });
+                v.raw.send(&Frame::Done { transfer: wire as u32, hash: *blake3::hash(b"hello").as_bytes() });
+                assert_eq!(v.raw.recv(), Some(Frame::Received { transfer: wire as u32 }));
+                let stored = v.downloads().join(safe);
+                assert_eq!(fs::read(&stored).unwrap(), b"hello", "{offered:?}");
+                let mut expected = before.clone();
+                expected.push(format!("downloads{}{safe}", std::path::MAIN_SEPARATOR));
+                expected.sort();
+                assert_eq!(v.tree(), expected, "{offered:?}");
+                v.still_talks();
+                continue;
+            }
+            (got, want) => panic!("{offered:?}: got {got:?}, expected {want:?}"),
+        }
+        assert_eq!(v.tree(), before, "{offered:?}");
+        v.still_talks();
+    }
+}
+
+#[test]
+fn a_wrong_hash_leaves_no_file_and_tells_the_sender() {
+    let mut v = Victim::new();
+    v.raw.send(&Frame::Offer { transfer: 1, size: 5, name: "report.pdf".into() });
+    let (transfer, _) = v.offered().unwrap();
+    v.node.engine.accept_file(transfer);
+    assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: 1 }));
+    v.raw.send(&Frame::Data { transfer: 1, bytes: b"hello".to_vec() });
+    v.raw.send(&Frame::Done { transfer: 1, hash: [7; 32] });
+    let reason = v.node.wait("failure", |e| match e {
+        Event::FileFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(reason.contains("damaged"), "{reason}");
+    match v.raw.recv() {
+        Some(Frame::Cancel { transfer: 1, mine: false, reason }) => assert!(reason.contains("damaged")),
+        other => panic!("expected a cancel, got {other:?}"),
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fs::read_dir(v.downloads()).unwrap().next().is_some() {
+        assert!(std::time::Instant::now() < deadline, "a file was left: {:?}", v.tree());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    v.still_talks();
+}
+
+#[test]
+fn data_that_was_never_accepted_loses_the_peer_and_writes_nothing() {
+    let mut v = Victim::new();
+    let before = v.tree();
+    v.raw.send(&Frame::Offer { transfer: 3, size: 5, name: "sneaky.bin".into() });
+    v.offered().unwrap();
+    v.raw.send(&Frame::Data { transfer: 3, bytes: b"early".to_vec() });
+    let (reason, clean) = v.node.lost(v.id);
+    assert!(!clean);
+    assert!(reason.contains("before the file was accepted"), "{reason}");
+    assert_eq!(v.tree(), before);
+}
+
+#[test]
+fn more_data_than_offered_loses_the_peer_and_leaves_no_partial_file() {
+    let mut v = Victim::new();
+    let before = v.tree();
+    v.raw.send(&Frame::Offer { transfer: 4, size: 3, name: "small.bin".into() });
+    let (transfer, _) = v.offered().unwrap();
+    v.node.engine.accept_file(transfer);
+    assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: 4 }));
+    v.raw.send(&Frame::Data { transfer: 4, bytes: b"much more than three".to_vec() });
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("more file data than the size it offered"), "{reason}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while v.tree() != before {
+        assert!(std::time::Instant::now() < deadline, "left behind: {:?}", v.tree());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn done_before_all_data_loses_the_peer() {
+    let mut v = Victim::new();
+    v.raw.send(&Frame::Offer { transfer: 5, size: 10, name: "short.bin".into() });
+    let (transfer, _) = v.offered().unwrap();
+    v.node.engine.accept_file(transfer);
+    assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: 5 }));
+    v.raw.send(&Frame::Data { transfer: 5, bytes: b"12345".to_vec() });
+    v.raw.send(&Frame::Done { transfer: 5, hash: *blake3::hash(b"12345").as_bytes() });
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("after 5 of 10 bytes"), "{reason}");
+}
+
+#[test]
+fn data_for_a_file_never_offered_loses_the_peer() {
+    let mut v = Victim::new();
+    v.raw.send(&Frame::Data { transfer: 77, bytes: b"surprise".to_vec() });
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("never offered"), "{reason}");
+}
+
+#[test]
+fn offering_the_same_transfer_number_twice_loses_the_peer() {
+    let mut v = Victim::new();
+    v.raw.send(&Frame::Offer { transfer: 6, size: 1, name: "a".into() });
+    v.offered().unwrap();
+    v.raw.send(&Frame::Offer { transfer: 6, size: 1, name: "b".into() });
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("twice"), "{reason}");
+}
+
+#[test]
+fn a_flood_of_offers_is_capped_and_declined_beyond_the_cap() {
+    let mut v = Victim::new();
+    for n in 0..100u32 {
+        v.raw.send(&Frame::Offer { transfer: n, size: 1, name: format!("f{n}") });
+    }
+    let mut offered = 0;
+    let mut refused = 0;
+    while offered + refused < 100 {
+        match v.offered() {
+            Ok(_) => offered += 1,
+            Err(reason) => {
+                assert!(reason.contains("offers are waiting"), "{reason}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((offered, refused), (64, 36));
+    v.still_talks();
+}
