@@ -124,9 +124,12 @@ fn engine_round_trips() -> Vec<Duration> {
 fn idle_cpu() {
     let a = Engine::start().unwrap();
     let b = Engine::start().unwrap();
+    let mut addrs = Vec::new();
     for i in 0..IDLE_PEERS {
         let s = a.listen(&format!("idle {i}"), "127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
-        let addr = listening(&a, s);
+        addrs.push(listening(&a, s));
+    }
+    for (i, addr) in addrs.into_iter().enumerate() {
         b.connect(&format!("idle {i}"), addr).unwrap();
     }
     wait_connected(&a, IDLE_PEERS);
