@@ -27,8 +27,12 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub const BLOCK: usize = 256 * 1024;
 /// Buffers a reader may have ready ahead of the network.
 const READ_AHEAD: usize = 8;
-/// Buffers the network may have waiting for a writer.
-const WRITE_BEHIND: usize = 16;
+/// Buffers the network may have waiting for a writer: the whole flow-control
+/// window fits, so a peer that keeps to the window never stalls the reactor.
+const WRITE_BEHIND: usize = (crate::net::frame::WINDOW as usize).div_ceil(BLOCK) + 4;
+/// A writer reports its progress every this many bytes, which lets the
+/// sender move its window on.
+const CONSUMED_STEP: u64 = 1024 * 1024;
 
 /// Identifies one file transfer for the lifetime of an engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,6 +61,8 @@ pub enum DiskEvent {
     WriteFailed { key: TransferId, reason: String },
     /// A writer that was full took a block: the reactor may deliver more.
     Drained { key: TransferId },
+    /// A writer has written `bytes` of the file so far.
+    Consumed { key: TransferId, bytes: u64 },
 }
 
 impl DiskEvent {
@@ -68,7 +74,8 @@ impl DiskEvent {
             | DiskEvent::ReadyToReceive { key }
             | DiskEvent::Stored { key, .. }
             | DiskEvent::WriteFailed { key, .. }
-            | DiskEvent::Drained { key } => *key,
+            | DiskEvent::Drained { key }
+            | DiskEvent::Consumed { key, .. } => *key,
         }
     }
 }
@@ -346,6 +353,7 @@ fn receive_file(
     notify.send(DiskEvent::ReadyToReceive { key });
     let mut hasher = blake3::Hasher::new();
     let mut written: u64 = 0;
+    let mut reported: u64 = 0;
     loop {
         let Ok(msg) = rx.recv() else { return Ok(None) };
         if stalled.swap(false, Ordering::AcqRel) {
@@ -363,6 +371,10 @@ fn receive_file(
                 let file = temp.file.as_mut().expect("open until kept");
                 file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
                 hasher.update(&bytes);
+                if written - reported >= CONSUMED_STEP {
+                    reported = written;
+                    notify.send(DiskEvent::Consumed { key, bytes: written });
+                }
             }
             WriteMsg::Done(expected) => {
                 if written != size {

@@ -38,6 +38,10 @@ pub const MAX_REASON: usize = 200;
 pub const MAX_FILE_NAME: usize = 255;
 /// Largest piece of file data in one frame.
 pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
+/// File bytes a sender may have sent beyond what the receiver has written
+/// to disk. Small enough that a chat message never waits long behind file
+/// data in the socket buffers, large enough to fill a LAN.
+pub const WINDOW: u64 = 4 * 1024 * 1024;
 
 /// Frame type bytes: 0x01..=0x05 for the connection and chat, 0x10..=0x16
 /// for file transfer.
@@ -54,9 +58,10 @@ pub mod kind {
     pub const DONE: u8 = 0x14;
     pub const CANCEL: u8 = 0x15;
     pub const RECEIVED: u8 = 0x16;
+    pub const WINDOW: u8 = 0x17;
 
     pub(super) fn known(t: u8) -> bool {
-        matches!(t, HELLO..=BYE | OFFER..=RECEIVED)
+        matches!(t, HELLO..=BYE | OFFER..=WINDOW)
     }
 }
 
@@ -147,6 +152,12 @@ pub enum Frame {
     /// The receiver verified and stored the file.
     Received {
         transfer: u32,
+    },
+    /// The receiver lets the sender send file data up to byte `granted`
+    /// (counted from the start of the file). ACCEPT grants [`WINDOW`].
+    Window {
+        transfer: u32,
+        granted: u64,
     },
 }
 
@@ -280,6 +291,11 @@ impl Frame {
                 out.push(kind::RECEIVED);
                 out.extend_from_slice(&transfer.to_be_bytes());
             }
+            Frame::Window { transfer, granted } => {
+                out.push(kind::WINDOW);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&granted.to_be_bytes());
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -307,6 +323,7 @@ impl Frame {
             Frame::Done { .. } => "file end",
             Frame::Cancel { .. } => "file cancel",
             Frame::Received { .. } => "file receipt",
+            Frame::Window { .. } => "file window",
         }
     }
 }
@@ -398,6 +415,13 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         }
         kind::ACCEPT => Frame::Accept { transfer: only_transfer_id(payload, "file accept")? },
         kind::RECEIVED => Frame::Received { transfer: only_transfer_id(payload, "file receipt")? },
+        kind::WINDOW => {
+            let (transfer, rest) = transfer_id(payload, "file window")?;
+            let granted: [u8; 8] = rest
+                .try_into()
+                .map_err(|_| FrameError::Malformed("file window", format!("{} bytes instead of 8", rest.len())))?;
+            Frame::Window { transfer, granted: u64::from_be_bytes(granted) }
+        }
         kind::DECLINE => {
             let (transfer, reason) = transfer_id(payload, "file decline")?;
             Frame::Decline { transfer, reason: reason_text(reason, "file decline")? }

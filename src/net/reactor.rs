@@ -1114,6 +1114,7 @@ impl Reactor {
                 reader: None,
                 current: None,
                 sent: 0,
+                granted: 0,
                 meter: Meter::new(),
             });
             reactor.start_queued(conn);
@@ -1186,7 +1187,7 @@ impl Reactor {
     fn pump(&mut self, conn: &mut Conn) -> usize {
         let mut added = 0;
         while conn.pending_output() < HIGH_WATER {
-            let Some(i) = conn.files.outgoing.iter().position(|t| t.state == OutState::Sending) else { break };
+            let Some(i) = conn.files.outgoing.iter().position(Outgoing::can_send) else { break };
             let t = &mut conn.files.outgoing[i];
             if t.current.is_none() {
                 let Some(reader) = t.reader.as_ref() else { break };
@@ -1223,7 +1224,8 @@ impl Reactor {
                 }
             }
             let Some((bytes, pos)) = t.current.as_mut() else { break };
-            let n = (bytes.len() - *pos).min(frame::MAX_DATA);
+            let allowed = (t.granted - t.sent).min(frame::MAX_DATA as u64) as usize;
+            let n = (bytes.len() - *pos).min(allowed);
             frame::encode_data(&mut conn.out, t.wire, &bytes[*pos..*pos + n]);
             *pos += n;
             if *pos == bytes.len() {
@@ -1284,6 +1286,7 @@ impl Reactor {
                         pending: Vec::new(),
                         stalled: Default::default(),
                         received: 0,
+                        granted: 0,
                         meter: Meter::new(),
                     },
                 );
@@ -1295,6 +1298,7 @@ impl Reactor {
                     let t = &mut conn.files.outgoing[i];
                     if t.state == OutState::Offered {
                         t.state = OutState::Sending;
+                        t.granted = frame::WINDOW;
                         if let Some(reader) = t.reader.as_mut() {
                             reader.start();
                         }
@@ -1322,6 +1326,9 @@ impl Reactor {
                 t.received += bytes.len() as u64;
                 if t.received > t.size {
                     return Err(self.protocol_error(conn, "sent more file data than the size it offered"));
+                }
+                if t.received > t.granted {
+                    return Err(self.protocol_error(conn, "sent more file data than its window allows"));
                 }
                 if t.pending.is_empty() {
                     t.pending = Vec::with_capacity(files::BLOCK);
@@ -1376,6 +1383,12 @@ impl Reactor {
                     let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
                     self.transfer_failed(owner, t.key, &t.name, format!("the peer stopped the transfer{said}"));
                     self.start_queued(conn);
+                }
+            }
+            Frame::Window { transfer: wire, granted } => {
+                if let Some(i) = conn.files.out_by_wire(wire) {
+                    let t = &mut conn.files.outgoing[i];
+                    t.granted = t.granted.max(granted);
                 }
             }
             Frame::Received { transfer: wire } => {
@@ -1447,7 +1460,18 @@ impl Reactor {
                 let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
                 if let Some(t) = conn.files.incoming.get_mut(&wire) {
                     t.state = InState::Receiving;
+                    t.granted = frame::WINDOW;
                     conn.queue(&Frame::Accept { transfer: wire });
+                }
+            }
+            DiskEvent::Consumed { key, bytes } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                if let Some(t) = conn.files.incoming.get_mut(&wire) {
+                    let granted = bytes.saturating_add(frame::WINDOW).min(t.size);
+                    if t.state == InState::Receiving && granted > t.granted {
+                        t.granted = granted;
+                        conn.queue(&Frame::Window { transfer: wire, granted });
+                    }
                 }
             }
             DiskEvent::Stored { key, path, size, hash } => {

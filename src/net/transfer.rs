@@ -44,7 +44,16 @@ pub(crate) struct Outgoing {
     /// The block being cut into DATA frames, and how far.
     pub current: Option<(Vec<u8>, usize)>,
     pub sent: u64,
+    /// The receiver allows data up to this byte.
+    pub granted: u64,
     pub meter: Meter,
+}
+
+impl Outgoing {
+    /// Has data it may send now, or its end to take from the reader.
+    pub fn can_send(&self) -> bool {
+        self.state == OutState::Sending && (self.sent < self.granted || self.sent >= self.size)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -69,6 +78,8 @@ pub(crate) struct Incoming {
     /// Messages the writer had no room for; reading pauses until it does.
     pub stalled: VecDeque<WriteMsg>,
     pub received: u64,
+    /// We allow data up to this byte.
+    pub granted: u64,
     pub meter: Meter,
 }
 
