@@ -244,3 +244,64 @@ fn a_flood_of_offers_is_capped_and_declined_beyond_the_cap() {
     assert_eq!((offered, refused), (64, 36));
     v.still_talks();
 }
+
+#[test]
+fn data_beyond_the_window_loses_the_peer() {
+    let mut v = Victim::new();
+    let size = 2 * peerconn::net::frame::WINDOW;
+    v.raw.send(&Frame::Offer { transfer: 8, size, name: "pushy.bin".into() });
+    let (transfer, _) = v.offered().unwrap();
+    v.node.engine.accept_file(transfer);
+    assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: 8 }));
+    let chunk = vec![0u8; 60_000];
+    let mut sent = 0u64;
+    while sent <= peerconn::net::frame::WINDOW {
+        v.raw.send(&Frame::Data { transfer: 8, bytes: chunk.clone() });
+        sent += chunk.len() as u64;
+    }
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("window"), "{reason}");
+}
+
+#[test]
+fn the_sender_keeps_to_the_window_until_the_receiver_moves_it() {
+    use peerconn::net::frame::WINDOW;
+    // Default timers: no pings to interrupt the silence we listen for.
+    let mut node = Node::with_config(peerconn::net::EngineConfig::default());
+    let (id, addr) = node.listen("sender");
+    let (mut raw, _) = RawPeer::hello(addr, "slow reader");
+    node.connected(id);
+    let outbox = TempDir::new("window");
+    let bytes = crate::support::noise(3 * WINDOW as usize + 12_345, 21);
+    let path = outbox.path().join("windowed.bin");
+    fs::write(&path, &bytes).unwrap();
+    node.engine.send_file(id, &path);
+    let Some(Frame::Offer { transfer, size, .. }) = raw.recv() else { panic!("expected an offer") };
+    assert_eq!(size, bytes.len() as u64);
+    raw.send(&Frame::Accept { transfer });
+    let mut got: Vec<u8> = Vec::new();
+    let mut granted = WINDOW;
+    loop {
+        while (got.len() as u64) < granted.min(size) {
+            match raw.recv() {
+                Some(Frame::Data { bytes, .. }) => got.extend_from_slice(&bytes),
+                other => panic!("expected data, got {other:?}"),
+            }
+        }
+        assert_eq!(got.len() as u64, granted.min(size), "sent past the window");
+        if got.len() as u64 == size {
+            break;
+        }
+        // Nothing more comes until the window moves.
+        raw.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        assert_eq!(raw.recv(), None, "sent past the window");
+        raw.stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+        granted += WINDOW;
+        raw.send(&Frame::Window { transfer, granted });
+    }
+    match raw.recv() {
+        Some(Frame::Done { hash, .. }) => assert_eq!(&hash, blake3::hash(&bytes).as_bytes()),
+        other => panic!("expected the end, got {other:?}"),
+    }
+    assert_eq!(got, bytes);
+}
