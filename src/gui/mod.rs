@@ -1,0 +1,185 @@
+//! The desktop window: Slint views in `ui/`, driven by the same engine as
+//! the command line.
+//!
+//! Threads: UI callbacks only send commands to the engine (non-blocking); a
+//! `slint::Timer` drains the engine's events every 50 ms and updates the
+//! models; file pickers run on a worker thread and post their result back
+//! with `invoke_from_event_loop`. The UI thread never waits on the network
+//! or the disk. All Slint types are touched here and in `model.rs` only.
+
+mod model;
+mod settings;
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+use slint::ComponentHandle;
+
+use peerconn::hostinfo::HostInfo;
+use peerconn::net::{Engine, EngineConfig};
+
+use model::Peersockets;
+use settings::Settings;
+
+slint::include_modules!();
+
+/// How often engine events are drained.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+pub fn run() -> ExitCode {
+    let host = HostInfo::detect();
+    let settings = Settings::load();
+    let config = EngineConfig { downloads: settings.downloads.clone(), ..EngineConfig::default() };
+    let engine = match Engine::with_config(config) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("peerconn: cannot start the network engine: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let window = match AppWindow::new() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("peerconn: cannot open the window: {e}");
+            log::error!("cannot open the window: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!("window opened (host {}, address {})", host.host_name, host.primary());
+    let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
+    wire(&window, &app, &host);
+
+    let timer = slint::Timer::default();
+    {
+        let app = app.clone();
+        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || app.borrow_mut().drain());
+    }
+    let result = window.run();
+    timer.stop();
+    // Dropping the engine says bye to every peer and removes partial files.
+    drop(app);
+    if let Err(e) = result {
+        eprintln!("peerconn: the window failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
+    let hosts = window.global::<HostAdapter>();
+    hosts.set_host_name(host.host_name.clone().into());
+    hosts.set_local_address(host.primary().to_string().into());
+    let addresses: Vec<slint::SharedString> = host.addresses.iter().map(|a| a.to_string().into()).collect();
+    hosts.set_addresses(Rc::new(slint::VecModel::from(addresses)).into());
+    app.borrow().show_settings();
+
+    let a = app.clone();
+    hosts.on_save_settings(move |name, downloads| {
+        a.borrow_mut().save_settings(&name, &downloads).err().unwrap_or_default().into()
+    });
+    let a = app.clone();
+    hosts.on_pick_downloads(move || a.borrow().pick_downloads());
+    hosts.on_copy_address(|address| {
+        // Slint has no clipboard API of its own for plain Rust; the address
+        // is shown selectable instead. Logged so a person can find it.
+        log::info!("address chosen: {address}");
+    });
+
+    let peers = window.global::<PeerAdapter>();
+    peers.set_peers(app.borrow().peer_model().into());
+    peers.set_selected(-1);
+    let a = app.clone();
+    peers.on_listen(move |name, address, port| match parse_form(&name, &address, &port, true) {
+        Ok(addr) => a.borrow_mut().listen(name.trim(), addr).err().unwrap_or_default().into(),
+        Err(e) => e.into(),
+    });
+    let a = app.clone();
+    peers.on_connect(move |name, address, port| match parse_form(&name, &address, &port, false) {
+        Ok(addr) => a.borrow_mut().connect(name.trim(), addr).err().unwrap_or_default().into(),
+        Err(e) => e.into(),
+    });
+    peers.on_suggest_port(|| free_port().map(|p| p.to_string()).unwrap_or_else(|| "50000".into()).into());
+    let a = app.clone();
+    peers.on_select(move |id| a.borrow_mut().select(id));
+    let a = app.clone();
+    peers.on_rename(move |id, name| a.borrow_mut().rename(id, name.trim()).err().unwrap_or_default().into());
+    let a = app.clone();
+    peers.on_disconnect(move |id| a.borrow_mut().disconnect(id));
+    let a = app.clone();
+    peers.on_restart(move |id| a.borrow_mut().restart(id));
+    let a = app.clone();
+    peers.on_remove(move |id| a.borrow_mut().remove(id));
+    let a = app.clone();
+    peers.on_save_chat(move |id| a.borrow().save_chat(id));
+
+    let chat = window.global::<ChatAdapter>();
+    let a = app.clone();
+    chat.on_send(move |text| a.borrow_mut().send_text(&text));
+    let a = app.clone();
+    chat.on_send_files(move || a.borrow().pick_files());
+    let a = app.clone();
+    chat.on_send_path(move |path| a.borrow_mut().send_path(path.trim()));
+    let a = app.clone();
+    chat.on_accept(move |transfer, always| a.borrow_mut().accept(transfer, always));
+    let a = app.clone();
+    chat.on_decline(move |transfer| a.borrow_mut().decline(transfer));
+    let a = app.clone();
+    chat.on_cancel(move |transfer| a.borrow_mut().cancel(transfer));
+    let a = app.clone();
+    chat.on_open_folder(move |transfer| a.borrow().open_folder(transfer));
+    app.borrow().refresh_chat();
+}
+
+/// Checks the Listen / Connect form. Errors name the field and the problem.
+pub fn parse_form(name: &str, address: &str, port: &str, listen: bool) -> Result<SocketAddr, String> {
+    if let Err(why) = peerconn::net::frame::check_name(name.trim()) {
+        return Err(format!("Name: {why}."));
+    }
+    let address = address.trim();
+    let ip: IpAddr = match address {
+        "" if listen => IpAddr::from([0, 0, 0, 0]),
+        "" => return Err("Address: give the peer's IP address, e.g. 192.168.1.20.".into()),
+        a => a.trim_matches(['[', ']']).parse().map_err(|_| {
+            format!("Address: '{a}' is not an IP address (write four numbers like 192.168.1.20, or an IPv6 address).")
+        })?,
+    };
+    if !listen && ip.is_unspecified() {
+        return Err(format!("Address: {ip} cannot be connected to; give the peer's address."));
+    }
+    let port = port.trim();
+    let port: u16 = match port.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => p as u16,
+        Ok(0) if listen => 0,
+        Ok(p) => return Err(format!("Port: {p} is out of range; ports go from 1 to 65535.")),
+        Err(_) if port.is_empty() => return Err("Port: give a port number from 1 to 65535.".into()),
+        Err(_) => return Err(format!("Port: '{port}' is not a number from 1 to 65535.")),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A port that is free right now, to propose in the Listen form.
+fn free_port() -> Option<u16> {
+    let probe = std::net::TcpListener::bind(("0.0.0.0", 0)).ok()?;
+    Some(probe.local_addr().ok()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_form;
+
+    #[test]
+    fn form_mistakes_name_the_field() {
+        assert!(parse_form("", "1.2.3.4", "5000", false).unwrap_err().starts_with("Name:"));
+        assert!(parse_form("me", "1.2.3", "5000", false).unwrap_err().starts_with("Address:"));
+        assert!(parse_form("me", "", "5000", false).unwrap_err().starts_with("Address:"));
+        assert!(parse_form("me", "0.0.0.0", "5000", false).unwrap_err().starts_with("Address:"));
+        assert!(parse_form("me", "1.2.3.4", "70000", false).unwrap_err().contains("out of range"));
+        assert!(parse_form("me", "1.2.3.4", "", false).unwrap_err().starts_with("Port:"));
+        assert!(parse_form("me", "1.2.3.4", "http", false).unwrap_err().starts_with("Port:"));
+        assert_eq!(parse_form("me", "", "0", true).unwrap(), "0.0.0.0:0".parse().unwrap());
+        assert_eq!(parse_form("me", "[::1]", "5000", false).unwrap(), "[::1]:5000".parse().unwrap());
+    }
+}

@@ -1,0 +1,557 @@
+//! The window's state: every peersocket with its chat, mapped from engine
+//! events to the Slint models in one place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use slint::{ComponentHandle, Model, SharedString, VecModel, Weak};
+
+use peerconn::files::human_size;
+use peerconn::net::{frame, printable, Engine, Event, ListenOptions, PeerId, PeerState, Status, TransferId};
+
+use super::settings::Settings;
+use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, PeerAdapter, PeerItem};
+
+/// Events handled per timer tick, so a flood never freezes the window.
+const EVENTS_PER_TICK: usize = 5000;
+
+const MINE: i32 = 0;
+const THEIRS: i32 = 1;
+const SYSTEM: i32 = 2;
+const FILE: i32 = 3;
+
+const OFFERED: i32 = 0;
+const RUNNING: i32 = 1;
+const DONE: i32 = 2;
+const FAILED: i32 = 3;
+
+struct Peer {
+    id: PeerId,
+    server: bool,
+    name: String,
+    status: Status,
+    /// Second line in the list.
+    detail: String,
+    /// Why the composer is disabled ("" when connected).
+    blocked: String,
+    /// Header subtitle.
+    subtitle: String,
+    /// "name at address" of the connected peer, for "always accept".
+    peer_key: Option<String>,
+    unread: i32,
+    chat: Rc<VecModel<ChatItem>>,
+    /// Chat row of each transfer, and where a received file went.
+    files: HashMap<TransferId, usize>,
+    received: HashMap<TransferId, PathBuf>,
+}
+
+pub struct Peersockets {
+    engine: Engine,
+    window: Weak<AppWindow>,
+    settings: Settings,
+    peers: Vec<Peer>,
+    list: Rc<VecModel<PeerItem>>,
+    selected: Option<PeerId>,
+    empty_chat: Rc<VecModel<ChatItem>>,
+}
+
+fn now() -> SharedString {
+    chrono::Local::now().format("%H:%M").to_string().into()
+}
+
+fn transfer_id(n: i32) -> TransferId {
+    TransferId(n as u64)
+}
+
+impl Peersockets {
+    pub fn new(engine: Engine, window: Weak<AppWindow>, settings: Settings) -> Peersockets {
+        Peersockets {
+            engine,
+            window,
+            settings,
+            peers: Vec::new(),
+            list: Rc::new(VecModel::default()),
+            selected: None,
+            empty_chat: Rc::new(VecModel::default()),
+        }
+    }
+
+    pub fn peer_model(&self) -> slint::ModelRc<PeerItem> {
+        self.list.clone().into()
+    }
+
+    fn index(&self, id: PeerId) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.id == id)
+    }
+
+    // ----- commands from the UI ---------------------------------------------
+
+    pub fn listen(&mut self, name: &str, bind: SocketAddr) -> Result<(), String> {
+        let id = self.engine.listen(name, bind, ListenOptions::default()).map_err(|e| format!("Name: {e}."))?;
+        self.add(id, true, name, format!("listening on {bind}…"));
+        Ok(())
+    }
+
+    pub fn connect(&mut self, name: &str, remote: SocketAddr) -> Result<(), String> {
+        let id = self.engine.connect(name, remote).map_err(|e| format!("{e}."))?;
+        self.add(id, false, name, format!("connecting to {remote}…"));
+        Ok(())
+    }
+
+    fn add(&mut self, id: PeerId, server: bool, name: &str, detail: String) {
+        self.peers.push(Peer {
+            id,
+            server,
+            name: name.to_owned(),
+            status: Status::Waiting,
+            blocked: detail.clone(),
+            subtitle: detail.clone(),
+            detail,
+            peer_key: None,
+            unread: 0,
+            chat: Rc::new(VecModel::default()),
+            files: HashMap::new(),
+            received: HashMap::new(),
+        });
+        self.list.push(self.item(self.peers.len() - 1));
+        self.select(id.0 as i32);
+    }
+
+    pub fn select(&mut self, id: i32) {
+        let id = PeerId(id as u64);
+        if let Some(i) = self.index(id) {
+            self.selected = Some(id);
+            self.peers[i].unread = 0;
+            self.list.set_row_data(i, self.item(i));
+        }
+        self.refresh_chat();
+    }
+
+    pub fn rename(&mut self, id: i32, name: &str) -> Result<(), String> {
+        let id = PeerId(id as u64);
+        self.engine.rename(id, name).map_err(|e| format!("{e}."))?;
+        if let Some(i) = self.index(id) {
+            self.peers[i].name = name.to_owned();
+            self.list.set_row_data(i, self.item(i));
+        }
+        self.refresh_chat();
+        Ok(())
+    }
+
+    pub fn disconnect(&mut self, id: i32) {
+        self.engine.disconnect(PeerId(id as u64));
+    }
+
+    pub fn restart(&mut self, id: i32) {
+        self.engine.restart(PeerId(id as u64));
+    }
+
+    pub fn remove(&mut self, id: i32) {
+        self.engine.remove(PeerId(id as u64));
+    }
+
+    /// Sends the composer's text; false keeps it in the composer.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            return false;
+        }
+        let Some(id) = self.selected else { return false };
+        match self.engine.send_text(id, text) {
+            Ok(()) => {
+                self.push_chat(id, ChatItem { kind: MINE, text: text.into(), time: now(), ..Default::default() });
+                true
+            }
+            Err(e) => {
+                self.system(id, &format!("Not sent: {e}."));
+                false
+            }
+        }
+    }
+
+    pub fn send_path(&mut self, path: &str) {
+        let Some(id) = self.selected else { return };
+        if !path.is_empty() {
+            self.engine.send_file(id, PathBuf::from(path));
+        }
+    }
+
+    /// Opens the native file picker on a worker thread; the files chosen are
+    /// sent from the UI thread afterwards.
+    pub fn pick_files(&self) {
+        let Some(id) = self.selected else { return };
+        let window = self.window.clone();
+        let spawned = std::thread::Builder::new().name("peerconn-picker".into()).spawn(move || {
+            let picked = native_dialog::DialogBuilder::file().set_title("Send files").open_multiple_file().show();
+            let _ = slint::invoke_from_event_loop(move || {
+                let Some(window) = window.upgrade() else { return };
+                match picked {
+                    Ok(paths) => {
+                        let chat = window.global::<ChatAdapter>();
+                        for path in paths {
+                            chat.invoke_send_path(path.display().to_string().into());
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("no file picker: {e}");
+                        window.global::<ChatAdapter>().set_picker_missing(true);
+                    }
+                }
+                let _ = id;
+            });
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot open the file picker: {e}");
+        }
+    }
+
+    pub fn pick_downloads(&self) {
+        let window = self.window.clone();
+        let start = self.settings.downloads.clone();
+        let _ = std::thread::Builder::new().name("peerconn-picker".into()).spawn(move || {
+            let picked = native_dialog::DialogBuilder::file()
+                .set_title("Downloads folder")
+                .set_location(&start)
+                .open_single_dir()
+                .show();
+            let _ = slint::invoke_from_event_loop(move || match (window.upgrade(), picked) {
+                (Some(window), Ok(Some(dir))) => {
+                    window.global::<HostAdapter>().set_downloads_draft(dir.display().to_string().into());
+                }
+                (_, Err(e)) => log::warn!("no folder picker: {e}; type the folder's path instead"),
+                _ => {}
+            });
+        });
+    }
+
+    pub fn save_settings(&mut self, name: &str, downloads: &str) -> Result<(), String> {
+        let name = name.trim();
+        frame::check_name(name).map_err(|why| format!("Display name: {why}."))?;
+        let downloads = downloads.trim();
+        if downloads.is_empty() {
+            return Err("Downloads folder: choose a folder.".into());
+        }
+        self.settings.display_name = name.to_owned();
+        self.settings.downloads = PathBuf::from(downloads);
+        self.settings.save();
+        self.engine.set_downloads(&self.settings.downloads);
+        self.show_settings();
+        Ok(())
+    }
+
+    pub fn show_settings(&self) {
+        if let Some(window) = self.window.upgrade() {
+            let host = window.global::<HostAdapter>();
+            host.set_display_name(self.settings.display_name.clone().into());
+            host.set_downloads(self.settings.downloads.display().to_string().into());
+        }
+    }
+
+    pub fn accept(&mut self, transfer: i32, always: bool) {
+        let t = transfer_id(transfer);
+        if always {
+            let key = self.peers.iter().find(|p| p.files.contains_key(&t)).and_then(|p| p.peer_key.clone());
+            if let Some(key) = key {
+                if !self.settings.always_accept.contains(&key) {
+                    self.settings.always_accept.push(key);
+                    self.settings.save();
+                }
+            }
+        }
+        self.engine.accept_file(t);
+        self.update_file(t, |item| {
+            item.state = RUNNING;
+            item.detail = "starting…".into();
+        });
+    }
+
+    pub fn decline(&mut self, transfer: i32) {
+        self.engine.decline_file(transfer_id(transfer));
+    }
+
+    pub fn cancel(&mut self, transfer: i32) {
+        self.engine.cancel_file(transfer_id(transfer));
+    }
+
+    pub fn open_folder(&self, transfer: i32) {
+        let t = transfer_id(transfer);
+        let Some(path) = self.peers.iter().find_map(|p| p.received.get(&t)) else { return };
+        let folder = path.parent().unwrap_or(path).to_path_buf();
+        let result = if cfg!(windows) {
+            std::process::Command::new("explorer").arg(format!("/select,{}", path.display())).spawn()
+        } else if cfg!(target_os = "macos") {
+            std::process::Command::new("open").arg("-R").arg(path).spawn()
+        } else {
+            std::process::Command::new("xdg-open").arg(&folder).spawn()
+        };
+        if let Err(e) = result {
+            log::warn!("cannot open {}: {e}", folder.display());
+        }
+    }
+
+    /// Writes the selected conversation to a text file the person picks.
+    pub fn save_chat(&self, id: i32) {
+        let Some(peer) = self.peers.iter().find(|p| p.id.0 == id as u64) else { return };
+        let mut text = format!("PeerConn conversation: {}\n\n", peer.name);
+        for item in peer.chat.iter() {
+            let who = match item.kind {
+                MINE => "me".to_owned(),
+                THEIRS => peer.peer_key.clone().unwrap_or_else(|| "peer".into()),
+                FILE => "file".to_owned(),
+                _ => "--".to_owned(),
+            };
+            text.push_str(&format!("[{}] {who}: {}\n", item.time, item.text));
+        }
+        let name = format!("{}.txt", peer.name.replace(['/', '\\', ':'], "_"));
+        let _ = std::thread::Builder::new().name("peerconn-save".into()).spawn(move || {
+            let picked = native_dialog::DialogBuilder::file()
+                .set_title("Save chat")
+                .set_filename(&name)
+                .save_single_file()
+                .show();
+            match picked {
+                Ok(Some(path)) => match std::fs::write(&path, text) {
+                    Ok(()) => log::info!("chat saved to {}", path.display()),
+                    Err(e) => log::error!("cannot save the chat to {}: {e}", path.display()),
+                },
+                Ok(None) => {}
+                Err(e) => log::warn!("no file picker to save the chat: {e}"),
+            }
+        });
+    }
+
+    // ----- events from the engine ---------------------------------------------
+
+    /// Called by the timer: applies what the engine reported.
+    pub fn drain(&mut self) {
+        let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
+        if events.is_empty() {
+            return;
+        }
+        for event in events {
+            self.apply(event);
+        }
+        self.refresh_chat();
+    }
+
+    fn apply(&mut self, event: Event) {
+        let id = event.id();
+        let Some(i) = self.index(id) else { return };
+        match event {
+            Event::State { state, .. } => self.state(i, state),
+            Event::Message { text, .. } => {
+                self.push_chat(id, ChatItem { kind: THEIRS, text: text.into(), time: now(), ..Default::default() });
+                if self.selected != Some(id) {
+                    self.peers[i].unread += 1;
+                    self.list.set_row_data(i, self.item(i));
+                }
+            }
+            Event::Error { reason, .. } => self.system(id, &reason),
+            Event::Renamed { name, .. } => {
+                self.peers[i].name = name;
+                self.list.set_row_data(i, self.item(i));
+            }
+            Event::Removed { .. } => {
+                self.peers.remove(i);
+                self.list.remove(i);
+                if self.selected == Some(id) {
+                    self.selected = None;
+                }
+            }
+            Event::FileOutgoing { transfer, name, size, .. } => {
+                self.add_file(i, transfer, &name, size, false);
+            }
+            Event::FileIncoming { transfer, name, size, .. } => {
+                self.add_file(i, transfer, &name, size, true);
+                let always = self.peers[i].peer_key.as_ref().is_some_and(|k| self.settings.always_accept.contains(k));
+                if always {
+                    self.accept(transfer.0 as i32, false);
+                } else if self.selected != Some(id) {
+                    self.peers[i].unread += 1;
+                    self.list.set_row_data(i, self.item(i));
+                }
+            }
+            Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, .. } => {
+                let left = eta.map(|d| format!(" · {} left", duration(d.as_secs()))).unwrap_or_default();
+                self.update_file(transfer, |item| {
+                    item.state = RUNNING;
+                    item.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
+                    item.detail = format!("{}/s{left}", human_size(bytes_per_sec)).into();
+                });
+            }
+            Event::FileSent { transfer, .. } => self.update_file(transfer, |item| {
+                item.state = DONE;
+                item.progress = 1.0;
+                item.detail = "Sent and verified by the peer.".into();
+            }),
+            Event::FileReceived { transfer, path, .. } => {
+                let shown = path.display().to_string();
+                self.peers[i].received.insert(transfer, path);
+                self.update_file(transfer, |item| {
+                    item.state = DONE;
+                    item.progress = 1.0;
+                    item.detail = format!("Saved as {shown}").into();
+                });
+            }
+            Event::FileFailed { transfer, name, reason, .. } => {
+                if !self.peers[i].files.contains_key(&transfer) {
+                    self.add_file(i, transfer, &name, 0, false);
+                }
+                self.update_file(transfer, |item| {
+                    item.state = FAILED;
+                    item.detail = reason.clone().into();
+                });
+            }
+        }
+    }
+
+    fn state(&mut self, i: usize, state: PeerState) {
+        let id = self.peers[i].id;
+        let status = state.status();
+        let (detail, line, blocked, subtitle) = match &state {
+            PeerState::Listening { local } => {
+                let reach = if local.ip().is_unspecified() {
+                    let host = self.window.upgrade().map(|w| w.global::<HostAdapter>().get_local_address());
+                    format!(" (peers connect to {}:{})", host.unwrap_or_default(), local.port())
+                } else {
+                    String::new()
+                };
+                (
+                    format!("waiting on {local}"),
+                    format!("Listening on {local}{reach}."),
+                    format!("Waiting for a peer to connect to {local}{reach}…"),
+                    format!("listening on {local}{reach}"),
+                )
+            }
+            PeerState::Connecting { remote } => (
+                format!("connecting to {remote}"),
+                format!("Connecting to {remote}…"),
+                format!("Connecting to {remote}…"),
+                format!("connecting to {remote}"),
+            ),
+            PeerState::Connected { peer_name, peer_addr, .. } => {
+                let who = printable(peer_name).into_owned();
+                self.peers[i].peer_key = Some(format!("{who} at {}", peer_addr.ip()));
+                (
+                    format!("{who} · {peer_addr}"),
+                    format!("Connected to {who} at {peer_addr}."),
+                    String::new(),
+                    format!("connected to {who} at {peer_addr}"),
+                )
+            }
+            PeerState::Lost { reason, .. } => {
+                let again = if self.peers[i].server { "Listen again" } else { "Reconnect" };
+                (
+                    reason.clone(),
+                    format!("Connection ended: {reason}."),
+                    format!("Not connected: {reason}. Right-click the peersocket and choose {again}."),
+                    format!("inactive: {reason}"),
+                )
+            }
+        };
+        let peer = &mut self.peers[i];
+        peer.status = status;
+        peer.detail = detail;
+        peer.blocked = blocked;
+        peer.subtitle = subtitle;
+        self.list.set_row_data(i, self.item(i));
+        self.system(id, &line);
+    }
+
+    fn add_file(&mut self, i: usize, transfer: TransferId, name: &str, size: u64, incoming: bool) {
+        let peer = &mut self.peers[i];
+        peer.files.insert(transfer, peer.chat.row_count());
+        peer.chat.push(ChatItem {
+            kind: FILE,
+            text: name.into(),
+            time: now(),
+            transfer: transfer.0 as i32,
+            incoming,
+            size: human_size(size).into(),
+            progress: 0.0,
+            detail: SharedString::default(),
+            state: OFFERED,
+        });
+    }
+
+    fn update_file(&mut self, transfer: TransferId, change: impl FnOnce(&mut ChatItem)) {
+        for peer in &self.peers {
+            if let Some(&row) = peer.files.get(&transfer) {
+                if let Some(mut item) = peer.chat.row_data(row) {
+                    change(&mut item);
+                    peer.chat.set_row_data(row, item);
+                }
+                return;
+            }
+        }
+    }
+
+    fn push_chat(&mut self, id: PeerId, item: ChatItem) {
+        if let Some(peer) = self.peer_mut(id) {
+            peer.chat.push(item);
+        }
+    }
+
+    fn system(&mut self, id: PeerId, text: &str) {
+        self.push_chat(id, ChatItem { kind: SYSTEM, text: text.into(), time: now(), ..Default::default() });
+    }
+
+    fn item(&self, i: usize) -> PeerItem {
+        let p = &self.peers[i];
+        PeerItem {
+            id: p.id.0 as i32,
+            server: p.server,
+            name: p.name.clone().into(),
+            detail: p.detail.clone().into(),
+            status: match p.status {
+                Status::Waiting => 0,
+                Status::Connected => 1,
+                Status::Lost => 2,
+            },
+            unread: p.unread,
+        }
+    }
+
+    /// Points the chat pane at the selected peersocket.
+    pub fn refresh_chat(&self) {
+        let Some(window) = self.window.upgrade() else { return };
+        let chat = window.global::<ChatAdapter>();
+        let peers = window.global::<PeerAdapter>();
+        match self.selected.and_then(|id| self.peers.iter().find(|p| p.id == id)) {
+            Some(peer) => {
+                peers.set_selected(peer.id.0 as i32);
+                chat.set_title(peer.name.clone().into());
+                chat.set_subtitle(peer.subtitle.clone().into());
+                chat.set_status(self.item(self.index(peer.id).unwrap_or(0)).status);
+                chat.set_input_blocked(peer.blocked.clone().into());
+                let current = chat.get_messages();
+                let same =
+                    current.as_any().downcast_ref::<VecModel<ChatItem>>().is_some_and(|m| std::ptr::eq(m, &*peer.chat));
+                if !same {
+                    chat.set_messages(peer.chat.clone().into());
+                }
+            }
+            None => {
+                peers.set_selected(-1);
+                chat.set_title("".into());
+                chat.set_subtitle("".into());
+                chat.set_input_blocked("Select a peersocket on the left.".into());
+                chat.set_messages(self.empty_chat.clone().into());
+            }
+        }
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}

@@ -1,0 +1,97 @@
+//! The window's settings, kept in `settings.json` in the platform's config
+//! directory (`PEERCONN_CONFIG_DIR` overrides it).
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The name new peersockets start with.
+    pub display_name: String,
+    pub downloads: PathBuf,
+    /// Peers ("name at address") whose files are accepted without asking.
+    pub always_accept: Vec<String>,
+}
+
+pub fn config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PEERCONN_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    directories::ProjectDirs::from("", "", "PeerConn")
+        .map(|d| d.config_dir().to_path_buf())
+        .unwrap_or_else(|| peerconn::logging::data_dir())
+}
+
+fn path() -> PathBuf {
+    config_dir().join("settings.json")
+}
+
+impl Settings {
+    fn defaults() -> Settings {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let mut name: String = host.chars().filter(|c| !c.is_control()).collect();
+        while name.len() > peerconn::net::frame::MAX_NAME {
+            name.pop();
+        }
+        Settings {
+            display_name: if name.trim().is_empty() { "me".into() } else { name },
+            downloads: peerconn::net::default_downloads(),
+            always_accept: Vec::new(),
+        }
+    }
+
+    /// Reads the settings; a missing or damaged file gives the defaults (a
+    /// damaged one is logged and left for the person to look at).
+    pub fn load() -> Settings {
+        let mut settings = Settings::defaults();
+        let path = path();
+        let Ok(text) = std::fs::read_to_string(&path) else { return settings };
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("ignoring {}: {e}", path.display());
+                return settings;
+            }
+        };
+        if let Some(name) = value["display_name"].as_str() {
+            if peerconn::net::frame::check_name(name).is_ok() {
+                settings.display_name = name.to_owned();
+            }
+        }
+        if let Some(dir) = value["downloads"].as_str().filter(|d| !d.is_empty()) {
+            settings.downloads = PathBuf::from(dir);
+        }
+        if let Some(list) = value["always_accept"].as_array() {
+            settings.always_accept = list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        }
+        settings
+    }
+
+    /// Writes the settings on a worker thread (never on the UI thread):
+    /// to a temporary file first, then renamed over the old one.
+    pub fn save(&self) {
+        let text = json!({
+            "display_name": self.display_name,
+            "downloads": self.downloads.display().to_string(),
+            "always_accept": self.always_accept,
+        })
+        .to_string();
+        let spawned = std::thread::Builder::new().name("peerconn-settings".into()).spawn(move || {
+            let path = path();
+            let tmp = path.with_extension("json.tmp");
+            let result = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::write(&tmp, text))
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            match result {
+                Ok(()) => log::info!("settings saved to {}", path.display()),
+                Err(e) => log::error!("cannot save the settings to {}: {e}", path.display()),
+            }
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot save the settings: {e}");
+        }
+    }
+}
