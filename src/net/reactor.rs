@@ -617,8 +617,14 @@ impl Reactor {
             };
             let label = peer.label(owner);
             if peer.pending.len() >= self.config.max_pending_hellos {
-                log::warn!("{label} refused {remote}: too many connections still in their hello");
-                continue;
+                // Drop the oldest silent connection rather than the newcomer,
+                // so a flood of idle sockets cannot keep a real peer out.
+                if let Some(peer) = self.peers.get_mut(&owner) {
+                    let oldest = peer.pending.remove(0);
+                    if let Some(Socket::Stream(old)) = self.sockets.remove(&oldest) {
+                        log::warn!("{label} dropped {}: too many connections still in their hello", old.remote);
+                    }
+                }
             }
             tune_stream(&stream);
             let conn_token = self.new_token();

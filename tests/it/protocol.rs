@@ -66,13 +66,21 @@ fn valid_reason() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Text of any length up to a few times `max` bytes, often just around
-/// `max` with a multi-byte char straddling the limit.
+/// Short text, or text that runs up to and over `max` bytes, with odd and
+/// multi-byte chars where the limit falls.
 fn text_around(max: usize) -> impl Strategy<Value = String> {
     prop_oneof![
-        vec(any_char(), 1..max).prop_map(|c| c.into_iter().collect::<String>()),
-        (0..8usize, any_char(), 0..8usize)
-            .prop_map(move |(short, c, tail)| { format!("{}{c}{}", "a".repeat(max - short), "b".repeat(tail)) }),
+        vec(any_char(), 1..64).prop_map(|c| c.into_iter().collect::<String>()),
+        (0..8usize, any_char(), 0..8usize).prop_map(move |(short, c, tail)| format!(
+            "{}{c}{}",
+            "a".repeat(max - short),
+            "b".repeat(tail)
+        )),
+        (0..40usize, vec(any_char(), 1..40)).prop_map(move |(short, chars)| {
+            let mut s = "a".repeat(max - short);
+            s.extend(chars);
+            s
+        }),
     ]
 }
 
