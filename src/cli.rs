@@ -202,6 +202,8 @@ struct Shown {
 /// `peerconn send`: the files still on their way and how it went.
 struct Sending {
     files: Vec<PathBuf>,
+    /// Our own transfers; offers from the peer do not count.
+    ours: std::collections::HashSet<TransferId>,
     waiting: usize,
     sent: usize,
     bytes: u64,
@@ -289,6 +291,7 @@ impl Session {
                 }
                 Some(Sending {
                     files: files.clone(),
+                    ours: Default::default(),
                     waiting: files.len(),
                     sent: 0,
                     bytes: 0,
@@ -463,7 +466,7 @@ impl Session {
                 self.out.print(json!({"event": "file_sent", "name": name, "size": size}), || {
                     format!("sent {} ({}), verified by the peer", printable(&name), human_size(size))
                 });
-                if let Some(sending) = &mut self.sending {
+                if let Some(sending) = self.sending.as_mut().filter(|s| s.ours.contains(&transfer)) {
                     sending.waiting -= 1;
                     sending.sent += 1;
                     sending.bytes += size;
@@ -484,7 +487,7 @@ impl Session {
                 self.out.print(json!({"event": "file_failed", "name": name, "reason": reason}), || {
                     format!("file {} failed: {reason}", printable(&name))
                 });
-                if let Some(sending) = &mut self.sending {
+                if let Some(sending) = self.sending.as_mut().filter(|s| s.ours.contains(&transfer)) {
                     sending.waiting = sending.waiting.saturating_sub(1);
                     sending.failures.push(format!("{}: {reason}", printable(&name)));
                 }
@@ -498,9 +501,12 @@ impl Session {
         while let Some(text) = self.queued.pop_front() {
             self.send(&text);
         }
-        if let Some(sending) = &self.sending {
-            for file in sending.files.clone() {
+        if let Some(files) = self.sending.as_ref().map(|s| s.files.clone()) {
+            for file in files {
                 let transfer = self.engine.send_file(self.id, &file);
+                if let Some(sending) = &mut self.sending {
+                    sending.ours.insert(transfer);
+                }
                 let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 self.transfers.insert(transfer, Shown { name, size: 0, tenths: 0 });
             }

@@ -30,6 +30,8 @@ const READ_AHEAD: usize = 8;
 /// Buffers the network may have waiting for a writer: the whole flow-control
 /// window fits, so a peer that keeps to the window never stalls the reactor.
 const WRITE_BEHIND: usize = (crate::net::frame::WINDOW as usize).div_ceil(BLOCK) + 4;
+/// Temporary files younger than this are never taken for crash leftovers.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// A writer reports its progress every this many bytes, which lets the
 /// sender move its window on.
 const CONSUMED_STEP: u64 = 1024 * 1024;
@@ -250,9 +252,17 @@ pub struct Writer {
     tx: Sender<WriteMsg>,
     /// The reactor could not deliver and waits for a `Drained`.
     stalled: Arc<AtomicBool>,
+    /// Checked before the verified file is given its name.
+    abort: Arc<AtomicBool>,
 }
 
 impl Writer {
+    /// Stops the writer even if it already has everything: the file is not
+    /// kept unless it was named already (then `Stored` still comes).
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Release);
+    }
+
     /// Hands a message to the writer without waiting. `Err` gives it back
     /// when the writer is full; a `Drained` event follows once it has room.
     pub fn offer(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
@@ -289,11 +299,12 @@ pub fn spawn_writer(
 ) -> (Writer, Option<std::thread::JoinHandle<()>>) {
     let (tx, rx) = crossbeam_channel::bounded(WRITE_BEHIND);
     let stalled = Arc::new(AtomicBool::new(false));
-    let writer = Writer { tx, stalled: stalled.clone() };
+    let abort = Arc::new(AtomicBool::new(false));
+    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone() };
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
-            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled);
+            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled, &abort);
             match result {
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size, hash });
@@ -335,6 +346,7 @@ fn receive_file(
     notify: &Notify,
     rx: &Receiver<WriteMsg>,
     stalled: &AtomicBool,
+    abort: &AtomicBool,
 ) -> Result<Option<(PathBuf, String)>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the downloads folder {}: {e}", dir.display()))?;
     if let Some(free) = free_space(dir) {
@@ -387,6 +399,9 @@ fn receive_file(
                 let file = temp.file.take().expect("open until kept");
                 file.sync_all().map_err(|e| format!("cannot save to {}: {e}", dir.display()))?;
                 drop(file);
+                if abort.load(Ordering::Acquire) {
+                    return Err("cancelled before the file was saved".into());
+                }
                 let path = keep(&temp.path, dir, name)?;
                 return Ok(Some((path, hash.to_hex().to_string())));
             }
@@ -454,6 +469,11 @@ fn keep(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
 /// Free bytes on the disk holding `dir`, when the system says.
 pub fn free_space(dir: &Path) -> Option<u64> {
     let dir = dir.canonicalize().ok()?;
+    // Windows canonical paths are verbatim (\\?\C:\...); mount points are not.
+    let dir = match dir.to_str().and_then(|s| s.strip_prefix(r"\\?\")) {
+        Some(rest) if !rest.starts_with("UNC") => PathBuf::from(rest),
+        _ => dir,
+    };
     let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
     disks
         .iter()
@@ -474,8 +494,23 @@ pub fn remove_leftovers(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
-        let free = OpenOptions::new().write(true).open(&path).is_ok_and(|f| f.try_lock().is_ok());
-        if free && fs::remove_file(&path).is_ok() {
+        // A file written in the last minutes may belong to a PeerConn that
+        // has not locked it yet; crash leftovers are older than that.
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < LEFTOVER_AGE);
+        if recent {
+            continue;
+        }
+        // The lock is held until the file is gone.
+        let Ok(file) = OpenOptions::new().write(true).open(&path) else { continue };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        if fs::remove_file(&path).is_ok() {
             log::info!("removed the leftover temporary file {}", path.display());
             removed += 1;
         }

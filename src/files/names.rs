@@ -59,7 +59,12 @@ pub fn safe_name(offered: &str) -> Result<String, UnsafeName> {
     if is_reserved_on_windows(&name) || name.starts_with(TEMP_PREFIX) {
         name.insert(0, '_');
     }
-    Ok(shorten(&name, MAX_KEPT_NAME))
+    // Cutting may leave a trailing dot or space, which Windows would drop.
+    let name = shorten(&name, MAX_KEPT_NAME).trim_end_matches(['.', ' ']).to_owned();
+    if name.is_empty() {
+        return Err(UnsafeName("it has no name left once dots and spaces are removed".into()));
+    }
+    Ok(name)
 }
 
 /// CON, PRN, AUX, NUL, COM1–9 and LPT1–9 (with any extension, in any case,

@@ -697,6 +697,11 @@ impl Reactor {
                 break;
             }
         }
+        if conn.pending_output() > self.config.max_output_bytes.saturating_add(HIGH_WATER) {
+            // Replies (pongs, declines) pile up only if the peer never reads.
+            let waiting = conn.pending_output() / 1024;
+            return Err(End::failed(format!("the peer stopped reading ({waiting} KiB were waiting for it)")).into());
+        }
         if let Phase::Closing { shut: shut @ false, .. } = &mut conn.phase {
             if conn.out_pos == conn.out.len() {
                 // All we had to say is out: tell the peer we are done
@@ -1178,6 +1183,13 @@ impl Reactor {
             self.start_queued(conn);
         } else if let Some(wire) = conn.files.in_by_key(transfer) {
             let Some(t) = conn.files.forget_incoming(wire) else { return Ok(()) };
+            if t.state == InState::Verifying {
+                // The writer may be naming the file this instant: it reports
+                // what really happened, as an orphan.
+                self.abort_verifying(conn.owner, t);
+                conn.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
+                return Ok(());
+            }
             if t.state == InState::Offered {
                 conn.queue(&Frame::Decline { transfer: wire, reason: "declined".into() });
             } else {
@@ -1264,13 +1276,15 @@ impl Reactor {
                     return Err(self.protocol_error(conn, &format!("offered transfer number {wire} twice")));
                 }
                 let key = self.new_transfer_id();
-                let waiting = conn.files.incoming.values().filter(|t| t.state == InState::Offered).count();
+                // Every incoming transfer counts, accepted ones included: each
+                // may hold a window of data and a writer thread.
+                let waiting = conn.files.incoming.len();
                 let safe = files::names::safe_name(&name).map_err(|e| e.to_string());
                 let refusal = match &safe {
                     Err(why) => Some(format!("refused \"{}\": {why}", printable(&name))),
-                    Ok(_) if waiting >= MAX_PENDING_OFFERS => {
-                        Some(format!("declined: more than {MAX_PENDING_OFFERS} offers are waiting for an answer"))
-                    }
+                    Ok(_) if waiting >= MAX_PENDING_OFFERS => Some(format!(
+                        "declined: {MAX_PENDING_OFFERS} offers from this peer are already waiting or under way"
+                    )),
                     Ok(_) => None,
                 };
                 if let Some(reason) = refusal {
@@ -1379,6 +1393,10 @@ impl Reactor {
             }
             Frame::Cancel { transfer: wire, mine: true, reason } => {
                 if let Some(t) = conn.files.forget_incoming(wire) {
+                    if t.state == InState::Verifying {
+                        self.abort_verifying(owner, t);
+                        return Ok(());
+                    }
                     let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
                     self.transfer_failed(owner, t.key, &t.name, format!("the peer stopped the transfer{said}"));
                 }
@@ -1518,6 +1536,16 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// Stops a transfer whose writer already has all its data; the writer's
+    /// own report (stored, or failed) is what the person will see.
+    fn abort_verifying(&mut self, owner: PeerId, t: Incoming) {
+        if let Some(writer) = &t.writer {
+            writer.abort();
+        }
+        self.transfers.remove(&t.key);
+        self.orphans.insert(t.key, (owner, t.name));
     }
 
     /// The connection is ending: every transfer on it fails, except files

@@ -185,7 +185,10 @@ impl Meter {
             return None;
         }
         self.last_report = Some(now);
-        let eta = (self.rate > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / self.rate));
+        // A rate near zero would overflow a Duration; no estimate then.
+        let eta = (self.rate > 0.0)
+            .then(|| Duration::try_from_secs_f64(total.saturating_sub(done) as f64 / self.rate).ok())
+            .flatten();
         Some(Reading { bytes_per_sec: self.rate as u64, eta })
     }
 }

@@ -462,3 +462,30 @@ fn a_real_peer_gets_in_at_once_past_a_full_set_of_silent_connections() {
     assert_eq!(a.message(s), "made it");
     drop(silent);
 }
+
+#[test]
+fn a_peer_that_never_reads_is_dropped_before_its_replies_pile_up() {
+    // Long timers: only the output cap may end this connection.
+    let config = EngineConfig { heartbeat_timeout: Duration::from_secs(60), ..fast_config() };
+    let mut a = Node::with_config(config);
+    let (s, addr) = a.listen("target");
+    let (mut raw, _) = RawPeer::hello(addr, "deaf");
+    a.connected(s);
+    let mut batch = Vec::new();
+    for n in 0..100_000u64 {
+        Frame::Ping(n).encode(&mut batch);
+    }
+    raw.stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reason = loop {
+        assert!(Instant::now() < deadline, "still connected after a minute of unanswered pings");
+        let _ = std::io::Write::write_all(&mut raw.stream, &batch);
+        if let Some(reason) = std::iter::from_fn(|| a.engine.events().try_recv().ok()).find_map(|e| match e {
+            Event::State { id, state: PeerState::Lost { reason, .. } } if id == s => Some(reason),
+            _ => None,
+        }) {
+            break reason;
+        }
+    };
+    assert!(reason.contains("stopped reading"), "{reason}");
+}

@@ -236,7 +236,7 @@ fn a_flood_of_offers_is_capped_and_declined_beyond_the_cap() {
         match v.offered() {
             Ok(_) => offered += 1,
             Err(reason) => {
-                assert!(reason.contains("offers are waiting"), "{reason}");
+                assert!(reason.contains("already waiting or under way"), "{reason}");
                 refused += 1;
             }
         }

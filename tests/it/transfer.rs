@@ -358,10 +358,14 @@ fn leftover_temporary_files_are_removed_at_start_and_others_are_kept() {
     let down = TempDir::new("leftovers");
     let leftover = down.path().join(".peerconn-0123456789abcdef.part");
     fs::write(&leftover, b"half a file from a crash").unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options().write(true).open(&leftover).unwrap().set_modified(an_hour_ago).unwrap();
+    // A temporary file written just now may be another PeerConn's, mid-transfer.
+    fs::write(down.path().join(".peerconn-fedcba9876543210.part"), b"in use").unwrap();
     fs::write(down.path().join("keep.txt"), b"not ours to touch").unwrap();
     fs::write(down.path().join(".peerconn-lookalike"), b"no .part suffix").unwrap();
     let _node = Node::receiving_into(down.path());
-    settles_to(&down, &[".peerconn-lookalike", "keep.txt"]);
+    settles_to(&down, &[".peerconn-fedcba9876543210.part", ".peerconn-lookalike", "keep.txt"]);
 }
 
 #[test]

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs PeerConn under Xvfb with two peersockets in a conversation, one of
+# them receiving a large file, and writes docs/screenshot.png (or $OUT).
+#
+#   docs/screenshot.sh [WIDTHxHEIGHT]        default 1280x800
+#
+# Needs: apt-get install xvfb imagemagick xdotool
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1280x800}
+out=${OUT:-docs/screenshot.png}
+cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/peerconn"
+work=$(mktemp -d)
+export PEERCONN_DATA_DIR="$work/data" PEERCONN_CONFIG_DIR="$work/config"
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+export DISPLAY=:77
+Xvfb :77 -screen 0 "${size}x24" >/dev/null 2>&1 & pids+=($!)
+sleep 1
+
+# Carol listens from the command line; the window will connect to her.
+mkfifo "$work/carol.in" "$work/bob.in"
+sleep 600 > "$work/carol.in" & pids+=($!)
+sleep 600 > "$work/bob.in" & pids+=($!)
+"$bin" listen --bind 127.0.0.1 --name carol --json < "$work/carol.in" > "$work/carol.out" 2>&1 & pids+=($!)
+sleep 0.5
+carol_port=$(grep -o '"addr":"127.0.0.1:[0-9]*' "$work/carol.out" | cut -d: -f3)
+
+"$bin" > "$work/gui.log" 2>&1 & pids+=($!)
+sleep 2.5
+win=$(xdotool search --name PeerConn | head -1)
+xdotool windowsize "$win" "${size%x*}" "${size#*x}"; sleep 0.5
+xdotool windowfocus "$win"
+eval "$(xdotool getwindowgeometry --shell "$win")"
+
+# Connect… to carol: the address field has the cursor.
+xdotool mousemove $((WIDTH - 158)) 30 click 1; sleep 0.5
+xdotool type --delay 10 "127.0.0.1"; xdotool key Tab; xdotool type --delay 10 "$carol_port"; xdotool key Return
+sleep 0.8
+echo "Lunch at one?" > "$work/carol.in"
+
+# Listen… with the proposed port; bob connects from the command line.
+xdotool mousemove $((WIDTH - 250)) 30 click 1; sleep 0.5
+xdotool key Return; sleep 0.8
+port=$(grep -o 'listening on 0.0.0.0:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
+"$bin" connect "127.0.0.1:$port" --name bob --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)
+sleep 1
+echo "Morning! Are you there?" > "$work/bob.in"; sleep 0.4
+xdotool windowfocus "$win"
+xdotool mousemove $((WIDTH / 2)) $((HEIGHT - 40)) click 1
+xdotool type --delay 10 "Yes! Send me the backup when you can."; xdotool key Return; sleep 0.4
+truncate -s 6G "$work/backup-2026-11.zip"
+echo "/send $work/backup-2026-11.zip" > "$work/bob.in"; sleep 1
+echo "Here it comes, 6 GB." > "$work/bob.in"; sleep 0.5
+# Accept: the newest file card's Accept button, found by its colour would be
+# fragile; the card sits below the last message, so use Tab order instead.
+xdotool key shift+Tab; sleep 0.2
+xdotool mousemove $((WIDTH / 2)) $((HEIGHT / 2)) ; sleep 0.2
+cp "$work/gui.log" /dev/null
+import -window root "$out"
+echo "wrote $out"
