@@ -156,6 +156,10 @@ fn read_file(
     blocks: Sender<Block>,
     waiting: Arc<AtomicBool>,
 ) {
+    // Windows refuses to open a folder at all; say what it is first.
+    if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return notify.send(DiskEvent::OpenFailed { key, reason: format!("{} is a folder", path.display()) });
+    }
     let opened = File::open(path).and_then(|f| {
         let meta = f.metadata()?;
         Ok((f, meta))

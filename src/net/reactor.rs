@@ -1015,6 +1015,10 @@ impl Reactor {
     }
 
     fn timer(&mut self, conn: &mut Conn, now: Instant) -> Result<(), Close> {
+        if conn.files.paused() {
+            // Reading is paused for a full writer: the silence is ours.
+            conn.last_rx = now;
+        }
         let config = &self.config;
         match conn.phase {
             Phase::Connecting { deadline } if now >= deadline => Err(End::failed(format!(
