@@ -102,6 +102,8 @@ impl Notify {
 pub struct Faults {
     /// Writers fail with "no space left" once they have written this many bytes.
     pub fail_writes_after: Option<u64>,
+    /// Writers wait this long before each block, as a very slow disk would.
+    pub write_delay: Option<std::time::Duration>,
 }
 
 // ----- reading ----------------------------------------------------------------
@@ -256,8 +258,19 @@ pub struct Writer {
     tx: Sender<WriteMsg>,
     /// The reactor could not deliver and waits for a `Drained`.
     stalled: Arc<AtomicBool>,
-    /// Checked before the verified file is given its name.
+    /// Checked before each block and before the verified file is named.
     abort: Arc<AtomicBool>,
+    /// `Done` was handed over: dropping the handle lets the writer finish.
+    finished: AtomicBool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            // Stop at once rather than write out what is still queued.
+            self.abort.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Writer {
@@ -270,6 +283,15 @@ impl Writer {
     /// Hands a message to the writer without waiting. `Err` gives it back
     /// when the writer is full; a `Drained` event follows once it has room.
     pub fn offer(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
+        let done = matches!(msg, WriteMsg::Done(_));
+        let result = self.try_offer(msg);
+        if done && result.is_ok() {
+            self.finished.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_offer(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(msg)) => {
@@ -304,7 +326,7 @@ pub fn spawn_writer(
     let (tx, rx) = crossbeam_channel::bounded(WRITE_BEHIND);
     let stalled = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
-    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone() };
+    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone(), finished: AtomicBool::new(false) };
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
@@ -372,11 +394,17 @@ fn receive_file(
     let mut reported: u64 = 0;
     loop {
         let Ok(msg) = rx.recv() else { return Ok(None) };
+        if abort.load(Ordering::Acquire) && !matches!(msg, WriteMsg::Done(_)) {
+            return Ok(None);
+        }
         if stalled.swap(false, Ordering::AcqRel) {
             notify.send(DiskEvent::Drained { key });
         }
         match msg {
             WriteMsg::Data(bytes) => {
+                if let Some(delay) = faults.write_delay {
+                    std::thread::sleep(delay);
+                }
                 written += bytes.len() as u64;
                 if written > size {
                     return Err("the peer sent more than the size it announced".into());

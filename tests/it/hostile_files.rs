@@ -23,10 +23,19 @@ struct Victim {
 
 impl Victim {
     fn new() -> Victim {
+        Victim::with_faults(Default::default())
+    }
+
+    fn with_faults(faults: peerconn::net::Faults) -> Victim {
         let parent = TempDir::new("victim");
         fs::create_dir_all(parent.path().join("downloads")).unwrap();
         fs::write(parent.path().join("precious.txt"), b"do not touch").unwrap();
-        let mut node = Node::receiving_into(&parent.path().join("downloads"));
+        let config = peerconn::net::EngineConfig {
+            downloads: parent.path().join("downloads"),
+            faults,
+            ..crate::support::fast_config()
+        };
+        let mut node = Node::with_config(config);
         let (id, addr) = node.listen("victim");
         let (raw, _) = RawPeer::hello(addr, "mallory");
         node.connected(id);
@@ -247,7 +256,9 @@ fn a_flood_of_offers_is_capped_and_declined_beyond_the_cap() {
 
 #[test]
 fn data_beyond_the_window_loses_the_peer() {
-    let mut v = Victim::new();
+    // A slow disk: the window cannot move before the peer oversteps it.
+    let mut v =
+        Victim::with_faults(peerconn::net::Faults { write_delay: Some(Duration::from_secs(2)), ..Default::default() });
     let size = 2 * peerconn::net::frame::WINDOW;
     v.raw.send(&Frame::Offer { transfer: 8, size, name: "pushy.bin".into() });
     let (transfer, _) = v.offered().unwrap();

@@ -292,8 +292,10 @@ fn a_file_that_shrinks_while_sent_fails_on_both_sides() {
 
 #[test]
 fn a_full_disk_fails_the_transfer_removes_the_partial_file_and_keeps_the_connection() {
-    let mut link =
-        Link::with_b_config(|c| EngineConfig { faults: Faults { fail_writes_after: Some(3 * 1024 * 1024) }, ..c });
+    let mut link = Link::with_b_config(|c| EngineConfig {
+        faults: Faults { fail_writes_after: Some(3 * 1024 * 1024), ..Faults::default() },
+        ..c
+    });
     let path = link.file("too-big.bin", &noise(16 * 1024 * 1024, 5));
     let t_out = link.a.engine.send_file(link.sa, &path);
     let (t_in, _, _) = incoming(&mut link.b, link.sb);
