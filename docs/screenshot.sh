@@ -9,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1280x800}
 out=${OUT:-docs/screenshot.png}
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/peerconn"
+if [ -z "${PEERCONN_BIN:-}" ]; then
+  cargo build --release --quiet
+fi
+bin="${PEERCONN_BIN:-${CARGO_TARGET_DIR:-target}/release/peerconn}"
 work=$(mktemp -d)
 export PEERCONN_DATA_DIR="$work/data" PEERCONN_CONFIG_DIR="$work/config"
 pids=()
@@ -36,15 +38,15 @@ xdotool windowsize "$win" "${size%x*}" "${size#*x}"; sleep 0.5
 xdotool windowfocus "$win"
 eval "$(xdotool getwindowgeometry --shell "$win")"
 
-# Connect… to carol: the address field has the cursor.
+# Connect… to carol: the address field has the cursor; the name is above it.
 xdotool mousemove $((WIDTH - 158)) 30 click 1; sleep 0.5
-xdotool type --delay 10 "127.0.0.1"; xdotool key Tab; xdotool type --delay 10 "$carol_port"; xdotool key Return
+xdotool type --delay 10 "127.0.0.1"; xdotool key Tab; xdotool type --delay 10 "$carol_port"
+xdotool key shift+Tab shift+Tab ctrl+a; xdotool type --delay 10 "Carol's laptop"; xdotool key Return
 sleep 0.8
-echo "Lunch at one?" > "$work/carol.in"
 
 # Listen… with the proposed port; bob connects from the command line.
 xdotool mousemove $((WIDTH - 250)) 30 click 1; sleep 0.5
-xdotool key Return; sleep 0.8
+xdotool key ctrl+a; xdotool type --delay 10 "Backups from Bob"; xdotool key Return; sleep 0.8
 port=$(grep -o 'listening on 0.0.0.0:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
 "$bin" connect "127.0.0.1:$port" --name bob --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)
 sleep 1
@@ -54,11 +56,12 @@ xdotool mousemove $((WIDTH / 2)) $((HEIGHT - 40)) click 1
 xdotool type --delay 10 "Yes! Send me the backup when you can."; xdotool key Return; sleep 0.4
 truncate -s 6G "$work/backup-2026-11.zip"
 echo "/send $work/backup-2026-11.zip" > "$work/bob.in"; sleep 1
-echo "Here it comes, 6 GB." > "$work/bob.in"; sleep 0.5
-# Accept: the newest file card's Accept button, found by its colour would be
-# fragile; the card sits below the last message, so use Tab order instead.
-xdotool key shift+Tab; sleep 0.2
-xdotool mousemove $((WIDTH / 2)) $((HEIGHT / 2)) ; sleep 0.2
-cp "$work/gui.log" /dev/null
+# Accept the offer: the card is the fourth item of this chat, its Accept
+# button at a fixed place from the top left of the chat pane.
+xdotool mousemove 647 347 click 1
+sleep 0.5
+echo "Here it comes, 6 GB." > "$work/bob.in"
+echo "Lunch at one?" > "$work/carol.in"
+sleep 2.5
 import -window root "$out"
 echo "wrote $out"
