@@ -1,11 +1,13 @@
 //! PeerConn: peer-to-peer chat and file transfer over direct TCP sockets.
 //!
-//! The library holds everything that does not draw pixels: the network
-//! engine ([`net`]), what this computer is called and where it can be
-//! reached ([`hostinfo`]), and where logs and data live ([`logging`]). The
-//! binary adds the Slint window and the headless command line on top.
+//! The library holds the network engine ([`net`], which knows nothing of
+//! Slint), file transfer's disk workers ([`files`]), what this computer is
+//! called and where it can be reached ([`hostinfo`]), where logs and data
+//! live ([`logging`]), and the Slint window ([`gui`]) that drives the
+//! engine. The binary adds the headless command line.
 
 pub mod files;
+pub mod gui;
 pub mod hostinfo;
 pub mod logging;
 pub mod net;

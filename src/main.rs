@@ -2,14 +2,13 @@
 //! engine driven from a terminal (see `cli`).
 
 mod cli;
-mod gui;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let _log = peerconn::logging::init();
     match cli::parse() {
-        Ok(None) => gui::run(),
+        Ok(None) => peerconn::gui::run(),
         Ok(Some(command)) => cli::run(command),
         Err(code) => code,
     }

@@ -8,7 +8,7 @@
 //! or the disk. All Slint types are touched here and in `model.rs` only.
 
 mod model;
-mod settings;
+pub mod settings;
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
@@ -18,49 +18,64 @@ use std::time::Duration;
 
 use slint::ComponentHandle;
 
-use peerconn::hostinfo::HostInfo;
-use peerconn::net::{Engine, EngineConfig};
+use crate::hostinfo::HostInfo;
+use crate::net::{Engine, EngineConfig};
 
 use model::Peersockets;
-use settings::Settings;
+pub use settings::Settings;
 
 slint::include_modules!();
 
 /// How often engine events are drained.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
+/// The window with its engine and the timer that feeds it. Dropping it
+/// stops the timer and the engine (peers are told, partial files removed).
+pub struct Gui {
+    pub window: AppWindow,
+    app: Rc<RefCell<Peersockets>>,
+    timer: slint::Timer,
+}
+
+impl Gui {
+    /// Builds the window on the current thread (which must run Slint's
+    /// event loop) and starts its engine.
+    pub fn new(config: EngineConfig, settings: Settings, host: &HostInfo) -> Result<Gui, String> {
+        let engine = Engine::with_config(config).map_err(|e| format!("cannot start the network engine: {e}"))?;
+        let window = AppWindow::new().map_err(|e| format!("cannot open the window: {e}"))?;
+        let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
+        wire(&window, &app, host);
+        let timer = slint::Timer::default();
+        let drain = app.clone();
+        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.borrow_mut().drain());
+        Ok(Gui { window, app, timer })
+    }
+}
+
+impl Drop for Gui {
+    fn drop(&mut self) {
+        self.timer.stop();
+        // The timer's closure holds the other reference; with the timer
+        // stopped and this one gone, the engine is dropped and joined.
+        let _ = &self.app;
+    }
+}
+
 pub fn run() -> ExitCode {
     let host = HostInfo::detect();
     let settings = Settings::load();
     let config = EngineConfig { downloads: settings.downloads.clone(), ..EngineConfig::default() };
-    let engine = match Engine::with_config(config) {
-        Ok(engine) => engine,
+    let gui = match Gui::new(config, settings, &host) {
+        Ok(gui) => gui,
         Err(e) => {
-            eprintln!("peerconn: cannot start the network engine: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let window = match AppWindow::new() {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("peerconn: cannot open the window: {e}");
-            log::error!("cannot open the window: {e}");
+            eprintln!("peerconn: {e}");
+            log::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
     log::info!("window opened (host {}, address {})", host.host_name, host.primary());
-    let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
-    wire(&window, &app, &host);
-
-    let timer = slint::Timer::default();
-    {
-        let app = app.clone();
-        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || app.borrow_mut().drain());
-    }
-    let result = window.run();
-    timer.stop();
-    // Dropping the engine says bye to every peer and removes partial files.
-    drop(app);
+    let result = gui.window.run();
+    drop(gui);
     if let Err(e) = result {
         eprintln!("peerconn: the window failed: {e}");
         return ExitCode::FAILURE;
@@ -135,7 +150,7 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
 
 /// Checks the Listen / Connect form. Errors name the field and the problem.
 pub fn parse_form(name: &str, address: &str, port: &str, listen: bool) -> Result<SocketAddr, String> {
-    if let Err(why) = peerconn::net::frame::check_name(name.trim()) {
+    if let Err(why) = crate::net::frame::check_name(name.trim()) {
         return Err(format!("Name: {why}."));
     }
     let address = address.trim();

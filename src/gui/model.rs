@@ -8,8 +8,8 @@ use std::rc::Rc;
 
 use slint::{ComponentHandle, Model, SharedString, VecModel, Weak};
 
-use peerconn::files::human_size;
-use peerconn::net::{frame, printable, Engine, Event, ListenOptions, PeerId, PeerState, Status, TransferId};
+use crate::files::human_size;
+use crate::net::{frame, printable, Engine, Event, ListenOptions, PeerId, PeerState, Status, TransferId};
 
 use super::settings::Settings;
 use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, PeerAdapter, PeerItem};

@@ -20,7 +20,7 @@ pub fn config_dir() -> PathBuf {
     }
     directories::ProjectDirs::from("", "", "PeerConn")
         .map(|d| d.config_dir().to_path_buf())
-        .unwrap_or_else(|| peerconn::logging::data_dir())
+        .unwrap_or_else(|| crate::logging::data_dir())
 }
 
 fn path() -> PathBuf {
@@ -31,12 +31,12 @@ impl Settings {
     fn defaults() -> Settings {
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let mut name: String = host.chars().filter(|c| !c.is_control()).collect();
-        while name.len() > peerconn::net::frame::MAX_NAME {
+        while name.len() > crate::net::frame::MAX_NAME {
             name.pop();
         }
         Settings {
             display_name: if name.trim().is_empty() { "me".into() } else { name },
-            downloads: peerconn::net::default_downloads(),
+            downloads: crate::net::default_downloads(),
             always_accept: Vec::new(),
         }
     }
@@ -55,7 +55,7 @@ impl Settings {
             }
         };
         if let Some(name) = value["display_name"].as_str() {
-            if peerconn::net::frame::check_name(name).is_ok() {
+            if crate::net::frame::check_name(name).is_ok() {
                 settings.display_name = name.to_owned();
             }
         }
