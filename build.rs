@@ -1,3 +1,7 @@
+//! Compiles the Slint UI. Debug builds carry element ids and names, which
+//! the UI tests (`tests/ui.rs`) use to find widgets.
 fn main() {
-    slint_build::compile("ui/app.slint").expect("ui/app.slint must compile");
+    let debug = std::env::var("PROFILE").is_ok_and(|p| p == "debug");
+    let config = slint_build::CompilerConfiguration::new().with_debug_info(debug);
+    slint_build::compile_with_config("ui/app.slint", config).expect("ui/app.slint must compile");
 }

@@ -33,7 +33,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// stops the timer and the engine (peers are told, partial files removed).
 pub struct Gui {
     pub window: AppWindow,
-    app: Rc<RefCell<Peersockets>>,
+    /// The only strong reference to the state (and so to the engine).
+    _state: Rc<RefCell<Peersockets>>,
     timer: slint::Timer,
 }
 
@@ -46,18 +47,18 @@ impl Gui {
         let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
         wire(&window, &app, host);
         let timer = slint::Timer::default();
-        let drain = app.clone();
-        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.borrow_mut().drain());
-        Ok(Gui { window, app, timer })
+        let drain = Shared(Rc::downgrade(&app));
+        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|p| p.drain()));
+        Ok(Gui { window, _state: app, timer })
     }
 }
 
 impl Drop for Gui {
     fn drop(&mut self) {
         self.timer.stop();
-        // The timer's closure holds the other reference; with the timer
-        // stopped and this one gone, the engine is dropped and joined.
-        let _ = &self.app;
+        let _ = self.window.hide();
+        // Callbacks and the timer hold only weak references: the engine goes
+        // with `app`, saying bye to every peer and removing partial files.
     }
 }
 
@@ -91,12 +92,12 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     hosts.set_addresses(Rc::new(slint::VecModel::from(addresses)).into());
     app.borrow().show_settings();
 
-    let a = app.clone();
+    let a = Shared(Rc::downgrade(app));
     hosts.on_save_settings(move |name, downloads| {
-        a.borrow_mut().save_settings(&name, &downloads).err().unwrap_or_default().into()
+        a.with(|p| p.save_settings(&name, &downloads).err().unwrap_or_default()).into()
     });
-    let a = app.clone();
-    hosts.on_pick_downloads(move || a.borrow().pick_downloads());
+    let a = Shared(Rc::downgrade(app));
+    hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
     hosts.on_copy_address(|address| {
         // Slint has no clipboard API of its own for plain Rust; the address
         // is shown selectable instead. Logged so a person can find it.
@@ -106,46 +107,59 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     let peers = window.global::<PeerAdapter>();
     peers.set_peers(app.borrow().peer_model().into());
     peers.set_selected(-1);
-    let a = app.clone();
+    let a = Shared(Rc::downgrade(app));
     peers.on_listen(move |name, address, port| match parse_form(&name, &address, &port, true) {
-        Ok(addr) => a.borrow_mut().listen(name.trim(), addr).err().unwrap_or_default().into(),
+        Ok(addr) => a.with(|p| p.listen(name.trim(), addr).err().unwrap_or_default()).into(),
         Err(e) => e.into(),
     });
-    let a = app.clone();
+    let a = Shared(Rc::downgrade(app));
     peers.on_connect(move |name, address, port| match parse_form(&name, &address, &port, false) {
-        Ok(addr) => a.borrow_mut().connect(name.trim(), addr).err().unwrap_or_default().into(),
+        Ok(addr) => a.with(|p| p.connect(name.trim(), addr).err().unwrap_or_default()).into(),
         Err(e) => e.into(),
     });
     peers.on_suggest_port(|| free_port().map(|p| p.to_string()).unwrap_or_else(|| "50000".into()).into());
-    let a = app.clone();
-    peers.on_select(move |id| a.borrow_mut().select(id));
-    let a = app.clone();
-    peers.on_rename(move |id, name| a.borrow_mut().rename(id, name.trim()).err().unwrap_or_default().into());
-    let a = app.clone();
-    peers.on_disconnect(move |id| a.borrow_mut().disconnect(id));
-    let a = app.clone();
-    peers.on_restart(move |id| a.borrow_mut().restart(id));
-    let a = app.clone();
-    peers.on_remove(move |id| a.borrow_mut().remove(id));
-    let a = app.clone();
-    peers.on_save_chat(move |id| a.borrow().save_chat(id));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_select(move |id| a.with(|p| p.select(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_rename(move |id, name| a.with(|p| p.rename(id, name.trim()).err().unwrap_or_default()).into());
+    let a = Shared(Rc::downgrade(app));
+    peers.on_disconnect(move |id| a.with(|p| p.disconnect(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_restart(move |id| a.with(|p| p.restart(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_remove(move |id| a.with(|p| p.remove(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_save_chat(move |id| a.with(|p| p.save_chat(id)));
 
     let chat = window.global::<ChatAdapter>();
-    let a = app.clone();
-    chat.on_send(move |text| a.borrow_mut().send_text(&text));
-    let a = app.clone();
-    chat.on_send_files(move || a.borrow().pick_files());
-    let a = app.clone();
-    chat.on_send_path(move |path| a.borrow_mut().send_path(path.trim()));
-    let a = app.clone();
-    chat.on_accept(move |transfer, always| a.borrow_mut().accept(transfer, always));
-    let a = app.clone();
-    chat.on_decline(move |transfer| a.borrow_mut().decline(transfer));
-    let a = app.clone();
-    chat.on_cancel(move |transfer| a.borrow_mut().cancel(transfer));
-    let a = app.clone();
-    chat.on_open_folder(move |transfer| a.borrow().open_folder(transfer));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_send(move |text| a.with(|p| p.send_text(&text)));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_send_files(move || a.with(|p| p.pick_files()));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_send_path(move |path| a.with(|p| p.send_path(path.trim())));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_accept(move |transfer, always| a.with(|p| p.accept(transfer, always)));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_decline(move |transfer| a.with(|p| p.decline(transfer)));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_cancel(move |transfer| a.with(|p| p.cancel(transfer)));
+    let a = Shared(Rc::downgrade(app));
+    chat.on_open_folder(move |transfer| a.with(|p| p.open_folder(transfer)));
     app.borrow().refresh_chat();
+}
+
+/// What the window's callbacks hold: the state only as long as the `Gui`
+/// lives, so dropping the `Gui` really drops the engine.
+struct Shared(std::rc::Weak<RefCell<Peersockets>>);
+
+impl Shared {
+    fn with<R: Default>(&self, f: impl FnOnce(&mut Peersockets) -> R) -> R {
+        match self.0.upgrade() {
+            Some(app) => f(&mut app.borrow_mut()),
+            None => R::default(),
+        }
+    }
 }
 
 /// Checks the Listen / Connect form. Errors name the field and the problem.

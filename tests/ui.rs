@@ -1,0 +1,162 @@
+//! The window, driven through Slint's testing backend by accessible labels,
+//! the way a screen reader or a person would: two windows in one process,
+//! each with its own engine, talking over loopback.
+//!
+//! Slint's platform can be set once per process, so this is its own test
+//! binary with a single test that walks through the scenario in order.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use i_slint_backend_testing::{ElementHandle, ElementRoot};
+use slint::ComponentHandle;
+
+use peerconn::gui::{Gui, Settings};
+use peerconn::hostinfo::HostInfo;
+use peerconn::net::EngineConfig;
+
+/// Lets timers run (the engine-draining one included) until `done` holds.
+fn pump_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        slint::platform::update_timers_and_animations();
+        if done() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn labelled(gui: &Gui, label: &str) -> Vec<ElementHandle> {
+    ElementHandle::find_by_accessible_label(&gui.window, label).collect()
+}
+
+/// The element labelled `label` inside the element with id `scope`.
+fn inside(gui: &Gui, scope: &str, label: &'static str) -> ElementHandle {
+    let root = ElementHandle::find_by_element_id(&gui.window, scope).next().unwrap_or_else(|| panic!("no {scope}"));
+    // Skip plain texts: a field's caption often reads like its label.
+    root.query_descendants()
+        .match_predicate(move |e| {
+            e.accessible_label().is_some_and(|l| l == label)
+                && e.accessible_role() != Some(i_slint_backend_testing::AccessibleRole::Text)
+        })
+        .find_first()
+        .unwrap_or_else(|| panic!("no '{label}' in {scope}"))
+}
+
+/// The text field labelled `label`.
+fn input(gui: &Gui, label: &str) -> ElementHandle {
+    labelled(gui, label)
+        .into_iter()
+        .find(|e| e.accessible_role() == Some(i_slint_backend_testing::AccessibleRole::TextInput))
+        .unwrap_or_else(|| panic!("no text field '{label}'"))
+}
+
+fn click(gui: &Gui, label: &str) {
+    let found = labelled(gui, label);
+    assert!(!found.is_empty(), "nothing labelled '{label}'");
+    found[0].invoke_accessible_default_action();
+}
+
+/// The status ("waiting", "connected", "lost") of the peersocket row named `name`.
+fn status(gui: &Gui, name: &str) -> Option<String> {
+    labelled(gui, name)
+        .into_iter()
+        .find_map(|e| e.accessible_description().filter(|d| !d.is_empty()).map(|d| d.to_string()))
+}
+
+fn shows_text(gui: &Gui, wanted: &'static str) -> bool {
+    ElementHandle::find_by_accessible_label(&gui.window, wanted).next().is_some()
+}
+
+fn shows_text_starting(gui: &Gui, prefix: &'static str) -> bool {
+    gui.window
+        .root_element()
+        .query_descendants()
+        .match_predicate(move |e| e.accessible_label().is_some_and(|l| l.starts_with(prefix)))
+        .find_first()
+        .is_some()
+}
+
+fn gui(name: &str, downloads: PathBuf) -> Gui {
+    let settings = Settings { display_name: name.into(), downloads: downloads.clone(), always_accept: Vec::new() };
+    let config = EngineConfig { downloads, ..EngineConfig::default() };
+    let host = HostInfo { host_name: "test-host".into(), addresses: vec![std::net::Ipv4Addr::LOCALHOST] };
+    Gui::new(config, settings, &host).expect("window")
+}
+
+#[test]
+fn two_windows_listen_connect_chat_transfer_and_part() {
+    i_slint_backend_testing::init_integration_test_with_system_time();
+    let base = std::env::temp_dir().join(format!("peerconn-ui-{}", std::process::id()));
+    let (down_a, down_b) = (base.join("a"), base.join("b"));
+    std::fs::create_dir_all(&down_a).unwrap();
+    std::fs::create_dir_all(&down_b).unwrap();
+    // Settings are saved when changed; keep them out of the real config.
+    std::env::set_var("PEERCONN_CONFIG_DIR", base.join("config"));
+    let a = gui("alice", down_a.clone());
+    let b = gui("bob", down_b.clone());
+    a.window.show().unwrap();
+    b.window.show().unwrap();
+
+    // Inline validation: nothing is created for a bad port.
+    click(&a, "Listen…");
+    inside(&a, "AppWindow::listen-form", "Port").set_accessible_value("70000");
+    click(&a, "Listen");
+    pump_until("the port error", || shows_text_starting(&a, "Error: Port: 70000 is out of range"));
+    assert!(status(&a, "alice").is_none(), "a peersocket was created despite the error");
+
+    // A real listener on loopback, with a port we know is free.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    inside(&a, "AppWindow::listen-form", "Address").set_accessible_value("127.0.0.1");
+    inside(&a, "AppWindow::listen-form", "Port").set_accessible_value(port.to_string());
+    inside(&a, "AppWindow::listen-form", "Name").set_accessible_value("Den");
+    click(&a, "Listen");
+    pump_until("a listening peersocket", || status(&a, "Den").as_deref() == Some("waiting"));
+
+    // The second window connects to it.
+    click(&b, "Connect…");
+    inside(&b, "AppWindow::connect-form", "Name").set_accessible_value("Study");
+    inside(&b, "AppWindow::connect-form", "Address").set_accessible_value("127.0.0.1");
+    inside(&b, "AppWindow::connect-form", "Port").set_accessible_value(port.to_string());
+    click(&b, "Connect");
+    pump_until("both connected", || {
+        status(&a, "Den").as_deref() == Some("connected") && status(&b, "Study").as_deref() == Some("connected")
+    });
+
+    // A message each way.
+    input(&b, "Message").set_accessible_value("hello from the study");
+    click(&b, "Send");
+    pump_until("the message in the den", || shows_text(&a, "hello from the study"));
+    input(&a, "Message").set_accessible_value("hello from the den");
+    click(&a, "Send");
+    pump_until("the reply in the study", || shows_text(&b, "hello from the den"));
+
+    // Rename through the window's adapter, as the Rename dialog does.
+    let den = a.window.global::<peerconn::gui::PeerAdapter>().get_selected();
+    let error = a.window.global::<peerconn::gui::PeerAdapter>().invoke_rename(den, "Living room".into());
+    assert_eq!(error, "");
+    pump_until("the new name", || status(&a, "Living room").is_some());
+    let error = a.window.global::<peerconn::gui::PeerAdapter>().invoke_rename(den, "".into());
+    assert!(error.contains("empty"), "{error}");
+
+    // A file offered by the study, accepted in the living room.
+    let file = base.join("holiday.zip");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    b.window.global::<peerconn::gui::ChatAdapter>().invoke_send_path(file.display().to_string().into());
+    pump_until("the offer", || shows_text(&a, "Accept holiday.zip"));
+    click(&a, "Accept holiday.zip");
+    pump_until("the file saved", || shows_text_starting(&a, "Saved as "));
+    pump_until("the sender told", || shows_text(&b, "Sent and verified by the peer."));
+    assert_eq!(std::fs::read(down_a.join("holiday.zip")).unwrap(), bytes);
+
+    // The study leaves: the living room turns red.
+    drop(b);
+    pump_until("the peer gone", || status(&a, "Living room").as_deref() == Some("lost"));
+    assert!(shows_text_starting(&a, "Connection ended: the peer closed the connection"));
+
+    drop(a);
+    let _ = std::fs::remove_dir_all(&base);
+}
