@@ -3,6 +3,7 @@
 # them receiving a large file, and writes docs/screenshot.png (or $OUT).
 #
 #   docs/screenshot.sh [WIDTHxHEIGHT]        default 1280x800
+#   PEERCONN_THEME=dark OUT=/tmp/dark.png docs/screenshot.sh
 #
 # Needs: apt-get install xvfb imagemagick xdotool
 set -euo pipefail

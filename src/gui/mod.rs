@@ -44,6 +44,11 @@ impl Gui {
     pub fn new(config: EngineConfig, settings: Settings, host: &HostInfo) -> Result<Gui, String> {
         let engine = Engine::with_config(config).map_err(|e| format!("cannot start the network engine: {e}"))?;
         let window = AppWindow::new().map_err(|e| format!("cannot open the window: {e}"))?;
+        match std::env::var("PEERCONN_THEME").as_deref() {
+            Ok("dark") => window.invoke_use_dark(true),
+            Ok("light") => window.invoke_use_dark(false),
+            _ => {} // follow the system
+        }
         let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
         wire(&window, &app, host);
         let timer = slint::Timer::default();
