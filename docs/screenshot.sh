@@ -47,8 +47,9 @@ sleep 0.8
 
 # Listen… with the proposed port; bob connects from the command line.
 xdotool mousemove $((WIDTH - 250)) 30 click 1; sleep 0.5
-xdotool key ctrl+a; xdotool type --delay 10 "Backups from Bob"; xdotool key Return; sleep 0.8
-port=$(grep -o 'listening on 0.0.0.0:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
+xdotool key ctrl+a; xdotool type --delay 10 "Backups from Bob"
+xdotool key Tab ctrl+a; xdotool type --delay 10 "127.0.0.1"; xdotool key Return; sleep 0.8
+port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
 "$bin" connect "127.0.0.1:$port" --name bob --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)
 sleep 1
 echo "Morning! Are you there?" > "$work/bob.in"; sleep 0.4

@@ -103,11 +103,6 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     });
     let a = Shared(Rc::downgrade(app));
     hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
-    hosts.on_copy_address(|address| {
-        // Slint has no clipboard API of its own for plain Rust; the address
-        // is shown selectable instead. Logged so a person can find it.
-        log::info!("address chosen: {address}");
-    });
 
     let peers = window.global::<PeerAdapter>();
     peers.set_peers(app.borrow().peer_model().into());
