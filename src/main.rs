@@ -6,9 +6,10 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let launched = std::time::Instant::now();
     let _log = peerconn::logging::init();
     match cli::parse() {
-        Ok(None) => peerconn::gui::run(),
+        Ok(None) => peerconn::gui::run(launched),
         Ok(Some(command)) => cli::run(command),
         Err(code) => code,
     }

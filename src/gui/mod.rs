@@ -67,7 +67,9 @@ impl Drop for Gui {
     }
 }
 
-pub fn run() -> ExitCode {
+/// Runs the window until it is closed. `launched` is when the process
+/// started, for the first-frame time written to the log.
+pub fn run(launched: std::time::Instant) -> ExitCode {
     let host = HostInfo::detect();
     let settings = Settings::load();
     let config = EngineConfig { downloads: settings.downloads.clone(), ..EngineConfig::default() };
@@ -80,6 +82,7 @@ pub fn run() -> ExitCode {
         }
     };
     log::info!("window opened (host {}, address {})", host.host_name, host.primary());
+    report_first_frame(&gui.window, launched);
     let result = gui.window.run();
     drop(gui);
     if let Err(e) = result {
@@ -147,6 +150,30 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     let a = Shared(Rc::downgrade(app));
     chat.on_open_folder(move |transfer| a.with(|p| p.open_folder(transfer)));
     app.borrow().refresh_chat();
+}
+
+/// Logs how long after launch the first frame was drawn (and prints it when
+/// `PEERCONN_REPORT_STARTUP` is set, for `docs/measure-window.sh`).
+fn report_first_frame(window: &AppWindow, launched: std::time::Instant) {
+    let report = move |how: &str| {
+        let ms = launched.elapsed().as_secs_f64() * 1000.0;
+        log::info!("first frame {ms:.0} ms after launch ({how})");
+        if std::env::var_os("PEERCONN_REPORT_STARTUP").is_some() {
+            eprintln!("first-frame-ms {ms:.1}");
+        }
+    };
+    let mut done = false;
+    let notifier = window.window().set_rendering_notifier(move |state, _| {
+        if !done && matches!(state, slint::RenderingState::AfterRendering) {
+            done = true;
+            report("rendered");
+        }
+    });
+    if notifier.is_err() {
+        // The software renderer has no notifier: the first timer tick comes
+        // right after the first frame is presented.
+        slint::Timer::single_shot(std::time::Duration::ZERO, move || report("first tick"));
+    }
 }
 
 /// What the window's callbacks hold: the state only as long as the `Gui`
