@@ -338,6 +338,23 @@ pub fn encode_data(out: &mut Vec<u8>, transfer: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// Fast path for the frame that carries nearly every byte of a transfer:
+/// if `buf` starts with a complete, well-formed DATA frame, returns its
+/// transfer number, a slice of its data (no copy) and the frame's length.
+/// Anything else (a partial frame, another type, a malformed one) gives
+/// `None`, and [`decode`] says what it is.
+pub fn decode_data(buf: &[u8]) -> Option<(u32, &[u8], usize)> {
+    if buf.len() < HEADER_LEN + 5 || buf[4] != kind::DATA {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if !(6..=MAX_FRAME - 4).contains(&len) || buf.len() < 4 + len {
+        return None;
+    }
+    let transfer = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    Some((transfer, &buf[9..4 + len], 4 + len))
+}
+
 /// Longest prefix of `s` that is at most `max` bytes and ends on a char
 /// boundary.
 fn clip(s: &str, max: usize) -> &str {
@@ -522,6 +539,23 @@ mod tests {
     #[test]
     fn oversized_length_is_refused_from_the_header_alone() {
         assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), Err(FrameError::Oversized(0xffff_ffff + 4)));
+    }
+
+    #[test]
+    fn the_data_fast_path_agrees_with_decode() {
+        let frame = Frame::Data { transfer: 7, bytes: vec![1, 2, 3] };
+        let mut bytes = frame.to_bytes();
+        bytes.extend_from_slice(b"next frame");
+        assert_eq!(decode_data(&bytes), Some((7, &[1u8, 2, 3][..], 12)));
+        assert_eq!(decode(&bytes), Ok(Some((frame, 12))));
+        for cut in 0..12 {
+            assert_eq!(decode_data(&bytes[..cut]), None);
+        }
+        assert_eq!(decode_data(&Frame::Chat("x".into()).to_bytes()), None);
+        // No data: not for the fast path; decode explains why.
+        let empty = [0, 0, 0, 5, kind::DATA, 0, 0, 0, 7];
+        assert_eq!(decode_data(&empty), None);
+        assert!(decode(&empty).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::files::{self, Block, DiskEvent, Notify, TransferId, WriteMsg};
 /// Outside the range of socket tokens, which count up from 0.
 const WAKE_TOKEN: Token = Token(usize::MAX);
 /// Bytes read per `read` call.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 /// Bytes read from one stream before others get their turn.
 const READ_BUDGET: usize = 1024 * 1024;
 /// How long shutdown waits for byes to go out.
@@ -780,12 +780,22 @@ impl Reactor {
     /// Handles every complete frame in the input buffer, unless reading is
     /// paused for a full writer.
     fn decode_input(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
+        // Out of `conn` while frames are handled, so file data can be passed
+        // on as slices of it.
+        let inbuf = std::mem::take(&mut conn.inbuf);
         let mut used = 0;
         let result = loop {
             if !matches!(conn.phase, Phase::Hello { .. } | Phase::Open) || conn.files.paused() {
                 break Ok(());
             }
-            match frame::decode(&conn.inbuf[used..]) {
+            if let (Phase::Open, Some((wire, bytes, len))) = (&conn.phase, frame::decode_data(&inbuf[used..])) {
+                used += len;
+                if let Err(close) = self.file_data(conn, wire, bytes) {
+                    break Err(close);
+                }
+                continue;
+            }
+            match frame::decode(&inbuf[used..]) {
                 Ok(Some((frame, len))) => {
                     used += len;
                     log::trace!("{} received a {} from {}", self.label(conn.owner), frame.kind_name(), conn.remote);
@@ -797,6 +807,7 @@ impl Reactor {
                 Err(e) => break Err(self.protocol_error(conn, &e.to_string())),
             }
         };
+        conn.inbuf = inbuf;
         conn.inbuf.drain(..used);
         result
     }
@@ -1337,43 +1348,7 @@ impl Reactor {
                     self.start_queued(conn);
                 }
             }
-            Frame::Data { transfer: wire, bytes } => {
-                let Some(t) = conn.files.incoming.get_mut(&wire) else {
-                    if conn.files.was_cancelled_in(wire) {
-                        return Ok(()); // in flight when we stopped it
-                    }
-                    return Err(self.protocol_error(conn, "sent data for a file it never offered"));
-                };
-                if t.state != InState::Receiving {
-                    return Err(self.protocol_error(conn, "sent file data before the file was accepted"));
-                }
-                t.received += bytes.len() as u64;
-                if t.received > t.size {
-                    return Err(self.protocol_error(conn, "sent more file data than the size it offered"));
-                }
-                if t.received > t.granted {
-                    return Err(self.protocol_error(conn, "sent more file data than its window allows"));
-                }
-                if t.pending.is_empty() {
-                    t.pending = Vec::with_capacity(files::BLOCK);
-                }
-                t.pending.extend_from_slice(&bytes);
-                if t.pending.len() >= files::BLOCK {
-                    let block = std::mem::take(&mut t.pending);
-                    t.deliver(Some(WriteMsg::Data(block)));
-                }
-                if let Some(r) = t.meter.add(bytes.len() as u64, t.received, t.size) {
-                    let event = Event::FileProgress {
-                        id: owner,
-                        transfer: t.key,
-                        bytes: t.received,
-                        total: t.size,
-                        bytes_per_sec: r.bytes_per_sec,
-                        eta: r.eta,
-                    };
-                    self.emit(event);
-                }
-            }
+            Frame::Data { transfer: wire, bytes } => self.file_data(conn, wire, &bytes)?,
             Frame::Done { transfer: wire, hash } => {
                 let Some(t) = conn.files.incoming.get_mut(&wire) else {
                     if conn.files.was_cancelled_in(wire) {
@@ -1436,6 +1411,48 @@ impl Reactor {
                 }
             }
             Frame::Hello { .. } | Frame::Chat(_) | Frame::Ping(_) | Frame::Pong(_) | Frame::Bye { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// File data for an incoming transfer: checked against the offer and
+    /// the window, gathered into blocks for the writer.
+    fn file_data(&mut self, conn: &mut Conn, wire: u32, bytes: &[u8]) -> Result<(), Close> {
+        let owner = conn.owner;
+        let Some(t) = conn.files.incoming.get_mut(&wire) else {
+            if conn.files.was_cancelled_in(wire) {
+                return Ok(()); // in flight when we stopped it
+            }
+            return Err(self.protocol_error(conn, "sent data for a file it never offered"));
+        };
+        if t.state != InState::Receiving {
+            return Err(self.protocol_error(conn, "sent file data before the file was accepted"));
+        }
+        t.received += bytes.len() as u64;
+        if t.received > t.size {
+            return Err(self.protocol_error(conn, "sent more file data than the size it offered"));
+        }
+        if t.received > t.granted {
+            return Err(self.protocol_error(conn, "sent more file data than its window allows"));
+        }
+        if t.pending.is_empty() {
+            t.pending = Vec::with_capacity(files::BLOCK);
+        }
+        t.pending.extend_from_slice(&bytes);
+        if t.pending.len() >= files::BLOCK {
+            let block = std::mem::take(&mut t.pending);
+            t.deliver(Some(WriteMsg::Data(block)));
+        }
+        if let Some(r) = t.meter.add(bytes.len() as u64, t.received, t.size) {
+            let event = Event::FileProgress {
+                id: owner,
+                transfer: t.key,
+                bytes: t.received,
+                total: t.size,
+                bytes_per_sec: r.bytes_per_sec,
+                eta: r.eta,
+            };
+            self.emit(event);
         }
         Ok(())
     }
