@@ -123,9 +123,17 @@ pub struct Reader {
     go: Option<Sender<()>>,
     /// The reactor found the channel empty and waits for a `Readable`.
     pub waiting: Arc<AtomicBool>,
+    /// Spent buffers go back to the reader, so a transfer reuses a few
+    /// blocks instead of allocating (and page-faulting) one per 256 KiB.
+    spent: Sender<Vec<u8>>,
 }
 
 impl Reader {
+    /// Returns a block's buffer once its data is on its way.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let _ = self.spent.try_send(buf);
+    }
+
     /// The peer accepted: start reading.
     pub fn start(&mut self) {
         if let Some(go) = self.go.take() {
@@ -139,10 +147,11 @@ pub fn spawn_reader(key: TransferId, path: PathBuf, notify: Notify) -> Reader {
     let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD);
     let (go, go_rx) = crossbeam_channel::bounded(1);
     let waiting = Arc::new(AtomicBool::new(false));
-    let reader = Reader { blocks, go: Some(go), waiting: waiting.clone() };
+    let (spent, spent_rx) = crossbeam_channel::bounded(READ_AHEAD + 2);
+    let reader = Reader { blocks, go: Some(go), waiting: waiting.clone(), spent };
     let spawned = std::thread::Builder::new().name("peerconn-read".into()).spawn({
         let notify = notify.clone();
-        move || read_file(key, &path, notify, go_rx, blocks_tx, waiting)
+        move || read_file(key, &path, notify, go_rx, blocks_tx, waiting, spent_rx)
     });
     if let Err(e) = spawned {
         notify.send(DiskEvent::OpenFailed { key, reason: format!("cannot start a reader: {e}") });
@@ -157,6 +166,7 @@ fn read_file(
     go: Receiver<()>,
     blocks: Sender<Block>,
     waiting: Arc<AtomicBool>,
+    spent: Receiver<Vec<u8>>,
 ) {
     // Windows refuses to open a folder at all; say what it is first.
     if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
@@ -194,7 +204,8 @@ fn read_file(
     let mut hasher = blake3::Hasher::new();
     let mut total: u64 = 0;
     loop {
-        let mut buf = vec![0u8; BLOCK];
+        let mut buf = spent.try_recv().unwrap_or_default();
+        buf.resize(BLOCK, 0);
         let n = match fill(&mut file, &mut buf) {
             Ok(n) => n,
             Err(e) => {
@@ -262,6 +273,8 @@ pub struct Writer {
     abort: Arc<AtomicBool>,
     /// `Done` was handed over: dropping the handle lets the writer finish.
     finished: AtomicBool,
+    /// Buffers the writer is done with, for the reactor to fill again.
+    spent: Receiver<Vec<u8>>,
 }
 
 impl Drop for Writer {
@@ -289,6 +302,13 @@ impl Writer {
             self.finished.store(true, Ordering::Relaxed);
         }
         result
+    }
+
+    /// An empty buffer for the next block: a spent one when there is one.
+    pub fn buffer(&self) -> Vec<u8> {
+        let mut buf = self.spent.try_recv().unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+        buf.clear();
+        buf
     }
 
     fn try_offer(&self, msg: WriteMsg) -> Result<(), WriteMsg> {
@@ -326,11 +346,12 @@ pub fn spawn_writer(
     let (tx, rx) = crossbeam_channel::bounded(WRITE_BEHIND);
     let stalled = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
-    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone(), finished: AtomicBool::new(false) };
+    let (spent_tx, spent) = crossbeam_channel::bounded(4);
+    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone(), finished: AtomicBool::new(false), spent };
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
-            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled, &abort);
+            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled, &abort, &spent_tx);
             match result {
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size, hash });
@@ -373,6 +394,7 @@ fn receive_file(
     rx: &Receiver<WriteMsg>,
     stalled: &AtomicBool,
     abort: &AtomicBool,
+    spent: &Sender<Vec<u8>>,
 ) -> Result<Option<(PathBuf, String)>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the downloads folder {}: {e}", dir.display()))?;
     if let Some(free) = free_space(dir) {
@@ -415,6 +437,7 @@ fn receive_file(
                 let file = temp.file.as_mut().expect("open until kept");
                 file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
                 hasher.update(&bytes);
+                let _ = spent.try_send(bytes);
                 if written - reported >= CONSUMED_STEP {
                     reported = written;
                     notify.send(DiskEvent::Consumed { key, bytes: written });

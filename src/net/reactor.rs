@@ -1262,7 +1262,9 @@ impl Reactor {
             frame::encode_data(&mut conn.out, t.wire, &bytes[*pos..*pos + n]);
             *pos += n;
             if *pos == bytes.len() {
-                t.current = None;
+                if let (Some((buf, _)), Some(reader)) = (t.current.take(), t.reader.as_ref()) {
+                    reader.recycle(buf);
+                }
             }
             t.sent += n as u64;
             added += n;
@@ -1435,8 +1437,8 @@ impl Reactor {
         if t.received > t.granted {
             return Err(self.protocol_error(conn, "sent more file data than its window allows"));
         }
-        if t.pending.is_empty() {
-            t.pending = Vec::with_capacity(files::BLOCK);
+        if t.pending.capacity() == 0 {
+            t.pending = t.writer.as_ref().map(|w| w.buffer()).unwrap_or_default();
         }
         t.pending.extend_from_slice(&bytes);
         if t.pending.len() >= files::BLOCK {
