@@ -521,20 +521,43 @@ fn keep(temp: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
     Err(format!("too many files called {name} in {}", dir.display()))
 }
 
-/// Free bytes on the disk holding `dir`, when the system says.
+/// Free bytes available to this user on the file system holding `dir`,
+/// when the system says. Asked of the path itself (statvfs,
+/// GetDiskFreeSpaceExW), so network shares and mounted folders are right.
+#[cfg(unix)]
 pub fn free_space(dir: &Path) -> Option<u64> {
-    let dir = dir.canonicalize().ok()?;
-    // Windows canonical paths are verbatim (\\?\C:\...); mount points are not.
-    let dir = match dir.to_str().and_then(|s| s.strip_prefix(r"\\?\")) {
-        Some(rest) if !rest.starts_with("UNC") => PathBuf::from(rest),
-        _ => dir,
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value to be overwritten.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid out-pointer.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between systems
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(windows)]
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = dir.as_os_str().encode_wide().chain(Some(0)).collect();
+    let mut free: u64 = 0;
+    // SAFETY: `wide` is NUL-terminated; the out-pointers are valid or null.
+    let ok = unsafe {
+        windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut free,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     };
-    let disks = sysinfo::Disks::new_with_refreshed_list().ok()?;
-    disks
-        .iter()
-        .filter(|d| dir.starts_with(d.mount_point()))
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .map(|d| d.available_space())
+    (ok != 0).then_some(free)
+}
+
+#[cfg(not(any(unix, windows)))]
+pub fn free_space(_dir: &Path) -> Option<u64> {
+    None
 }
 
 /// Removes temporary files left by a PeerConn that crashed. A file still
@@ -589,5 +612,24 @@ pub fn human_size(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     } else {
         format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_is_known_for_the_temp_folder() {
+        let free = free_space(&std::env::temp_dir()).expect("free space of the temp folder");
+        assert!(free > 0);
+        assert_eq!(free_space(Path::new("/no/such/folder/anywhere")), None);
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_would_say_them() {
+        assert_eq!(human_size(12), "12 bytes");
+        assert_eq!(human_size(1_500), "1.5 KB");
+        assert_eq!(human_size(6_442_450_944), "6.4 GB");
     }
 }
