@@ -4,6 +4,9 @@
 //!
 //! Slint's platform can be set once per process, so this is its own test
 //! binary with a single test that walks through the scenario in order.
+//! Widgets are found by element ids, which only debug builds carry (see
+//! `build.rs`), so the test is for debug builds, as `cargo test` makes.
+#![cfg(debug_assertions)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -114,6 +117,17 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     inside(&a, "AppWindow::listen-form", "Name").set_accessible_value("Den");
     click(&a, "Listen");
     pump_until("a listening peersocket", || status(&a, "Den").as_deref() == Some("waiting"));
+
+    // Escape closes a dialog from the field that has the cursor.
+    click(&b, "Connect…");
+    assert_eq!(b.window.get_dialog(), 2);
+    for event in [
+        slint::platform::WindowEvent::KeyPressed { text: slint::platform::Key::Escape.into() },
+        slint::platform::WindowEvent::KeyReleased { text: slint::platform::Key::Escape.into() },
+    ] {
+        b.window.window().dispatch_event(event);
+    }
+    pump_until("the dialog closed", || b.window.get_dialog() == 0);
 
     // The second window connects to it.
     click(&b, "Connect…");

@@ -145,7 +145,14 @@ impl Peersockets {
     }
 
     pub fn disconnect(&mut self, id: i32) {
-        self.engine.disconnect(PeerId(id as u64));
+        let id = PeerId(id as u64);
+        self.engine.disconnect(id);
+        if let Some(peer) = self.peer_mut(id) {
+            if peer.status != Status::Lost {
+                peer.blocked = "Disconnecting…".into();
+            }
+        }
+        self.refresh_chat();
     }
 
     pub fn restart(&mut self, id: i32) {
@@ -176,9 +183,14 @@ impl Peersockets {
     }
 
     pub fn send_path(&mut self, path: &str) {
-        let Some(id) = self.selected else { return };
-        if !path.is_empty() {
-            self.engine.send_file(id, PathBuf::from(path));
+        if let Some(id) = self.selected {
+            self.send_path_to(id.0 as i32, path);
+        }
+    }
+
+    pub fn send_path_to(&mut self, id: i32, path: &str) {
+        if !path.is_empty() && self.index(PeerId(id as u64)).is_some() {
+            self.engine.send_file(PeerId(id as u64), PathBuf::from(path));
         }
     }
 
@@ -195,7 +207,7 @@ impl Peersockets {
                     Ok(paths) => {
                         let chat = window.global::<ChatAdapter>();
                         for path in paths {
-                            chat.invoke_send_path(path.display().to_string().into());
+                            chat.invoke_send_path_to(id.0 as i32, path.display().to_string().into());
                         }
                     }
                     Err(e) => {
@@ -203,7 +215,6 @@ impl Peersockets {
                         window.global::<ChatAdapter>().set_picker_missing(true);
                     }
                 }
-                let _ = id;
             });
         });
         if let Err(e) = spawned {
@@ -283,15 +294,24 @@ impl Peersockets {
         let t = transfer_id(transfer);
         let Some(path) = self.peers.iter().find_map(|p| p.received.get(&t)) else { return };
         let folder = path.parent().unwrap_or(path).to_path_buf();
-        let result = if cfg!(windows) {
-            std::process::Command::new("explorer").arg(format!("/select,{}", path.display())).spawn()
-        } else if cfg!(target_os = "macos") {
+        #[cfg(windows)]
+        let result = {
+            use std::os::windows::process::CommandExt;
+            // Explorer wants the quotes around the path only, not the switch.
+            std::process::Command::new("explorer").raw_arg(format!("/select,\"{}\"", path.display())).spawn()
+        };
+        #[cfg(not(windows))]
+        let result = if cfg!(target_os = "macos") {
             std::process::Command::new("open").arg("-R").arg(path).spawn()
         } else {
             std::process::Command::new("xdg-open").arg(&folder).spawn()
         };
-        if let Err(e) = result {
-            log::warn!("cannot open {}: {e}", folder.display());
+        match result {
+            // Reaped on a thread of its own, so no zombie is left behind.
+            Ok(mut child) => {
+                let _ = std::thread::Builder::new().name("peerconn-open".into()).spawn(move || child.wait());
+            }
+            Err(e) => log::warn!("cannot open {}: {e}", folder.display()),
         }
     }
 
@@ -306,7 +326,9 @@ impl Peersockets {
                 FILE => "file".to_owned(),
                 _ => "--".to_owned(),
             };
-            text.push_str(&format!("[{}] {who}: {}\n", item.time, item.text));
+            // Continuation lines are indented, so a message cannot forge a line.
+            let body = item.text.replace('\n', "\n    ");
+            text.push_str(&format!("[{}] {who}: {body}\n", item.time));
         }
         let name = format!("{}.txt", peer.name.replace(['/', '\\', ':'], "_"));
         let _ = std::thread::Builder::new().name("peerconn-save".into()).spawn(move || {
@@ -346,6 +368,7 @@ impl Peersockets {
         match event {
             Event::State { state, .. } => self.state(i, state),
             Event::Message { text, .. } => {
+                let text = shown(&text);
                 self.push_chat(id, ChatItem { kind: THEIRS, text: text.into(), time: now(), ..Default::default() });
                 if self.selected != Some(id) {
                     self.peers[i].unread += 1;
@@ -546,6 +569,16 @@ impl Peersockets {
             }
         }
     }
+}
+
+/// A peer's message as the window shows it: lines and tabs stay, other
+/// control characters and bidirectional overrides are shown escaped, so a
+/// message cannot reorder what a person reads.
+fn shown(text: &str) -> String {
+    text.split('\n')
+        .map(|line| line.split('\t').map(|p| printable(p).into_owned()).collect::<Vec<_>>().join("\t"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn duration(secs: u64) -> String {

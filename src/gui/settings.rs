@@ -2,6 +2,8 @@
 //! directory (`PEERCONN_CONFIG_DIR` overrides it).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -77,9 +79,19 @@ impl Settings {
             "always_accept": self.always_accept,
         })
         .to_string();
+        // Saves may overlap; each has a number, and an older one that comes
+        // second is skipped, so the newest settings always win.
+        static NEWEST: AtomicU64 = AtomicU64::new(0);
+        static WRITING: Mutex<u64> = Mutex::new(0);
+        let number = NEWEST.fetch_add(1, Ordering::SeqCst) + 1;
         let spawned = std::thread::Builder::new().name("peerconn-settings".into()).spawn(move || {
+            let mut written = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+            if *written > number {
+                return;
+            }
+            *written = number;
             let path = path();
-            let tmp = path.with_extension("json.tmp");
+            let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
             let result = path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
