@@ -92,6 +92,24 @@ fn valid_frame() -> impl Strategy<Value = Frame> {
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
         (any_bye_code(), valid_reason()).prop_map(|(code, reason)| Frame::Bye { code, reason }),
+        // File transfer frames.
+        (any::<u32>(), any::<u64>(), vec(any_char(), 1..120)).prop_map(|(transfer, size, name)| Frame::Offer {
+            transfer,
+            size,
+            name: fill(name, frame::MAX_FILE_NAME)
+        }),
+        any::<u32>().prop_map(|transfer| Frame::Accept { transfer }),
+        (any::<u32>(), valid_reason()).prop_map(|(transfer, reason)| Frame::Decline { transfer, reason }),
+        (any::<u32>(), prop_oneof![vec(any::<u8>(), 1..300), vec(any::<u8>(), frame::MAX_DATA - 4..=frame::MAX_DATA)])
+            .prop_map(|(transfer, bytes)| Frame::Data { transfer, bytes }),
+        (any::<u32>(), any::<[u8; 32]>()).prop_map(|(transfer, hash)| Frame::Done { transfer, hash }),
+        (any::<u32>(), any::<bool>(), valid_reason()).prop_map(|(transfer, mine, reason)| Frame::Cancel {
+            transfer,
+            mine,
+            reason
+        }),
+        any::<u32>().prop_map(|transfer| Frame::Received { transfer }),
+        (any::<u32>(), any::<u64>()).prop_map(|(transfer, granted)| Frame::Window { transfer, granted }),
     ]
 }
 
