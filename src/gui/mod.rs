@@ -124,6 +124,8 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     let a = Shared(Rc::downgrade(app));
     peers.on_select(move |id| a.with(|p| p.select(id)));
     let a = Shared(Rc::downgrade(app));
+    peers.on_step(move |by| a.with(|p| p.step(by)));
+    let a = Shared(Rc::downgrade(app));
     peers.on_rename(move |id, name| a.with(|p| p.rename(id, name.trim()).err().unwrap_or_default()).into());
     let a = Shared(Rc::downgrade(app));
     peers.on_disconnect(move |id| a.with(|p| p.disconnect(id)));

@@ -40,6 +40,8 @@ struct Peer {
     subtitle: String,
     /// "name at address" of the connected peer, for "always accept".
     peer_key: Option<String>,
+    /// What was typed and not sent yet.
+    draft: String,
     unread: i32,
     chat: Rc<VecModel<ChatItem>>,
     /// Chat row of each transfer, and where a received file went.
@@ -114,6 +116,7 @@ impl Peersockets {
             subtitle: detail.clone(),
             detail,
             peer_key: None,
+            draft: String::new(),
             unread: 0,
             chat: Rc::new(VecModel::default()),
             files: HashMap::new(),
@@ -125,12 +128,33 @@ impl Peersockets {
 
     pub fn select(&mut self, id: i32) {
         let id = PeerId(id as u64);
+        // Each conversation keeps its own unsent text.
+        if let (Some(window), Some(old)) = (self.window.upgrade(), self.selected) {
+            if old != id {
+                let draft = window.global::<ChatAdapter>().get_draft().to_string();
+                let new = self.index(id).map(|i| self.peers[i].draft.clone()).unwrap_or_default();
+                if let Some(peer) = self.peer_mut(old) {
+                    peer.draft = draft;
+                }
+                window.global::<ChatAdapter>().set_draft(new.into());
+            }
+        }
         if let Some(i) = self.index(id) {
             self.selected = Some(id);
             self.peers[i].unread = 0;
             self.list.set_row_data(i, self.item(i));
         }
         self.refresh_chat();
+    }
+
+    /// Moves the selection up or down the list.
+    pub fn step(&mut self, by: i32) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let at = self.selected.and_then(|id| self.index(id)).map_or(-1, |i| i as i64);
+        let next = (at + by as i64).clamp(0, self.peers.len() as i64 - 1) as usize;
+        self.select(self.peers[next].id.0 as i32);
     }
 
     pub fn rename(&mut self, id: i32, name: &str) -> Result<(), String> {
