@@ -165,6 +165,13 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     pump_until("the file saved", || shows_text_starting(&a, "Saved as "));
     pump_until("the sender told", || shows_text(&b, "Sent and verified by the peer."));
     assert_eq!(std::fs::read(down_a.join("holiday.zip")).unwrap(), bytes);
+    // The card's progress reached 100 %.
+    let messages = a.window.global::<peerconn::gui::ChatAdapter>().get_messages();
+    let card = (0..slint::Model::row_count(&messages))
+        .filter_map(|i| slint::Model::row_data(&messages, i))
+        .find(|m| m.text == "holiday.zip")
+        .expect("a card for the file");
+    assert_eq!(card.progress, 1.0);
 
     // The study leaves: the living room turns red.
     drop(b);
