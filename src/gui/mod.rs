@@ -106,6 +106,8 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     });
     let a = Shared(Rc::downgrade(app));
     hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
+    let a = Shared(Rc::downgrade(app));
+    hosts.on_forget_always_accept(move || a.with(|p| p.forget_always_accept()));
 
     let peers = window.global::<PeerAdapter>();
     peers.set_peers(app.borrow().peer_model().into());

@@ -285,7 +285,15 @@ impl Peersockets {
             let host = window.global::<HostAdapter>();
             host.set_display_name(self.settings.display_name.clone().into());
             host.set_downloads(self.settings.downloads.display().to_string().into());
+            host.set_always_accept_count(self.settings.always_accept.len() as i32);
         }
+    }
+
+    /// "Ask again": no peer's files are accepted without asking any more.
+    pub fn forget_always_accept(&mut self) {
+        self.settings.always_accept.clear();
+        self.settings.save();
+        self.show_settings();
     }
 
     pub fn accept(&mut self, transfer: i32, always: bool) {
@@ -296,6 +304,7 @@ impl Peersockets {
                 if !self.settings.always_accept.contains(&key) {
                     self.settings.always_accept.push(key);
                     self.settings.save();
+                    self.show_settings();
                 }
             }
         }
