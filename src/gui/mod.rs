@@ -146,6 +146,8 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     let a = Shared(Rc::downgrade(app));
     chat.on_send_path(move |path| a.with(|p| p.send_path(path.trim())));
     let a = Shared(Rc::downgrade(app));
+    chat.on_notice(move |id, text| a.with(|p| p.notice(id, &text)));
+    let a = Shared(Rc::downgrade(app));
     chat.on_send_path_to(move |id, path| a.with(|p| p.send_path_to(id, path.trim())));
     let a = Shared(Rc::downgrade(app));
     chat.on_accept(move |transfer, always| a.with(|p| p.accept(transfer, always)));

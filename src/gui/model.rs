@@ -259,7 +259,12 @@ impl Peersockets {
                 (Some(window), Ok(Some(dir))) => {
                     window.global::<HostAdapter>().set_downloads_draft(dir.display().to_string().into());
                 }
-                (_, Err(e)) => log::warn!("no folder picker: {e}; type the folder's path instead"),
+                (Some(window), Err(e)) => {
+                    log::warn!("no folder picker: {e}");
+                    window.global::<HostAdapter>().set_picker_problem(
+                        "No folder picker was found (zenity or kdialog): type the folder's path.".into(),
+                    );
+                }
                 _ => {}
             });
         });
@@ -363,22 +368,51 @@ impl Peersockets {
             let body = item.text.replace('\n', "\n    ");
             text.push_str(&format!("[{}] {who}: {body}\n", item.time));
         }
-        let name = format!("{}.txt", peer.name.replace(['/', '\\', ':'], "_"));
+        let name =
+            crate::files::names::safe_name(&format!("{} chat.txt", peer.name)).unwrap_or_else(|_| "chat.txt".into());
+        let downloads = self.settings.downloads.clone();
+        let window = self.window.clone();
         let _ = std::thread::Builder::new().name("peerconn-save".into()).spawn(move || {
             let picked = native_dialog::DialogBuilder::file()
                 .set_title("Save chat")
                 .set_filename(&name)
                 .save_single_file()
                 .show();
-            match picked {
-                Ok(Some(path)) => match std::fs::write(&path, text) {
-                    Ok(()) => log::info!("chat saved to {}", path.display()),
-                    Err(e) => log::error!("cannot save the chat to {}: {e}", path.display()),
-                },
-                Ok(None) => {}
-                Err(e) => log::warn!("no file picker to save the chat: {e}"),
-            }
+            let (path, how) = match picked {
+                Ok(Some(path)) => (path, "Chat saved as"),
+                Ok(None) => return,
+                // No picker: the downloads folder, under a name not yet taken.
+                Err(e) => {
+                    log::warn!("no file picker to save the chat: {e}");
+                    let (stem, ext) = crate::files::names::split_extension(&name);
+                    let free = (0..1000)
+                        .map(|n| if n == 0 { name.clone() } else { format!("{stem} ({n}){ext}") })
+                        .map(|n| downloads.join(n))
+                        .find(|p| !p.exists());
+                    match free {
+                        Some(path) => (path, "No file picker was found; the chat was saved as"),
+                        None => return,
+                    }
+                }
+            };
+            let line = match std::fs::create_dir_all(path.parent().unwrap_or(&path))
+                .and_then(|_| std::fs::write(&path, text))
+            {
+                Ok(()) => format!("{how} {}.", path.display()),
+                Err(e) => format!("The chat could not be saved to {}: {e}.", path.display()),
+            };
+            log::info!("{line}");
+            let _ = slint::invoke_from_event_loop(move || {
+                if let Some(window) = window.upgrade() {
+                    window.global::<ChatAdapter>().invoke_notice(id, line.into());
+                }
+            });
         });
+    }
+
+    /// A line from the window itself in a peersocket's chat.
+    pub fn notice(&mut self, id: i32, text: &str) {
+        self.system(PeerId(id as u64), text);
     }
 
     // ----- events from the engine ---------------------------------------------
