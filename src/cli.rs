@@ -22,7 +22,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use peerconn::files::human_size;
-use peerconn::net::{frame, printable, Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState, TransferId};
+use peerconn::net::trust::KnownPeers;
+use peerconn::net::{
+    frame, known_peers_path, pairing, printable, Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState,
+    TransferId, Trust,
+};
 
 /// Chat over direct TCP connections between computers.
 #[derive(Parser, Debug)]
@@ -70,6 +74,16 @@ pub enum Command {
         /// Print one JSON object per line instead of readable text.
         #[arg(long)]
         json: bool,
+        /// Prove this pairing code to the listener (which must ask for it).
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Show this installation's key and the peers' keys it remembers.
+    Keys,
+    /// Forget a remembered peer key (by fingerprint or name), e.g. to accept a peer's new key.
+    Forget {
+        /// The fingerprint (like 3f2a-9b1c-0d4e-77a1-c0de) or the name the peer used.
+        which: String,
     },
 }
 
@@ -87,6 +101,10 @@ pub struct Common {
     /// Print one JSON object per line instead of readable text.
     #[arg(long)]
     json: bool,
+    /// Listen: only let in a peer that types this pairing code ("new" makes one up).
+    /// Connect: prove this code to the listener. A correct code marks the peer verified.
+    #[arg(long, value_name = "CODE")]
+    code: Option<String>,
 }
 
 /// Parses the arguments. `Ok(None)`: no subcommand, open the window.
@@ -109,6 +127,11 @@ pub fn parse() -> Result<Option<Command>, ExitCode> {
 
 /// Runs a subcommand to its end.
 pub fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Keys => return keys(),
+        Command::Forget { which } => return forget(&which),
+        _ => {}
+    }
     match Session::start(command) {
         Ok(session) => session.run(),
         Err(Failure::Usage(why)) => {
@@ -125,6 +148,57 @@ pub fn run(command: Command) -> ExitCode {
 enum Failure {
     Usage(String),
     Runtime(String),
+}
+
+/// `peerconn keys`.
+fn keys() -> ExitCode {
+    let config = match EngineConfig::installed() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("peerconn: cannot read this installation's key: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("this installation: {}", config.identity.fingerprint());
+    match KnownPeers::open(&known_peers_path()) {
+        Ok(store) if store.peers().is_empty() => println!("no peers remembered yet"),
+        Ok(store) => {
+            for p in store.peers() {
+                let verified = if p.verified { "verified" } else { "unverified" };
+                let at = p.address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default();
+                let key = peerconn::net::secure::fingerprint(&p.key);
+                println!("{key}  {verified:10}  \"{}\"{at}", printable(&p.name));
+            }
+        }
+        Err(e) => {
+            eprintln!("peerconn: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `peerconn forget`.
+fn forget(which: &str) -> ExitCode {
+    match KnownPeers::open(&known_peers_path()) {
+        Ok(mut store) => match store.forget(which.trim()) {
+            0 => {
+                eprintln!("peerconn: no remembered key has the fingerprint or name '{}'", printable(which));
+                ExitCode::from(1)
+            }
+            n => {
+                println!(
+                    "forgot {n} key{}; the next connection is trusted on first use again",
+                    if n == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+        },
+        Err(e) => {
+            eprintln!("peerconn: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Turns "HOST:PORT" into a socket address, with errors a person can act on.
@@ -264,18 +338,33 @@ impl Sending {
 
 impl Session {
     fn start(command: Command) -> Result<Session, Failure> {
-        let no_options = Common { name: None, downloads: None, accept_files: false, json: false };
+        let send_options = match &command {
+            Command::Send { code, .. } => {
+                Common { name: None, downloads: None, accept_files: false, json: false, code: code.clone() }
+            }
+            _ => Common { name: None, downloads: None, accept_files: false, json: false, code: None },
+        };
         let (server, once, common, name, json) = match &command {
             Command::Listen { once, common, .. } => (true, *once, common, &common.name, common.json),
             Command::Connect { common, .. } => (false, false, common, &common.name, common.json),
-            Command::Send { name, json, .. } => (false, false, &no_options, name, *json),
+            Command::Send { name, json, .. } => (false, false, &send_options, name, *json),
+            Command::Keys | Command::Forget { .. } => unreachable!("handled in run"),
+        };
+        let code = match common.code.as_deref().map(str::trim) {
+            Some("new") if server => Some(pairing::new_code()),
+            Some(code) => {
+                pairing::check_code(code).map_err(|why| Failure::Usage(format!("invalid --code: {why}")))?;
+                Some(code.to_owned())
+            }
+            None => None,
         };
         let name = match name {
             Some(n) => n.clone(),
             None => default_name(),
         };
         frame::check_name(&name).map_err(|why| Failure::Usage(format!("invalid --name: {why}")))?;
-        let mut config = EngineConfig::default();
+        let mut config = EngineConfig::installed()
+            .map_err(|e| Failure::Runtime(format!("cannot read this installation's key: {e}")))?;
         if let Some(dir) = &common.downloads {
             if !dir.is_dir() {
                 return Err(Failure::Usage(format!("the downloads folder {} does not exist", dir.display())));
@@ -306,13 +395,14 @@ impl Session {
             .map_err(|e| Failure::Runtime(format!("cannot start the network engine: {e}")))?;
         let id = match &command {
             Command::Listen { bind, port, once, .. } => {
-                let options = ListenOptions { keep_listening: !once };
+                let options = ListenOptions { keep_listening: !once, pairing_code: code.clone() };
                 engine.listen(&name, SocketAddr::new(*bind, *port), options)
             }
             Command::Connect { address, .. } | Command::Send { address, .. } => {
                 let remote = resolve(address)?;
-                engine.connect(&name, remote)
+                engine.connect_with_code(&name, remote, code.as_deref())
             }
+            Command::Keys | Command::Forget { .. } => unreachable!("handled in run"),
         }
         .map_err(|e| Failure::Usage(e.to_string()))?;
         // `send` takes nothing from standard input.
@@ -322,6 +412,14 @@ impl Session {
             let _ = signal_tx.try_send(());
         }) {
             log::warn!("cannot catch Ctrl-C: {e}");
+        }
+        out.print(json!({"event": "key", "fingerprint": engine.fingerprint()}), || {
+            format!("this installation's key: {}", engine.fingerprint())
+        });
+        if let (true, Some(code)) = (server, &code) {
+            out.print(json!({"event": "pairing_code", "code": code}), || {
+                format!("pairing code: {code} (the person connecting must type it)")
+            });
         }
         Ok(Session {
             engine,
@@ -389,10 +487,30 @@ impl Session {
             Event::State { state: PeerState::Connecting { remote }, .. } => {
                 self.out.text_only(&format!("connecting to {remote}"));
             }
-            Event::State { state: PeerState::Connected { peer_name, peer_addr, .. }, .. } => {
+            Event::State { state: PeerState::Connected { peer_name, peer_addr, peer, .. }, .. } => {
+                let trust = match peer.trust {
+                    Trust::New => "new, unverified",
+                    Trust::Known => "unverified",
+                    Trust::Verified => "verified",
+                };
                 self.out.print(
-                    json!({"event": "connected", "peer_name": peer_name, "peer_addr": peer_addr.to_string()}),
-                    || format!("connected to {} at {peer_addr}", printable(&peer_name)),
+                    json!({
+                        "event": "connected",
+                        "peer_name": peer_name,
+                        "peer_addr": peer_addr.to_string(),
+                        "fingerprint": peer.fingerprint,
+                        "safety_code": peer.safety_code,
+                        "trust": trust,
+                    }),
+                    || {
+                        format!(
+                            "connected to {} at {peer_addr}, encrypted\n  peer key {} ({trust})\n  safety code {} \
+                             (the peer sees the same digits unless someone is in between)",
+                            printable(&peer_name),
+                            peer.fingerprint,
+                            peer.safety_code
+                        )
+                    },
                 );
                 self.peer_name = Some(peer_name);
                 self.on_connected();
@@ -418,7 +536,26 @@ impl Session {
                 });
             }
             Event::Error { reason, .. } => self.out.error(&reason),
-            Event::Renamed { .. } | Event::Removed { .. } => {}
+            Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => {
+                self.out.print(
+                    json!({
+                        "event": "key_changed",
+                        "peer_name": peer_name,
+                        "address": address.to_string(),
+                        "old_fingerprint": old_fingerprint,
+                        "new_fingerprint": new_fingerprint,
+                    }),
+                    || {
+                        format!(
+                            "WARNING: \"{}\" at {address} presented a different key ({new_fingerprint}) from the one \
+                             remembered ({old_fingerprint}). Nothing was exchanged. If you have checked with them \
+                             that the key really changed, run `peerconn forget {old_fingerprint}` and connect again.",
+                            printable(&peer_name)
+                        )
+                    },
+                );
+            }
+            Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } => {}
             Event::FileOutgoing { transfer, name, size, .. } => {
                 self.out.text_only(&format!("offering {} ({})", printable(&name), human_size(size)));
                 self.transfers.insert(transfer, Shown { name, size, tenths: 0 });

@@ -7,6 +7,7 @@
 //! engine. The binary adds the headless command line.
 
 pub mod files;
+#[cfg(feature = "gui")]
 pub mod gui;
 pub mod hostinfo;
 pub mod logging;

@@ -47,6 +47,15 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("peerconn"))
 }
 
+/// The app's config directory (settings, this installation's key, known
+/// peers): `PEERCONN_CONFIG_DIR` if set, otherwise the platform's.
+pub fn config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PEERCONN_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    directories::ProjectDirs::from("", "", "PeerConn").map(|d| d.config_dir().to_path_buf()).unwrap_or_else(data_dir)
+}
+
 /// Full path of the log file.
 pub fn log_path() -> PathBuf {
     data_dir().join("peerconn.log")

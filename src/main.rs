@@ -9,7 +9,14 @@ fn main() -> ExitCode {
     let launched = std::time::Instant::now();
     let _log = peerconn::logging::init();
     match cli::parse() {
+        #[cfg(feature = "gui")]
         Ok(None) => peerconn::gui::run(launched),
+        #[cfg(not(feature = "gui"))]
+        Ok(None) => {
+            let _ = launched;
+            eprintln!("this peerconn was built without the window; run `peerconn --help` for the commands");
+            ExitCode::from(2)
+        }
         Ok(Some(command)) => cli::run(command),
         Err(code) => code,
     }

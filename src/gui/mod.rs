@@ -72,7 +72,15 @@ impl Drop for Gui {
 pub fn run(launched: std::time::Instant) -> ExitCode {
     let host = HostInfo::detect();
     let settings = Settings::load();
-    let config = EngineConfig { downloads: settings.downloads.clone(), ..EngineConfig::default() };
+    let config = match EngineConfig::installed() {
+        Ok(config) => EngineConfig { downloads: settings.downloads.clone(), ..config },
+        Err(e) => {
+            let e = format!("cannot read this installation's key: {e}");
+            eprintln!("peerconn: {e}");
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let gui = match Gui::new(config, settings, &host) {
         Ok(gui) => gui,
         Err(e) => {

@@ -38,7 +38,7 @@ struct Peer {
     blocked: String,
     /// Header subtitle.
     subtitle: String,
-    /// "name at address" of the connected peer, for "always accept".
+    /// The connected peer's key fingerprint, for "always accept".
     peer_key: Option<String>,
     /// What was typed and not sent yet.
     draft: String,
@@ -443,6 +443,18 @@ impl Peersockets {
                 }
             }
             Event::Error { reason, .. } => self.system(id, &reason),
+            Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => {
+                let again = if self.peers[i].server { "it connects again" } else { "PeerConn reconnects" };
+                let text = format!(
+                    "⚠ Key changed: \"{}\" at {address} presented the key {new_fingerprint}, not {old_fingerprint} \
+                     as before. Nothing was exchanged. It may have reinstalled PeerConn, or someone may be in \
+                     between. Ask them, by voice, for their key; if it is {new_fingerprint}, right-click this \
+                     peersocket and choose Trust new key ({again}).",
+                    printable(&peer_name)
+                );
+                self.system(id, &text);
+            }
+            Event::Trust { .. } => {}
             Event::Renamed { name, .. } => {
                 self.peers[i].name = name;
                 self.list.set_row_data(i, self.item(i));
@@ -525,12 +537,16 @@ impl Peersockets {
                 format!("Connecting to {remote}…"),
                 format!("connecting to {remote}"),
             ),
-            PeerState::Connected { peer_name, peer_addr, .. } => {
+            PeerState::Connected { peer_name, peer_addr, peer, .. } => {
                 let who = printable(peer_name).into_owned();
-                self.peers[i].peer_key = Some(format!("{who} at {}", peer_addr.ip()));
+                self.peers[i].peer_key = Some(peer.fingerprint.clone());
                 (
                     format!("{who} · {peer_addr}"),
-                    format!("Connected to {who} at {peer_addr}."),
+                    format!(
+                        "Connected to {who} at {peer_addr}, encrypted. Their key: {}. Safety code: {} (the same \
+                         digits on both screens means nobody is in between).",
+                        peer.fingerprint, peer.safety_code
+                    ),
                     String::new(),
                     format!("connected to {who} at {peer_addr}"),
                 )

@@ -16,14 +16,7 @@ pub struct Settings {
     pub always_accept: Vec<String>,
 }
 
-pub fn config_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PEERCONN_CONFIG_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    directories::ProjectDirs::from("", "", "PeerConn")
-        .map(|d| d.config_dir().to_path_buf())
-        .unwrap_or_else(|| crate::logging::data_dir())
-}
+pub use crate::logging::config_dir;
 
 fn path() -> PathBuf {
     config_dir().join("settings.json")

@@ -1,4 +1,4 @@
-//! Protocol v1 frames: how PeerConn messages look on the wire.
+//! Protocol 2 frames: how PeerConn messages look on the wire.
 //!
 //! This module is deliberately pure: [`decode`] is a function from bytes to a
 //! frame, with no I/O, no clocks and no state, so it can be property-tested
@@ -20,7 +20,7 @@ use std::fmt;
 /// Eight bytes that open every hello: "PEERCONN".
 pub const MAGIC: [u8; 8] = *b"PEERCONN";
 /// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = super::secure::VERSION;
 /// Largest whole frame (header included): 65 535 − 16, the plaintext that
 /// fits in one Noise transport message.
 pub const MAX_FRAME: usize = 65_519;
@@ -36,6 +36,8 @@ pub const MAX_CHAT: usize = 16 * 1024;
 pub const MAX_REASON: usize = 200;
 /// Largest file name in an offer, in UTF-8 bytes.
 pub const MAX_FILE_NAME: usize = 255;
+/// Largest SPAKE2 message (an Ed25519 point and a side byte: 33).
+pub const MAX_PAIR: usize = 64;
 /// Largest piece of file data in one frame.
 pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 /// File bytes a sender may have sent beyond what the receiver has written
@@ -43,7 +45,7 @@ pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 /// data in the socket buffers, large enough to fill a LAN.
 pub const WINDOW: u64 = 4 * 1024 * 1024;
 
-/// Frame type bytes: 0x01..=0x05 for the connection and chat, 0x10..=0x16
+/// Frame type bytes: 0x01..=0x07 for the connection, pairing and chat, 0x10..=0x16
 /// for file transfer.
 pub mod kind {
     pub const HELLO: u8 = 0x01;
@@ -51,6 +53,8 @@ pub mod kind {
     pub const PING: u8 = 0x03;
     pub const PONG: u8 = 0x04;
     pub const BYE: u8 = 0x05;
+    pub const PAIR: u8 = 0x06;
+    pub const CONFIRM: u8 = 0x07;
     pub const OFFER: u8 = 0x10;
     pub const ACCEPT: u8 = 0x11;
     pub const DECLINE: u8 = 0x12;
@@ -61,7 +65,7 @@ pub mod kind {
     pub const WINDOW: u8 = 0x17;
 
     pub(super) fn known(t: u8) -> bool {
-        matches!(t, HELLO..=BYE | OFFER..=WINDOW)
+        matches!(t, HELLO..=CONFIRM | OFFER..=WINDOW)
     }
 }
 
@@ -76,6 +80,12 @@ pub enum ByeCode {
     ProtocolError,
     /// The peer's protocol version is not one we speak.
     Unsupported,
+    /// We do not accept the peer's key (it changed since we last saw it).
+    Untrusted,
+    /// The pairing code was missing, wrong, or tried too often.
+    Pairing,
+    /// The peer went over a limit (messages per second, offers).
+    Limit,
 }
 
 impl ByeCode {
@@ -85,6 +95,9 @@ impl ByeCode {
             ByeCode::Busy => 1,
             ByeCode::ProtocolError => 2,
             ByeCode::Unsupported => 3,
+            ByeCode::Untrusted => 4,
+            ByeCode::Pairing => 5,
+            ByeCode::Limit => 6,
         }
     }
     fn from_byte(b: u8) -> Option<ByeCode> {
@@ -93,6 +106,9 @@ impl ByeCode {
             1 => ByeCode::Busy,
             2 => ByeCode::ProtocolError,
             3 => ByeCode::Unsupported,
+            4 => ByeCode::Untrusted,
+            5 => ByeCode::Pairing,
+            6 => ByeCode::Limit,
             _ => return None,
         })
     }
@@ -104,8 +120,15 @@ pub enum Frame {
     /// First frame in each direction: who we are and what we speak.
     Hello {
         version: u16,
+        /// The sender wants a pairing code checked on this connection.
+        pairing: bool,
         name: String,
     },
+    /// A SPAKE2 message: the pairing code proven without showing it.
+    Pair(Vec<u8>),
+    /// Key confirmation of the pairing: a MAC only the holder of the
+    /// same code, on this very connection, can compute.
+    Confirm([u8; 32]),
     /// A chat message, 1..=[`MAX_CHAT`] bytes of UTF-8.
     Chat(String),
     /// Heartbeat; the peer answers with a pong carrying the same nonce.
@@ -231,13 +254,22 @@ impl Frame {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         match self {
-            Frame::Hello { version, name } => {
+            Frame::Hello { version, pairing, name } => {
                 out.push(kind::HELLO);
                 out.extend_from_slice(&MAGIC);
                 out.extend_from_slice(&version.to_be_bytes());
+                out.push(u8::from(*pairing));
                 let name = clip(name, MAX_NAME);
                 out.push(name.len() as u8);
                 out.extend_from_slice(name.as_bytes());
+            }
+            Frame::Pair(msg) => {
+                out.push(kind::PAIR);
+                out.extend_from_slice(&msg[..msg.len().min(MAX_PAIR)]);
+            }
+            Frame::Confirm(mac) => {
+                out.push(kind::CONFIRM);
+                out.extend_from_slice(mac);
             }
             Frame::Chat(text) => {
                 out.push(kind::CHAT);
@@ -312,6 +344,8 @@ impl Frame {
     pub fn kind_name(&self) -> &'static str {
         match self {
             Frame::Hello { .. } => "hello",
+            Frame::Pair(_) => "pairing message",
+            Frame::Confirm(_) => "pairing confirmation",
             Frame::Chat(_) => "chat message",
             Frame::Ping(_) => "ping",
             Frame::Pong(_) => "pong",
@@ -401,6 +435,15 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             check_chat(text).map_err(|why| FrameError::Malformed("chat message", why))?;
             Frame::Chat(text.to_owned())
         }
+        kind::PAIR => {
+            if payload.is_empty() || payload.len() > MAX_PAIR {
+                return Err(FrameError::Malformed("pairing message", format!("{} bytes", payload.len())));
+            }
+            Frame::Pair(payload.to_vec())
+        }
+        kind::CONFIRM => Frame::Confirm(payload.try_into().map_err(|_| {
+            FrameError::Malformed("pairing confirmation", format!("{} bytes instead of 32", payload.len()))
+        })?),
         kind::PING => Frame::Ping(u64_payload(payload, "ping")?),
         kind::PONG => Frame::Pong(u64_payload(payload, "pong")?),
         kind::BYE => {
@@ -502,16 +545,21 @@ fn u64_payload(payload: &[u8], what: &'static str) -> Result<u64, FrameError> {
 }
 
 fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
-    // magic (8) | version (2) | name length (1) | name
+    // magic (8) | version (2) | flags (1) | name length (1) | name
     if p.len() < 8 || p[..8] != MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if p.len() < 11 {
+    if p.len() < 12 {
         return Err(FrameError::Malformed("hello", format!("{} bytes is too short", p.len())));
     }
     let version = u16::from_be_bytes([p[8], p[9]]);
-    let name_len = p[10] as usize;
-    let name = &p[11..];
+    let pairing = match p[10] {
+        0 => false,
+        1 => true,
+        other => return Err(FrameError::Malformed("hello", format!("unknown flags 0x{other:02x}"))),
+    };
+    let name_len = p[11] as usize;
+    let name = &p[12..];
     if name.len() != name_len {
         return Err(FrameError::Malformed(
             "hello",
@@ -520,7 +568,7 @@ fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
     }
     let name = std::str::from_utf8(name).map_err(|_| FrameError::BadUtf8("name"))?;
     check_name(name).map_err(|why| FrameError::Malformed("hello", why))?;
-    Ok(Frame::Hello { version, name: name.to_owned() })
+    Ok(Frame::Hello { version, pairing, name: name.to_owned() })
 }
 
 #[cfg(test)]
@@ -529,10 +577,10 @@ mod tests {
 
     #[test]
     fn hello_bytes_match_the_spec() {
-        let bytes = Frame::Hello { version: 1, name: "Al".into() }.to_bytes();
-        let mut want = vec![0, 0, 0, 14, kind::HELLO];
+        let bytes = Frame::Hello { version: 2, pairing: true, name: "Al".into() }.to_bytes();
+        let mut want = vec![0, 0, 0, 15, kind::HELLO];
         want.extend_from_slice(b"PEERCONN");
-        want.extend_from_slice(&[0, 1, 2, b'A', b'l']);
+        want.extend_from_slice(&[0, 2, 1, 2, b'A', b'l']);
         assert_eq!(bytes, want);
     }
 

@@ -10,10 +10,15 @@
 //! `docs/THREADING.md`, the wire format in `docs/PROTOCOL.md`.
 
 pub mod frame;
+pub mod pairing;
 mod reactor;
+pub mod secure;
 mod transfer;
+pub mod trust;
 
 pub use crate::files::{Faults, TransferId};
+pub use secure::Identity;
+pub use trust::{PeerIdentity, Trust};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -64,8 +69,10 @@ pub enum PeerState {
     Listening { local: SocketAddr },
     /// A client peersocket connecting to `remote` (or waiting for its hello).
     Connecting { remote: SocketAddr },
-    /// The hello is done in both directions.
-    Connected { peer_name: String, peer_addr: SocketAddr, local_addr: SocketAddr },
+    /// The handshake and the hello are done in both directions (and the
+    /// pairing code checked, when there is one). `peer` says who the
+    /// handshake proved the peer to be.
+    Connected { peer_name: String, peer_addr: SocketAddr, local_addr: SocketAddr, peer: PeerIdentity },
     /// Inactive. `clean` is true when the connection ended on purpose (a bye
     /// from either side), false when it failed.
     Lost { reason: String, clean: bool },
@@ -94,6 +101,13 @@ pub enum Event {
     Renamed { id: PeerId, name: String },
     /// The peersocket is gone; no more events will name it.
     Removed { id: PeerId },
+    /// A peer presented a key other than the one remembered for its name or
+    /// address, and was stopped before any message or file moved. The
+    /// person can accept the new key on purpose with `trust_new_key`.
+    KeyChanged { id: PeerId, peer_name: String, address: SocketAddr, old_fingerprint: String, new_fingerprint: String },
+    /// The connected peer's trust changed (the person marked it verified,
+    /// or took that back).
+    Trust { id: PeerId, trust: Trust },
     /// We offered a file (it is open and its size known); waiting for the
     /// peer to accept.
     FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64 },
@@ -120,6 +134,8 @@ impl Event {
             | Event::Error { id, .. }
             | Event::Renamed { id, .. }
             | Event::Removed { id }
+            | Event::KeyChanged { id, .. }
+            | Event::Trust { id, .. }
             | Event::FileOutgoing { id, .. }
             | Event::FileIncoming { id, .. }
             | Event::FileProgress { id, .. }
@@ -131,17 +147,14 @@ impl Event {
 }
 
 /// Options for a server peersocket.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ListenOptions {
     /// After its peer leaves, report `Lost` and then go straight back to
     /// `Listening` for the next peer, instead of staying inactive.
     pub keep_listening: bool,
-}
-
-impl Default for ListenOptions {
-    fn default() -> Self {
-        ListenOptions { keep_listening: false }
-    }
+    /// Only a peer that proves it knows this code may connect; it is then
+    /// verified. See [`pairing`].
+    pub pairing_code: Option<String>,
 }
 
 /// Timing and size limits of the engine. The defaults are what the app
@@ -162,6 +175,21 @@ pub struct EngineConfig {
     pub max_pending_hellos: usize,
     /// Bytes waiting to be written to one peer before a send is refused.
     pub max_output_bytes: usize,
+    /// How long a peer may leave a message half sent (slowloris).
+    pub frame_timeout: Duration,
+    /// Chat messages a peer may send in a burst, and per second after it.
+    pub chat_burst: u32,
+    pub chat_per_sec: u32,
+    /// Wrong pairing codes a listener takes before it stops accepting
+    /// its code (each one also doubles the wait before the next try).
+    pub max_wrong_codes: u32,
+    /// Transport messages either direction may carry before the connection
+    /// ends (Noise's nonce limit; tests lower it).
+    pub nonce_limit: u64,
+    /// Who this installation is.
+    pub identity: Identity,
+    /// Where known peers are remembered; `None` keeps them in memory.
+    pub known_peers: Option<PathBuf>,
     /// Where received files go.
     pub downloads: PathBuf,
     /// Faults to inject (tests only).
@@ -178,17 +206,41 @@ impl Default for EngineConfig {
             close_linger: Duration::from_secs(3),
             max_pending_hellos: 16,
             max_output_bytes: 8 * 1024 * 1024,
+            frame_timeout: Duration::from_secs(30),
+            chat_burst: 2000,
+            chat_per_sec: 500,
+            max_wrong_codes: 10,
+            nonce_limit: secure::DEFAULT_NONCE_LIMIT,
+            identity: Identity::generate(),
+            known_peers: None,
             downloads: default_downloads(),
             faults: Faults::default(),
         }
     }
 }
 
+impl EngineConfig {
+    /// This installation's configuration: its key (created on first start)
+    /// and its known peers, both in the config directory.
+    pub fn installed() -> io::Result<EngineConfig> {
+        let dir = crate::logging::config_dir();
+        let identity = Identity::load_or_create(&dir.join("identity.key"))?;
+        Ok(EngineConfig { identity, known_peers: Some(known_peers_path()), ..EngineConfig::default() })
+    }
+}
+
+/// Where this installation remembers its peers' keys.
+pub fn known_peers_path() -> PathBuf {
+    crate::logging::config_dir().join("known_peers.json")
+}
+
 /// A request to the reactor. Built by [`Engine`]'s methods.
 #[derive(Debug)]
 pub(crate) enum Command {
     Listen { id: PeerId, name: String, bind: SocketAddr, options: ListenOptions },
-    Connect { id: PeerId, name: String, remote: SocketAddr },
+    Connect { id: PeerId, name: String, remote: SocketAddr, pairing_code: Option<String> },
+    TrustNewKey { id: PeerId },
+    SetVerified { id: PeerId, verified: bool },
     Send { id: PeerId, text: String },
     Disconnect { id: PeerId },
     Restart { id: PeerId },
@@ -231,6 +283,7 @@ pub struct Engine {
     next_transfer: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     cleanup: Option<JoinHandle<()>>,
+    fingerprint: String,
 }
 
 impl Engine {
@@ -240,11 +293,16 @@ impl Engine {
     }
 
     pub fn with_config(config: EngineConfig) -> io::Result<Engine> {
+        let known = match &config.known_peers {
+            Some(path) => trust::KnownPeers::open(path)?,
+            None => trust::KnownPeers::in_memory(),
+        };
+        let fingerprint = config.identity.fingerprint();
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, events) = crossbeam_channel::unbounded();
         let downloads = config.downloads.clone();
         let next_transfer = Arc::new(AtomicU64::new(1));
-        let (reactor, waker) = reactor::Reactor::new(config, command_rx, event_tx, next_transfer.clone())?;
+        let (reactor, waker) = reactor::Reactor::new(config, known, command_rx, event_tx, next_transfer.clone())?;
         let thread = std::thread::Builder::new().name("peerconn-net".into()).spawn(move || reactor.run())?;
         // Temporary files left by a crash go at start, off the caller's thread.
         let cleanup = std::thread::Builder::new()
@@ -253,7 +311,21 @@ impl Engine {
                 crate::files::remove_leftovers(&downloads);
             })
             .ok();
-        Ok(Engine { commands, waker, events, next_id: AtomicU64::new(1), next_transfer, thread: Some(thread), cleanup })
+        Ok(Engine {
+            commands,
+            waker,
+            events,
+            next_id: AtomicU64::new(1),
+            next_transfer,
+            thread: Some(thread),
+            cleanup,
+            fingerprint,
+        })
+    }
+
+    /// This installation's key fingerprint, as peers see it.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The events the reactor reports, in order.
@@ -265,6 +337,9 @@ impl Engine {
     /// one; the real address comes in the `Listening` state).
     pub fn listen(&self, name: &str, bind: SocketAddr, options: ListenOptions) -> Result<PeerId, InputError> {
         frame::check_name(name).map_err(InputError)?;
+        if let Some(code) = &options.pairing_code {
+            pairing::check_code(code).map_err(InputError)?;
+        }
         let id = self.new_id();
         self.command(Command::Listen { id, name: name.to_owned(), bind, options });
         Ok(id)
@@ -272,7 +347,22 @@ impl Engine {
 
     /// Creates a client peersocket that connects to `remote`.
     pub fn connect(&self, name: &str, remote: SocketAddr) -> Result<PeerId, InputError> {
+        self.connect_with_code(name, remote, None)
+    }
+
+    /// Connects and proves `pairing_code` to a listener that asks for it;
+    /// the peer is then verified. Fails (with a reason) if the listener
+    /// does not ask for the code, since nothing would then be checked.
+    pub fn connect_with_code(
+        &self,
+        name: &str,
+        remote: SocketAddr,
+        pairing_code: Option<&str>,
+    ) -> Result<PeerId, InputError> {
         frame::check_name(name).map_err(InputError)?;
+        if let Some(code) = pairing_code {
+            pairing::check_code(code).map_err(InputError)?;
+        }
         if remote.port() == 0 {
             return Err(InputError("port 0 cannot be connected to; give the server's port".into()));
         }
@@ -280,7 +370,12 @@ impl Engine {
             return Err(InputError(format!("{} is not an address to connect to", remote.ip())));
         }
         let id = self.new_id();
-        self.command(Command::Connect { id, name: name.to_owned(), remote });
+        self.command(Command::Connect {
+            id,
+            name: name.to_owned(),
+            remote,
+            pairing_code: pairing_code.map(str::to_owned),
+        });
         Ok(id)
     }
 
@@ -333,6 +428,19 @@ impl Engine {
     /// Stops a transfer in either direction; the peer is told.
     pub fn cancel_file(&self, transfer: TransferId) {
         self.command(Command::CancelFile { transfer });
+    }
+
+    /// After a `KeyChanged`: accepts the peer's new key in place of the old
+    /// one. A client peersocket reconnects; a server's peer must connect
+    /// again.
+    pub fn trust_new_key(&self, id: PeerId) {
+        self.command(Command::TrustNewKey { id });
+    }
+
+    /// Marks the connected peer's key verified (the person compared the
+    /// safety code with the peer), or takes that back.
+    pub fn set_verified(&self, id: PeerId, verified: bool) {
+        self.command(Command::SetVerified { id, verified });
     }
 
     /// Where files accepted from now on are stored.

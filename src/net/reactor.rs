@@ -23,7 +23,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, SockRef, TcpKeepalive, Type};
 
 use super::frame::{self, ByeCode, Frame};
+use super::pairing::Pairing;
+use super::secure::{self, Channel, SecureError};
 use super::transfer::{Files, InState, Incoming, Meter, OutState, Outgoing, MAX_ACTIVE_OUT, MAX_PENDING_OFFERS};
+use super::trust::{Check, KnownPeer, KnownPeers, PeerIdentity, Trust};
 use super::{printable, Command, EngineConfig, Event, ListenOptions, PeerId, PeerState, Role};
 use crate::files::{self, Block, DiskEvent, Notify, TransferId, WriteMsg};
 
@@ -46,6 +49,7 @@ const PUMP_BUDGET: usize = 4 * 1024 * 1024;
 pub(crate) struct Reactor {
     poll: Poll,
     config: EngineConfig,
+    known: KnownPeers,
     commands: Receiver<Command>,
     events: Sender<Event>,
     peers: HashMap<PeerId, Peer>,
@@ -88,6 +92,21 @@ struct Peer {
     /// Server: accepted connections that have not completed the hello.
     pending: Vec<Token>,
     lost: bool,
+    /// Client: the pairing code to prove to the listener.
+    pairing_code: Option<String>,
+    /// Server: wrong pairing codes so far, and when the next try is allowed.
+    wrong_codes: u32,
+    pairing_blocked_until: Option<Instant>,
+    /// The last key refused as changed, for `TrustNewKey`.
+    rejected: Option<Rejected>,
+}
+
+/// A key that did not match the one remembered.
+struct Rejected {
+    key: [u8; 32],
+    name: String,
+    /// What we dialled (clients) or where it came from (servers).
+    address: SocketAddr,
 }
 
 impl Peer {
@@ -118,6 +137,20 @@ struct Conn {
     /// What to report to the owner when the connection finally closes.
     ending: Option<End>,
     files: Files,
+    /// The Noise channel: `out` holds its records, `inbuf` its plaintext.
+    link: Channel,
+    /// Frames are encoded here, then sealed into `out`.
+    plain: Vec<u8>,
+    /// Sealing failed (the message counter ran out): the connection ends.
+    broken: Option<SecureError>,
+    /// Since when part of a record or frame has waited for the rest.
+    partial_since: Option<Instant>,
+    /// The peer's hello name, held while pairing.
+    peer_name: String,
+    pairing: Option<Pairing>,
+    /// Chat messages the peer may still send now (a token bucket).
+    chat_allowance: f64,
+    chat_checked: Instant,
 }
 
 enum Phase {
@@ -125,8 +158,12 @@ enum Phase {
     Connecting {
         deadline: Instant,
     },
-    /// Waiting for the peer's hello.
+    /// The handshake, then waiting for the peer's hello.
     Hello {
+        deadline: Instant,
+    },
+    /// Both hellos asked for a pairing code; proving it.
+    Pairing {
         deadline: Instant,
     },
     Open,
@@ -168,7 +205,13 @@ impl From<End> for Close {
 }
 
 impl Conn {
-    fn new(owner: PeerId, stream: TcpStream, remote: SocketAddr, phase: Phase) -> Conn {
+    fn new(
+        owner: PeerId,
+        stream: TcpStream,
+        remote: SocketAddr,
+        phase: Phase,
+        (link, first): (Channel, Vec<u8>),
+    ) -> Conn {
         let now = Instant::now();
         Conn {
             owner,
@@ -176,7 +219,7 @@ impl Conn {
             remote,
             phase,
             inbuf: Vec::new(),
-            out: Vec::new(),
+            out: first,
             out_pos: 0,
             wants_write: false,
             last_rx: now,
@@ -184,6 +227,14 @@ impl Conn {
             ping_seq: 0,
             ending: None,
             files: Files::default(),
+            link,
+            plain: Vec::new(),
+            broken: None,
+            partial_since: None,
+            peer_name: String::new(),
+            pairing: None,
+            chat_allowance: f64::MAX,
+            chat_checked: now,
         }
     }
 
@@ -192,8 +243,17 @@ impl Conn {
     }
 
     fn queue(&mut self, frame: &Frame) {
-        frame.encode(&mut self.out);
+        self.plain.clear();
+        frame.encode(&mut self.plain);
+        self.seal_plain();
         self.last_tx = Instant::now();
+    }
+
+    /// Encrypts what is in `plain` onto the output.
+    fn seal_plain(&mut self) {
+        if let Err(e) = self.link.seal(&self.plain, &mut self.out) {
+            self.broken.get_or_insert(e);
+        }
     }
 
     /// Writes until the output is empty or the socket would block.
@@ -220,8 +280,14 @@ impl Conn {
     /// When something is next due on this connection.
     fn deadline(&self, config: &EngineConfig) -> Instant {
         match self.phase {
-            Phase::Connecting { deadline } | Phase::Hello { deadline } | Phase::Closing { deadline, .. } => deadline,
-            Phase::Open => (self.last_rx + config.heartbeat_timeout).min(self.last_tx + config.heartbeat_interval),
+            Phase::Connecting { deadline } | Phase::Closing { deadline, .. } => deadline,
+            Phase::Hello { deadline } | Phase::Pairing { deadline } => {
+                self.partial_since.map_or(deadline, |since| deadline.min(since + config.frame_timeout))
+            }
+            Phase::Open => {
+                let due = (self.last_rx + config.heartbeat_timeout).min(self.last_tx + config.heartbeat_interval);
+                self.partial_since.map_or(due, |since| due.min(since + config.frame_timeout))
+            }
         }
     }
 }
@@ -229,6 +295,7 @@ impl Conn {
 impl Reactor {
     pub(crate) fn new(
         config: EngineConfig,
+        known: KnownPeers,
         commands: Receiver<Command>,
         events: Sender<Event>,
         next_transfer: Arc<std::sync::atomic::AtomicU64>,
@@ -239,6 +306,7 @@ impl Reactor {
         let reactor = Reactor {
             poll,
             config,
+            known,
             commands,
             events,
             peers: HashMap::new(),
@@ -322,12 +390,17 @@ impl Reactor {
                         conn: None,
                         pending: Vec::new(),
                         lost: true,
+                        pairing_code: None,
+                        wrong_codes: 0,
+                        pairing_blocked_until: None,
+                        rejected: None,
                     };
-                    log::info!("{} listen on {bind}", peer.label(id));
+                    let with_code = if peer.options.pairing_code.is_some() { " with a pairing code" } else { "" };
+                    log::info!("{} listen on {bind}{with_code}", peer.label(id));
                     self.peers.insert(id, peer);
                     self.start_listening(id);
                 }
-                Command::Connect { id, name, remote } => {
+                Command::Connect { id, name, remote, pairing_code } => {
                     let peer = Peer {
                         role: Role::Client,
                         name,
@@ -337,8 +410,13 @@ impl Reactor {
                         conn: None,
                         pending: Vec::new(),
                         lost: true,
+                        pairing_code,
+                        wrong_codes: 0,
+                        pairing_blocked_until: None,
+                        rejected: None,
                     };
-                    log::info!("{} connect to {remote}", peer.label(id));
+                    let with_code = if peer.pairing_code.is_some() { " with a pairing code" } else { "" };
+                    log::info!("{} connect to {remote}{with_code}", peer.label(id));
                     self.peers.insert(id, peer);
                     self.start_connecting(id);
                 }
@@ -359,6 +437,8 @@ impl Reactor {
                     }
                 },
                 Command::Remove { id } => self.remove(id),
+                Command::TrustNewKey { id } => self.trust_new_key(id),
+                Command::SetVerified { id, verified } => self.set_verified(id, verified),
                 Command::SendFile { id, transfer, path } => self.send_file(id, transfer, path),
                 Command::AcceptFile { transfer } => self.on_transfer(transfer, |r, conn| r.accept_file(conn, transfer)),
                 Command::DeclineFile { transfer } => {
@@ -420,7 +500,9 @@ impl Reactor {
         match connecting {
             Ok((stream, token)) => {
                 let deadline = Instant::now() + self.config.connect_timeout;
-                let mut conn = Conn::new(id, stream, remote, Phase::Connecting { deadline });
+                let mut link = Channel::initiator(&self.config.identity);
+                link.0.set_nonce_limit(self.config.nonce_limit);
+                let mut conn = Conn::new(id, stream, remote, Phase::Connecting { deadline }, link);
                 conn.wants_write = true;
                 self.sockets.insert(token, Socket::Stream(conn));
                 if let Some(peer) = self.peers.get_mut(&id) {
@@ -634,8 +716,10 @@ impl Reactor {
             }
             log::info!("{label} incoming connection from {remote}");
             let deadline = Instant::now() + self.config.hello_timeout;
-            self.sockets
-                .insert(conn_token, Socket::Stream(Conn::new(owner, stream, remote, Phase::Hello { deadline })));
+            let mut link = Channel::responder(&self.config.identity);
+            link.0.set_nonce_limit(self.config.nonce_limit);
+            let conn = Conn::new(owner, stream, remote, Phase::Hello { deadline }, link);
+            self.sockets.insert(conn_token, Socket::Stream(conn));
             if let Some(peer) = self.peers.get_mut(&owner) {
                 peer.pending.push(conn_token);
             }
@@ -681,6 +765,9 @@ impl Reactor {
     fn flush_and_watch(&mut self, token: Token, conn: &mut Conn) -> Result<(), Close> {
         if let Phase::Connecting { .. } = conn.phase {
             return Ok(());
+        }
+        if let Some(e) = conn.broken.take() {
+            return Err(End::failed(format!("the connection with {} ended: {e}", conn.remote)).into());
         }
         let mut budget = PUMP_BUDGET;
         loop {
@@ -734,10 +821,8 @@ impl Reactor {
             Err(e) => return Err(End::failed(connect_error(conn.remote, &e)).into()),
         }
         tune_stream(&conn.stream);
-        let name = self.peers.get(&conn.owner).map(|p| p.name.clone()).unwrap_or_default();
-        log::info!("{} TCP connected to {}, sending hello", self.label(conn.owner), conn.remote);
+        log::info!("{} TCP connected to {}, starting the handshake", self.label(conn.owner), conn.remote);
         conn.phase = Phase::Hello { deadline: Instant::now() + self.config.hello_timeout };
-        conn.queue(&Frame::Hello { version: frame::VERSION, name });
         let _ = token;
         Ok(())
     }
@@ -773,7 +858,13 @@ impl Reactor {
             if let Phase::Closing { .. } = conn.phase {
                 continue; // we are leaving; what the peer still sends is dropped
             }
-            conn.inbuf.extend_from_slice(&scratch[..n]);
+            let was_established = conn.link.is_established();
+            if let Err(e) = conn.link.receive(&scratch[..n], &mut conn.out, &mut conn.inbuf) {
+                return Err(self.secure_error(conn, e));
+            }
+            if !was_established && conn.link.is_established() {
+                self.established(conn);
+            }
         }
     }
 
@@ -785,7 +876,7 @@ impl Reactor {
         let inbuf = std::mem::take(&mut conn.inbuf);
         let mut used = 0;
         let result = loop {
-            if !matches!(conn.phase, Phase::Hello { .. } | Phase::Open) || conn.files.paused() {
+            if !matches!(conn.phase, Phase::Hello { .. } | Phase::Pairing { .. } | Phase::Open) || conn.files.paused() {
                 break Ok(());
             }
             if let (Phase::Open, Some((wire, bytes, len))) = (&conn.phase, frame::decode_data(&inbuf[used..])) {
@@ -809,16 +900,52 @@ impl Reactor {
         };
         conn.inbuf = inbuf;
         conn.inbuf.drain(..used);
+        // A peer that sends half a message and stalls (slowloris) is cut off
+        // after `frame_timeout`, however it keeps the heartbeat alive.
+        let partial = conn.link.has_partial() || (!conn.inbuf.is_empty() && !conn.files.paused());
+        conn.partial_since = if partial { conn.partial_since.or(Some(Instant::now())) } else { None };
         result
+    }
+
+    /// The handshake finished: the client says hello first.
+    fn established(&mut self, conn: &mut Conn) {
+        let fingerprint = conn.link.peer().map(|p| p.fingerprint()).unwrap_or_default();
+        log::info!("{} encrypted channel with {}, peer key {fingerprint}", self.label(conn.owner), conn.remote);
+        let Some(peer) = self.peers.get(&conn.owner) else { return };
+        if peer.role == Role::Client {
+            let hello =
+                Frame::Hello { version: frame::VERSION, pairing: peer.pairing_code.is_some(), name: peer.name.clone() };
+            conn.queue(&hello);
+        }
+    }
+
+    fn secure_error(&self, conn: &Conn, e: SecureError) -> Close {
+        log::warn!("{} {}: {e}", self.label(conn.owner), conn.remote);
+        if conn.link.is_established() {
+            Close {
+                end: End::failed(format!("the connection with {} ended: {e}", conn.remote)),
+                bye: Some((ByeCode::ProtocolError, e.to_string())),
+            }
+        } else {
+            End::failed(format!("no secure connection with {}: {e}", conn.remote)).into()
+        }
     }
 
     fn eof(&mut self, conn: &mut Conn) -> Close {
         match conn.phase {
             Phase::Closing { .. } => conn.ending.take().unwrap_or_else(|| End::clean("closed")).into(),
-            _ if !conn.inbuf.is_empty() => {
+            _ if !conn.inbuf.is_empty() || conn.link.has_partial() => {
                 End::failed("the peer closed the connection in the middle of a message").into()
             }
-            Phase::Hello { .. } if self.is_pending(conn) => End::failed("closed before its hello").into(),
+            Phase::Hello { .. } if !conn.link.is_established() => {
+                End::failed(format!("{} closed the connection during the handshake", conn.remote)).into()
+            }
+            Phase::Hello { .. } | Phase::Pairing { .. } if self.is_pending(conn) => {
+                End::failed("closed before its hello").into()
+            }
+            Phase::Pairing { .. } => {
+                End::failed(format!("{} closed the connection during pairing", conn.remote)).into()
+            }
             Phase::Hello { .. } => {
                 End::failed(format!("{} closed the connection before the hello", conn.remote)).into()
             }
@@ -827,7 +954,9 @@ impl Reactor {
     }
 
     fn is_pending(&self, conn: &Conn) -> bool {
-        self.peers.get(&conn.owner).is_some_and(|p| p.role == Role::Server && matches!(conn.phase, Phase::Hello { .. }))
+        self.peers.get(&conn.owner).is_some_and(|p| {
+            p.role == Role::Server && matches!(conn.phase, Phase::Hello { .. } | Phase::Pairing { .. })
+        })
     }
 
     fn protocol_error(&self, conn: &Conn, what: &str) -> Close {
@@ -841,7 +970,7 @@ impl Reactor {
     fn on_frame(&mut self, token: Token, conn: &mut Conn, frame: Frame) -> Result<(), Close> {
         let server = self.peers.get(&conn.owner).is_some_and(|p| p.role == Role::Server);
         match (&conn.phase, frame) {
-            (Phase::Hello { .. }, Frame::Hello { version, name }) => {
+            (Phase::Hello { .. }, Frame::Hello { version, pairing, name }) => {
                 if version != frame::VERSION {
                     let what = format!(
                         "the peer speaks protocol version {version}; this PeerConn speaks version {}",
@@ -850,17 +979,26 @@ impl Reactor {
                     return Err(Close { end: End::failed(what.clone()), bye: Some((ByeCode::Unsupported, what)) });
                 }
                 if server {
-                    self.hello_from_client(token, conn, name)
+                    self.hello_from_client(token, conn, name, pairing)
                 } else {
-                    self.hello_from_server(conn, name);
-                    Ok(())
+                    self.hello_from_server(conn, name, pairing)
                 }
             }
             (Phase::Hello { .. }, Frame::Bye { code, reason }) => Err(self.bye(conn, code, &reason).into()),
             (Phase::Hello { .. }, other) => {
                 Err(self.protocol_error(conn, &format!("sent a {} before the hello", other.kind_name())))
             }
+            (Phase::Pairing { .. }, Frame::Pair(msg)) => self.pair_message(conn, &msg),
+            (Phase::Pairing { .. }, Frame::Confirm(mac)) => self.pair_confirm(token, conn, &mac),
+            (Phase::Pairing { .. }, Frame::Bye { code, reason }) => Err(self.bye(conn, code, &reason).into()),
+            (Phase::Pairing { .. }, other) => {
+                Err(self.protocol_error(conn, &format!("sent a {} during pairing", other.kind_name())))
+            }
+            (Phase::Open, Frame::Pair(_) | Frame::Confirm(_)) => {
+                Err(self.protocol_error(conn, "sent a pairing message after pairing"))
+            }
             (Phase::Open, Frame::Chat(text)) => {
+                self.chat_allowed(conn)?;
                 self.emit(Event::Message { id: conn.owner, text });
                 Ok(())
             }
@@ -877,7 +1015,13 @@ impl Reactor {
         }
     }
 
-    fn hello_from_client(&mut self, token: Token, conn: &mut Conn, peer_name: String) -> Result<(), Close> {
+    fn hello_from_client(
+        &mut self,
+        token: Token,
+        conn: &mut Conn,
+        peer_name: String,
+        pairing: bool,
+    ) -> Result<(), Close> {
         let owner = conn.owner;
         let Some(peer) = self.peers.get_mut(&owner) else {
             return Err(End::clean("peersocket removed").into());
@@ -895,29 +1039,325 @@ impl Reactor {
                 bye: Some((ByeCode::Busy, "this peersocket is busy with another peer".into())),
             });
         }
-        peer.pending.retain(|t| *t != token);
-        peer.conn = Some(token);
-        let name = peer.name.clone();
-        conn.queue(&Frame::Hello { version: frame::VERSION, name });
-        conn.phase = Phase::Open;
-        self.connected(conn, peer_name);
+        let code = peer.options.pairing_code.clone();
+        let our_name = peer.name.clone();
+        let key = conn.link.peer().map(|p| p.key).unwrap_or_default();
+        let check = self.known.check(&key, &peer_name, None);
+        if let Check::Changed { old } = check {
+            return Err(self.key_changed(conn, &peer_name, &old, key));
+        }
+        match (code, pairing) {
+            (Some(_), false) => {
+                log::info!(
+                    "{} refused \"{}\" at {}: no pairing code",
+                    self.label(owner),
+                    printable(&peer_name),
+                    conn.remote
+                );
+                Err(Close {
+                    end: End::failed("no pairing code"),
+                    bye: Some((
+                        ByeCode::Pairing,
+                        "this listener asks for a pairing code: connect again with the code its owner gives you".into(),
+                    )),
+                })
+            }
+            (Some(code), true) => {
+                let Some(peer) = self.peers.get(&owner) else { return Err(End::clean("peersocket removed").into()) };
+                if peer.wrong_codes >= self.config.max_wrong_codes {
+                    return Err(Close {
+                        end: End::failed("pairing refused: the code no longer works"),
+                        bye: Some((
+                            ByeCode::Pairing,
+                            "too many wrong pairing codes were tried here; ask for a new code".into(),
+                        )),
+                    });
+                }
+                if let Some(until) = peer.pairing_blocked_until.filter(|u| *u > Instant::now()) {
+                    let wait = until.saturating_duration_since(Instant::now()).as_secs() + 1;
+                    return Err(Close {
+                        end: End::failed("pairing refused: waiting after a wrong code"),
+                        bye: Some((ByeCode::Pairing, format!("a wrong pairing code was tried: try again in {wait} s"))),
+                    });
+                }
+                let hash = conn.link.peer().map(|p| p.handshake_hash.clone()).unwrap_or_default();
+                let (state, msg) = Pairing::start(&code, true, &hash);
+                conn.queue(&Frame::Hello { version: frame::VERSION, pairing: true, name: our_name });
+                conn.queue(&Frame::Pair(msg));
+                conn.pairing = Some(state);
+                conn.peer_name = peer_name;
+                let deadline = match conn.phase {
+                    Phase::Hello { deadline } => deadline,
+                    _ => Instant::now() + self.config.hello_timeout,
+                };
+                conn.phase = Phase::Pairing { deadline };
+                Ok(())
+            }
+            (None, _) => {
+                if let Some(peer) = self.peers.get_mut(&owner) {
+                    peer.pending.retain(|t| *t != token);
+                    peer.conn = Some(token);
+                }
+                conn.queue(&Frame::Hello { version: frame::VERSION, pairing: false, name: our_name });
+                conn.phase = Phase::Open;
+                let trust = self.trust_after(check, &key, &peer_name, None);
+                self.connected(conn, peer_name, trust);
+                Ok(())
+            }
+        }
+    }
+
+    fn hello_from_server(&mut self, conn: &mut Conn, peer_name: String, pairing: bool) -> Result<(), Close> {
+        let Some(peer) = self.peers.get(&conn.owner) else { return Err(End::clean("peersocket removed").into()) };
+        let code = peer.pairing_code.clone();
+        let dialled = peer.addr.to_string();
+        let key = conn.link.peer().map(|p| p.key).unwrap_or_default();
+        let check = self.known.check(&key, &peer_name, Some(&dialled));
+        if let Check::Changed { old } = check {
+            return Err(self.key_changed(conn, &peer_name, &old, key));
+        }
+        match (code, pairing) {
+            (None, true) => Err(Close {
+                end: End::failed(format!(
+                    "the listener at {} asks for a pairing code: connect again and type the code its owner gives you",
+                    conn.remote
+                )),
+                bye: Some((ByeCode::Pairing, "no pairing code was given".into())),
+            }),
+            (Some(_), false) => Err(Close {
+                end: End::failed(format!(
+                    "you gave a pairing code, but the listener at {} did not ask for one, so nothing was checked and \
+                     it may not be who you think (its owner should listen with a pairing code)",
+                    conn.remote
+                )),
+                bye: Some((ByeCode::Pairing, "the connecting side expected to prove a pairing code".into())),
+            }),
+            (Some(code), true) => {
+                let hash = conn.link.peer().map(|p| p.handshake_hash.clone()).unwrap_or_default();
+                let (state, msg) = Pairing::start(&code, false, &hash);
+                conn.queue(&Frame::Pair(msg));
+                conn.pairing = Some(state);
+                conn.peer_name = peer_name;
+                let deadline = match conn.phase {
+                    Phase::Hello { deadline } => deadline,
+                    _ => Instant::now() + self.config.hello_timeout,
+                };
+                conn.phase = Phase::Pairing { deadline };
+                Ok(())
+            }
+            (None, false) => {
+                conn.phase = Phase::Open;
+                let trust = self.trust_after(check, &key, &peer_name, Some(&dialled));
+                self.connected(conn, peer_name, trust);
+                Ok(())
+            }
+        }
+    }
+
+    /// Remembers the key of a peer just accepted; says how far it is trusted.
+    fn trust_after(&mut self, check: Check, key: &[u8; 32], name: &str, dialled: Option<&str>) -> Trust {
+        self.known.remember(key, name, dialled);
+        match check {
+            Check::Known { verified: true } => Trust::Verified,
+            Check::Known { verified: false } => Trust::Known,
+            Check::New | Check::Changed { .. } => Trust::New,
+        }
+    }
+
+    /// The peer's key is not the one remembered: stop before anything moves.
+    fn key_changed(&mut self, conn: &Conn, peer_name: &str, old: &KnownPeer, key: [u8; 32]) -> Close {
+        let owner = conn.owner;
+        let (old_fingerprint, new_fingerprint) = (secure::fingerprint(&old.key), secure::fingerprint(&key));
+        let address = match self.peers.get(&owner) {
+            Some(p) if p.role == Role::Client => p.addr,
+            _ => conn.remote,
+        };
+        if let Some(peer) = self.peers.get_mut(&owner) {
+            peer.rejected = Some(Rejected { key, name: peer_name.to_owned(), address });
+        }
+        let name = printable(peer_name).into_owned();
+        let reason = format!(
+            "stopped: \"{name}\" at {} presented the key {new_fingerprint}, not the key {old_fingerprint} you had \
+             before. It may have reinstalled PeerConn, or someone may be in between. Compare the safety code with \
+             them by voice; if it matches, choose Trust new key.",
+            conn.remote
+        );
+        log::warn!("{} {reason}", self.label(owner));
+        self.emit(Event::KeyChanged {
+            id: owner,
+            peer_name: peer_name.to_owned(),
+            address,
+            old_fingerprint,
+            new_fingerprint,
+        });
+        Close {
+            end: End::failed(reason),
+            bye: Some((
+                ByeCode::Untrusted,
+                "your key is not the one remembered for you here; the other person must choose to trust it".into(),
+            )),
+        }
+    }
+
+    /// The peer's SPAKE2 message.
+    fn pair_message(&mut self, conn: &mut Conn, msg: &[u8]) -> Result<(), Close> {
+        let Some(pairing) = conn.pairing.as_mut() else {
+            return Err(self.protocol_error(conn, "sent a pairing message out of turn"));
+        };
+        if let Err(what) = pairing.receive(msg) {
+            return Err(self.protocol_error(conn, &what));
+        }
+        let server = self.peers.get(&conn.owner).is_some_and(|p| p.role == Role::Server);
+        if !server {
+            if let Some(mac) = conn.pairing.as_ref().and_then(Pairing::confirmation) {
+                conn.queue(&Frame::Confirm(mac));
+            }
+        }
         Ok(())
     }
 
-    fn hello_from_server(&mut self, conn: &mut Conn, peer_name: String) {
+    /// The peer's proof that it holds the same code on this connection.
+    fn pair_confirm(&mut self, token: Token, conn: &mut Conn, mac: &[u8; 32]) -> Result<(), Close> {
+        let owner = conn.owner;
+        let Some(pairing) = conn.pairing.take() else {
+            return Err(self.protocol_error(conn, "sent a pairing confirmation out of turn"));
+        };
+        let right = pairing.check(mac);
+        let Some(peer) = self.peers.get_mut(&owner) else { return Err(End::clean("peersocket removed").into()) };
+        let key = conn.link.peer().map(|p| p.key).unwrap_or_default();
+        let peer_name = std::mem::take(&mut conn.peer_name);
+        if peer.role == Role::Client {
+            if !right {
+                return Err(Close {
+                    end: End::failed(format!(
+                        "the listener at {} could not prove the same pairing code: someone may be in between",
+                        conn.remote
+                    )),
+                    bye: Some((ByeCode::Pairing, "your pairing confirmation did not match".into())),
+                });
+            }
+            let dialled = peer.addr.to_string();
+            conn.phase = Phase::Open;
+            self.known.remember(&key, &peer_name, Some(&dialled));
+            self.known.set_verified(&key, true);
+            self.connected(conn, peer_name, Trust::Verified);
+            return Ok(());
+        }
+        if !right {
+            peer.wrong_codes += 1;
+            let n = peer.wrong_codes;
+            let wait = Duration::from_secs(1u64 << (n - 1).min(8));
+            peer.pairing_blocked_until = Some(Instant::now() + wait);
+            let max = self.config.max_wrong_codes;
+            let said = if n >= max {
+                format!(
+                    "{n} wrong pairing codes were tried (the last from {}): the code no longer works; stop and \
+                     listen again with a new code",
+                    conn.remote
+                )
+            } else {
+                format!(
+                    "{} tried a wrong pairing code ({n} of {max}; the next try must wait {} s)",
+                    conn.remote,
+                    wait.as_secs()
+                )
+            };
+            self.error(owner, &said);
+            return Err(Close {
+                end: End::failed("wrong pairing code"),
+                bye: Some((ByeCode::Pairing, "wrong pairing code".into())),
+            });
+        }
+        if peer.conn.is_some() {
+            peer.pending.retain(|t| *t != token);
+            return Err(Close {
+                end: End::failed("busy"),
+                bye: Some((ByeCode::Busy, "this peersocket is busy with another peer".into())),
+            });
+        }
+        peer.pending.retain(|t| *t != token);
+        peer.conn = Some(token);
+        peer.wrong_codes = 0;
+        peer.pairing_blocked_until = None;
+        if let Some(mac) = pairing.confirmation() {
+            conn.queue(&Frame::Confirm(mac));
+        }
         conn.phase = Phase::Open;
-        self.connected(conn, peer_name);
+        self.known.remember(&key, &peer_name, None);
+        self.known.set_verified(&key, true);
+        self.connected(conn, peer_name, Trust::Verified);
+        Ok(())
     }
 
-    fn connected(&mut self, conn: &Conn, peer_name: String) {
+    /// Refills and spends the peer's chat allowance.
+    fn chat_allowed(&self, conn: &mut Conn) -> Result<(), Close> {
+        let now = Instant::now();
+        let (burst, rate) = (f64::from(self.config.chat_burst), f64::from(self.config.chat_per_sec));
+        let refill = now.saturating_duration_since(conn.chat_checked).as_secs_f64() * rate;
+        conn.chat_allowance = (conn.chat_allowance.min(burst) + refill).min(burst);
+        conn.chat_checked = now;
+        if conn.chat_allowance < 1.0 {
+            let what = format!("sent more than {} chat messages a second", self.config.chat_per_sec);
+            log::warn!("{} {} {what}", self.label(conn.owner), conn.remote);
+            return Err(Close {
+                end: End::failed(format!("the peer {what}; disconnected to keep PeerConn responsive")),
+                bye: Some((ByeCode::Limit, format!("you {what}"))),
+            });
+        }
+        conn.chat_allowance -= 1.0;
+        Ok(())
+    }
+
+    fn connected(&mut self, conn: &Conn, peer_name: String, trust: Trust) {
         let local_addr = conn.stream.local_addr().unwrap_or(conn.remote);
+        let (key, handshake) = conn.link.peer().map(|p| (p.key, p.safety_code())).unwrap_or_default();
+        let peer = PeerIdentity { key, fingerprint: secure::fingerprint(&key), safety_code: handshake, trust };
         log::info!(
-            "{} connected to \"{}\" at {} (local {local_addr})",
+            "{} connected to \"{}\" at {} (local {local_addr}), key {} ({trust:?}), safety code {}",
             self.label(conn.owner),
             printable(&peer_name),
-            conn.remote
+            conn.remote,
+            peer.fingerprint,
+            peer.safety_code
         );
-        self.set_state(conn.owner, PeerState::Connected { peer_name, peer_addr: conn.remote, local_addr });
+        self.set_state(conn.owner, PeerState::Connected { peer_name, peer_addr: conn.remote, local_addr, peer });
+    }
+
+    fn trust_new_key(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else { return self.error(id, "there is no such peersocket") };
+        let Some(rejected) = peer.rejected.take() else {
+            return self.error(id, "there is no changed key to trust on this peersocket");
+        };
+        let client = peer.role == Role::Client;
+        let lost = peer.lost;
+        let dialled = rejected.address.to_string();
+        self.known.replace(&rejected.key, &rejected.name, client.then_some(dialled.as_str()));
+        log::warn!(
+            "{} the person trusted the new key {} for \"{}\"",
+            self.label(id),
+            secure::fingerprint(&rejected.key),
+            printable(&rejected.name)
+        );
+        if client && lost {
+            self.start_connecting(id);
+        }
+    }
+
+    fn set_verified(&mut self, id: PeerId, verified: bool) {
+        let token = self.peers.get(&id).and_then(|p| p.conn);
+        let key = match token.and_then(|t| self.sockets.get(&t)) {
+            Some(Socket::Stream(conn)) if matches!(conn.phase, Phase::Open) => conn.link.peer().map(|p| p.key),
+            _ => None,
+        };
+        let Some(key) = key else { return self.error(id, "no peer is connected to verify") };
+        self.known.set_verified(&key, verified);
+        log::info!(
+            "{} key {} marked {}",
+            self.label(id),
+            secure::fingerprint(&key),
+            if verified { "verified" } else { "unverified" }
+        );
+        self.emit(Event::Trust { id, trust: if verified { Trust::Verified } else { Trust::Known } });
     }
 
     /// The `End` for a bye the peer sent.
@@ -928,6 +1368,9 @@ impl Reactor {
             ByeCode::Busy => End::failed(format!("the peersocket at {} is busy with another peer", conn.remote)),
             ByeCode::ProtocolError => End::failed(format!("the peer reported a protocol error{said}")),
             ByeCode::Unsupported => End::failed(format!("the peer refused our protocol version{said}")),
+            ByeCode::Untrusted => End::failed(format!("the peer refused our key{said}")),
+            ByeCode::Pairing => End::failed(format!("the peer refused the pairing{said}")),
+            ByeCode::Limit => End::failed(format!("the peer ended the connection: we went over a limit{said}")),
         }
     }
 
@@ -941,7 +1384,7 @@ impl Reactor {
         if !conn.files.is_empty() {
             self.end_transfers(&mut conn, &end.reason);
         }
-        if let Some((code, text)) = bye {
+        if let Some((code, text)) = bye.filter(|_| conn.link.is_established() && conn.broken.is_none()) {
             if !matches!(conn.phase, Phase::Closing { .. }) {
                 conn.queue(&Frame::Bye { code, reason: text });
                 conn.phase = Phase::Closing { deadline: Instant::now() + self.config.close_linger, shut: false };
@@ -1038,8 +1481,23 @@ impl Reactor {
                 config.connect_timeout.as_secs_f32()
             ))
             .into()),
+            _ if conn.partial_since.is_some_and(|since| now >= since + config.frame_timeout) => {
+                Err(End::failed(format!(
+                    "{} sent part of a message and nothing more for {} s",
+                    conn.remote,
+                    config.frame_timeout.as_secs_f32()
+                ))
+                .into())
+            }
             Phase::Hello { deadline } if now >= deadline => Err(End::failed(format!(
-                "{} did not complete the hello within {} s (is it a PeerConn?)",
+                "{} did not complete the {} within {} s (is it a PeerConn?)",
+                conn.remote,
+                if conn.link.is_established() { "hello" } else { "encrypted handshake" },
+                config.hello_timeout.as_secs_f32()
+            ))
+            .into()),
+            Phase::Pairing { deadline } if now >= deadline => Err(End::failed(format!(
+                "{} did not complete the pairing within {} s",
                 conn.remote,
                 config.hello_timeout.as_secs_f32()
             ))
@@ -1259,7 +1717,12 @@ impl Reactor {
             let Some((bytes, pos)) = t.current.as_mut() else { break };
             let allowed = (t.granted - t.sent).min(frame::MAX_DATA as u64) as usize;
             let n = (bytes.len() - *pos).min(allowed);
-            frame::encode_data(&mut conn.out, t.wire, &bytes[*pos..*pos + n]);
+            conn.plain.clear();
+            frame::encode_data(&mut conn.plain, t.wire, &bytes[*pos..*pos + n]);
+            if let Err(e) = conn.link.seal(&conn.plain, &mut conn.out) {
+                conn.broken.get_or_insert(e);
+                break;
+            }
             *pos += n;
             if *pos == bytes.len() {
                 if let (Some((buf, _)), Some(reader)) = (t.current.take(), t.reader.as_ref()) {
@@ -1412,7 +1875,13 @@ impl Reactor {
                     }
                 }
             }
-            Frame::Hello { .. } | Frame::Chat(_) | Frame::Ping(_) | Frame::Pong(_) | Frame::Bye { .. } => {}
+            Frame::Hello { .. }
+            | Frame::Pair(_)
+            | Frame::Confirm(_)
+            | Frame::Chat(_)
+            | Frame::Ping(_)
+            | Frame::Pong(_)
+            | Frame::Bye { .. } => {}
         }
         Ok(())
     }

@@ -17,6 +17,8 @@ struct Peerconn {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
+    /// This process's key fingerprint, from its first line of output.
+    key: String,
     _data: TempDir,
 }
 
@@ -43,6 +45,7 @@ impl Peerconn {
         let mut child = Command::new(env!("CARGO_BIN_EXE_peerconn"))
             .args(args)
             .env("PEERCONN_DATA_DIR", &data.0)
+            .env("PEERCONN_CONFIG_DIR", &data.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -59,7 +62,15 @@ impl Peerconn {
             }
         });
         let stdin = child.stdin.take();
-        Peerconn { child, stdin, lines, _data: data }
+        let mut peerconn = Peerconn { child, stdin, lines, key: String::new(), _data: data };
+        // Every session starts by showing its own key.
+        let first = peerconn.line();
+        peerconn.key = match serde_json::from_str::<Value>(&first) {
+            Ok(v) if v["event"] == "key" => v["fingerprint"].as_str().unwrap_or_default().to_owned(),
+            _ => first.strip_prefix("this installation's key: ").unwrap_or_else(|| panic!("{first}")).to_owned(),
+        };
+        assert_eq!(peerconn.key.len(), 24, "{first}");
+        peerconn
     }
 
     fn line(&self) -> String {
@@ -113,6 +124,7 @@ fn run(args: &[&str]) -> (ExitStatus, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_peerconn"))
         .args(args)
         .env("PEERCONN_DATA_DIR", &data.0)
+        .env("PEERCONN_CONFIG_DIR", &data.0)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -133,11 +145,16 @@ fn listen_json(extra: &[&str]) -> (Peerconn, String) {
 fn listen_and_connect_exchange_lines_with_json_events() {
     let (mut alice, addr) = listen_json(&["--once"]);
     let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob", "--json"]);
-    let connected = bob.event_named("connected");
-    assert_eq!(connected["peer_name"], "alice");
-    assert_eq!(connected["peer_addr"], addr.as_str());
-    let connected = alice.event_named("connected");
-    assert_eq!(connected["peer_name"], "bob");
+    let bob_saw = bob.event_named("connected");
+    assert_eq!(bob_saw["peer_name"], "alice");
+    assert_eq!(bob_saw["peer_addr"], addr.as_str());
+    let alice_saw = alice.event_named("connected");
+    assert_eq!(alice_saw["peer_name"], "bob");
+    // Each saw the other's real key, and both show the same safety code.
+    assert_eq!(bob_saw["fingerprint"], alice.key.as_str());
+    assert_eq!(alice_saw["fingerprint"], bob.key.as_str());
+    assert_eq!(bob_saw["safety_code"], alice_saw["safety_code"]);
+    assert_eq!(bob_saw["trust"], "new, unverified");
 
     bob.say("hello alice");
     let message = alice.event_named("message");
@@ -185,8 +202,13 @@ fn readable_output_without_json() {
     let addr = listening.strip_prefix("listening on ").expect(&listening).to_owned();
     let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob"]);
     assert_eq!(bob.line(), format!("connecting to {addr}"));
-    assert_eq!(bob.line(), format!("connected to alice at {addr}"));
+    assert_eq!(bob.line(), format!("connected to alice at {addr}, encrypted"));
+    assert_eq!(bob.line(), format!("  peer key {} (new, unverified)", alice.key));
+    let code = bob.line();
+    assert!(code.starts_with("  safety code ") && code.ends_with("unless someone is in between)"), "{code}");
     assert!(alice.line().starts_with("connected to bob at 127.0.0.1:"));
+    assert_eq!(alice.line(), format!("  peer key {} (new, unverified)", bob.key));
+    assert_eq!(alice.line(), code, "both sides show the same safety code");
     bob.say("plain text, with a \u{1b}[31m terminal escape");
     assert_eq!(alice.line(), "bob: plain text, with a \\u{1b}[31m terminal escape");
     bob.end_input();

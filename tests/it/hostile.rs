@@ -146,6 +146,7 @@ fn hello_bytes(magic: &[u8; 8], version: u16, name: &str) -> Vec<u8> {
     let mut payload = vec![0x01];
     payload.extend_from_slice(magic);
     payload.extend_from_slice(&version.to_be_bytes());
+    payload.push(0); // flags: no pairing
     payload.push(name.len() as u8);
     payload.extend_from_slice(name.as_bytes());
     let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
@@ -252,13 +253,13 @@ fn hello_with_wrong_magic_is_refused_as_not_peerconn() {
 }
 
 #[test]
-fn hello_with_protocol_version_2_is_answered_unsupported() {
+fn hello_with_protocol_version_3_is_answered_unsupported() {
     let mut t = Arena::new();
     let mut raw = RawPeer::connect(t.addr);
-    raw.send_bytes(&hello_bytes(&MAGIC, 2, "future"));
+    raw.send_bytes(&hello_bytes(&MAGIC, 3, "future"));
     // The engine does not say hello to a version it cannot speak: the
     // first thing back is the bye.
-    assert_bye(raw.recv(), ByeCode::Unsupported, "version 2");
+    assert_bye(raw.recv(), ByeCode::Unsupported, "version 3");
     assert_eq!(closed_by_engine(&mut raw), None);
     t.healthy();
     t.target_still_takes_a_real_peer();
@@ -416,7 +417,7 @@ fn unknown_frame_type_after_hello_loses_the_peer() {
 fn second_hello_after_hello_loses_the_peer() {
     let mut t = Arena::new();
     let mut raw = t.raw_hello("twice");
-    raw.send(&Frame::Hello { version: VERSION, name: "twice again".into() });
+    raw.send(&Frame::Hello { version: VERSION, pairing: false, name: "twice again".into() });
     assert_bye(closed_by_engine(&mut raw), ByeCode::ProtocolError, "second hello");
     t.target_lost(&["protocol error", "second hello"]);
     t.healthy();
@@ -479,7 +480,9 @@ fn a_peer_that_never_reads_is_dropped_before_its_replies_pile_up() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let reason = loop {
         assert!(Instant::now() < deadline, "still connected after a minute of unanswered pings");
-        let _ = std::io::Write::write_all(&mut raw.stream, &batch);
+        let mut wire = Vec::new();
+        raw.link.seal(&batch, &mut wire).unwrap();
+        let _ = std::io::Write::write_all(&mut raw.stream, &wire);
         if let Some(reason) = std::iter::from_fn(|| a.engine.events().try_recv().ok()).find_map(|e| match e {
             Event::State { id, state: PeerState::Lost { reason, .. } } if id == s => Some(reason),
             _ => None,

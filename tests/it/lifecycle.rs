@@ -90,7 +90,7 @@ fn busy_refusal_is_a_bye_with_the_busy_code() {
     b.connected(first);
     a.connected(s);
     let mut raw = RawPeer::connect(addr);
-    raw.send(&Frame::Hello { version: 1, name: "second".into() });
+    raw.send(&Frame::Hello { version: 2, pairing: false, name: "second".into() });
     match raw.until_closed() {
         Some(Frame::Bye { code: ByeCode::Busy, .. }) => {}
         other => panic!("expected a busy bye, got {other:?}"),
@@ -134,7 +134,11 @@ fn restarting_an_active_peersocket_is_an_error() {
 #[test]
 fn keep_listening_server_takes_the_next_peer_after_the_first_leaves() {
     let (mut a, mut b) = (Node::new(), Node::new());
-    let (s, addr) = a.listen_on("server", "127.0.0.1:0".parse().unwrap(), ListenOptions { keep_listening: true });
+    let (s, addr) = a.listen_on(
+        "server",
+        "127.0.0.1:0".parse().unwrap(),
+        ListenOptions { keep_listening: true, ..Default::default() },
+    );
     for round in 0..3 {
         let c = b.engine.connect(&format!("client{round}"), addr).unwrap();
         b.connected(c);
@@ -223,14 +227,14 @@ fn invalid_names_and_addresses_are_refused_before_anything_is_created() {
 }
 
 #[test]
-fn server_that_never_answers_the_hello_is_lost_after_the_hello_timeout() {
+fn server_that_never_answers_the_handshake_is_lost_after_the_hello_timeout() {
     let mute = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut b = Node::new();
     let c = b.engine.connect("client", mute.local_addr().unwrap()).unwrap();
     let _accepted = mute.accept().unwrap();
     let (reason, clean) = b.lost_within(c, Duration::from_secs(5));
     assert!(!clean);
-    assert!(reason.contains("did not complete the hello"), "{reason}");
+    assert!(reason.contains("did not complete the encrypted handshake"), "{reason}");
 }
 
 #[test]

@@ -55,7 +55,15 @@ fn valid_chat() -> impl Strategy<Value = String> {
 }
 
 fn any_bye_code() -> impl Strategy<Value = ByeCode> {
-    prop::sample::select(vec![ByeCode::Normal, ByeCode::Busy, ByeCode::ProtocolError, ByeCode::Unsupported])
+    prop::sample::select(vec![
+        ByeCode::Normal,
+        ByeCode::Busy,
+        ByeCode::ProtocolError,
+        ByeCode::Unsupported,
+        ByeCode::Untrusted,
+        ByeCode::Pairing,
+        ByeCode::Limit,
+    ])
 }
 
 /// A reason a bye can carry: 0..=200 bytes of any text.
@@ -87,7 +95,13 @@ fn text_around(max: usize) -> impl Strategy<Value = String> {
 /// Every variant of `Frame`, each with fields its decoder accepts.
 fn valid_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), valid_name()).prop_map(|(version, name)| Frame::Hello { version, name }),
+        (any::<u16>(), any::<bool>(), valid_name()).prop_map(|(version, pairing, name)| Frame::Hello {
+            version,
+            pairing,
+            name
+        }),
+        vec(any::<u8>(), 1..=frame::MAX_PAIR).prop_map(Frame::Pair),
+        any::<[u8; 32]>().prop_map(Frame::Confirm),
         valid_chat().prop_map(Frame::Chat),
         any::<u64>().prop_map(Frame::Ping),
         any::<u64>().prop_map(Frame::Pong),
@@ -196,6 +210,7 @@ fn raw_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
 fn hello_payload(magic: &[u8], version: u16, name_len: u8, name: &[u8]) -> Vec<u8> {
     let mut p = magic.to_vec();
     p.extend_from_slice(&version.to_be_bytes());
+    p.push(0); // flags: no pairing
     p.push(name_len);
     p.extend_from_slice(name);
     p
@@ -281,12 +296,12 @@ proptest! {
             Ok(Some((Frame::Bye { code: ByeCode::Busy, reason: want }, bye.len())))
         );
 
-        let hello = Frame::Hello { version: 1, name: name.clone() }.to_bytes();
+        let hello = Frame::Hello { version: 2, pairing: false, name: name.clone() }.to_bytes();
         let want = fill(name.chars().collect(), MAX_NAME);
         if frame::check_name(&want).is_ok() {
             prop_assert_eq!(
                 decode(&hello),
-                Ok(Some((Frame::Hello { version: 1, name: want }, hello.len())))
+                Ok(Some((Frame::Hello { version: 2, pairing: false, name: want }, hello.len())))
             );
         } else {
             // Clipped to nothing but white space: refused, not mangled.
@@ -381,7 +396,7 @@ fn a_zero_length_is_empty() {
 #[test]
 fn an_unknown_type_byte_is_refused_as_soon_as_it_arrives() {
     // 0x10..=0x1f are reserved for file transfer, so not used here.
-    for t in [0x00, 0x06, 0x0f, 0x20, 0x7f, 0xff] {
+    for t in [0x00, 0x08, 0x0f, 0x20, 0x7f, 0xff] {
         assert_eq!(decode(&raw_frame(t, b"")), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&raw_frame(t, b"12345678")), Err(FrameError::UnknownType(t)));
         // The body of 1 000 bytes has not arrived; the type alone is enough.
@@ -421,7 +436,7 @@ fn a_hello_with_a_wrong_name_length_is_malformed() {
     let too_many = hello_payload(&MAGIC, 1, 1, b"Al");
     malformed(decode(&raw_frame(kind::HELLO, &too_many)), "hello", "should be 1 bytes but 2 follow");
     let no_length = hello_payload(&MAGIC, 1, 0, b"");
-    malformed(decode(&raw_frame(kind::HELLO, &no_length[..10])), "hello", "too short");
+    malformed(decode(&raw_frame(kind::HELLO, &no_length[..11])), "hello", "too short");
     let empty = hello_payload(&MAGIC, 1, 0, b"");
     malformed(decode(&raw_frame(kind::HELLO, &empty)), "hello", "empty");
     let long = "n".repeat(MAX_NAME + 1);
@@ -429,9 +444,9 @@ fn a_hello_with_a_wrong_name_length_is_malformed() {
     malformed(decode(&raw_frame(kind::HELLO, &too_long)), "hello", "limit");
     // The longest name is fine.
     let longest = "n".repeat(MAX_NAME);
-    let ok = hello_payload(&MAGIC, 1, longest.len() as u8, longest.as_bytes());
+    let ok = hello_payload(&MAGIC, 2, longest.len() as u8, longest.as_bytes());
     let ok = raw_frame(kind::HELLO, &ok);
-    assert_eq!(decode(&ok), Ok(Some((Frame::Hello { version: 1, name: longest }, ok.len()))));
+    assert_eq!(decode(&ok), Ok(Some((Frame::Hello { version: 2, pairing: false, name: longest }, ok.len()))));
 }
 
 #[test]
@@ -453,7 +468,10 @@ fn a_hello_decodes_any_version() {
     for version in [0, 1, 2, u16::MAX] {
         let p = hello_payload(&MAGIC, version, 2, b"Al");
         let bytes = raw_frame(kind::HELLO, &p);
-        assert_eq!(decode(&bytes), Ok(Some((Frame::Hello { version, name: "Al".into() }, bytes.len()))));
+        assert_eq!(
+            decode(&bytes),
+            Ok(Some((Frame::Hello { version, pairing: false, name: "Al".into() }, bytes.len())))
+        );
     }
 }
 
@@ -485,7 +503,7 @@ fn a_ping_or_pong_that_is_not_eight_bytes_is_malformed() {
 
 #[test]
 fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
-    for code in [4u8, 9, 0xff] {
+    for code in [7u8, 9, 0xff] {
         malformed(decode(&raw_frame(kind::BYE, &[code, b'x'])), "bye", &format!("unknown reason code {code}"));
     }
     malformed(decode(&raw_frame(kind::BYE, &[])), "bye", "no reason code");
@@ -493,10 +511,16 @@ fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
     long.extend_from_slice(&[b'r'; MAX_REASON + 1]);
     malformed(decode(&raw_frame(kind::BYE, &long)), "bye", "over 200 bytes");
     assert_eq!(decode(&raw_frame(kind::BYE, &[2, 0xc3, 0x28])), Err(FrameError::BadUtf8("bye reason")));
-    // All four known codes, with and without a reason.
-    for (byte, code) in
-        [(0, ByeCode::Normal), (1, ByeCode::Busy), (2, ByeCode::ProtocolError), (3, ByeCode::Unsupported)]
-    {
+    // All seven known codes, with and without a reason.
+    for (byte, code) in [
+        (0, ByeCode::Normal),
+        (1, ByeCode::Busy),
+        (2, ByeCode::ProtocolError),
+        (3, ByeCode::Unsupported),
+        (4, ByeCode::Untrusted),
+        (5, ByeCode::Pairing),
+        (6, ByeCode::Limit),
+    ] {
         let bytes = raw_frame(kind::BYE, &[byte]);
         assert_eq!(decode(&bytes), Ok(Some((Frame::Bye { code, reason: String::new() }, bytes.len()))));
     }

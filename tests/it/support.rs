@@ -1,6 +1,6 @@
 //! Helpers shared by the test modules: engines with short timers, an inbox
-//! that waits for a particular event, and a raw TCP peer that speaks (or
-//! abuses) the protocol byte by byte.
+//! that waits for a particular event, and a raw peer that completes a real
+//! Noise handshake and then speaks (or abuses) the protocol byte by byte.
 
 #![allow(dead_code)]
 
@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use peerconn::net::frame::{self, Frame};
+use peerconn::net::secure::{Channel, Identity};
 use peerconn::net::{Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState};
 
 /// How long any test waits for an event before failing.
@@ -142,24 +143,53 @@ pub fn pair(server: &mut Node, client: &mut Node) -> (PeerId, PeerId) {
     (s, c)
 }
 
-/// A hand-driven TCP peer for feeding the engine exact bytes.
+/// A hand-driven peer for feeding the engine exact bytes. It completes a
+/// real Noise handshake (with a key of its own), so what it sends reaches
+/// the engine's frame handling; `send_wire` bypasses the encryption.
 pub struct RawPeer {
     pub stream: TcpStream,
+    /// Decrypted bytes not yet decoded.
     inbuf: Vec<u8>,
+    pub link: Channel,
+    pub identity: Identity,
 }
 
 impl RawPeer {
+    /// Connects and completes the encrypted handshake.
     pub fn connect(addr: SocketAddr) -> RawPeer {
+        RawPeer::connect_as(addr, Identity::generate())
+    }
+
+    pub fn connect_as(addr: SocketAddr, identity: Identity) -> RawPeer {
+        let mut stream = TcpStream::connect(addr).expect("raw connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (mut link, first) = Channel::initiator(&identity);
+        stream.write_all(&first).expect("raw write");
+        let mut inbuf = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !link.is_established() {
+            let n = stream.read(&mut buf).expect("the engine answers the handshake");
+            assert!(n > 0, "the engine closed the connection during the handshake");
+            let mut out = Vec::new();
+            link.receive(&buf[..n], &mut out, &mut inbuf).expect("a valid handshake");
+            stream.write_all(&out).expect("raw write");
+        }
+        RawPeer { stream, inbuf, link, identity }
+    }
+
+    /// A plain TCP connection that has not even started the handshake.
+    pub fn tcp(addr: SocketAddr) -> TcpStream {
         let stream = TcpStream::connect(addr).expect("raw connect");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         stream.set_nodelay(true).unwrap();
-        RawPeer { stream, inbuf: Vec::new() }
+        stream
     }
 
     /// Connects and completes the hello as `name`; returns the server's name.
     pub fn hello(addr: SocketAddr, name: &str) -> (RawPeer, String) {
         let mut peer = RawPeer::connect(addr);
-        peer.send(&Frame::Hello { version: frame::VERSION, name: name.into() });
+        peer.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: name.into() });
         match peer.recv() {
             Some(Frame::Hello { name, .. }) => (peer, name),
             other => panic!("expected a hello, got {other:?}"),
@@ -170,7 +200,15 @@ impl RawPeer {
         self.send_bytes(&frame.to_bytes());
     }
 
+    /// Encrypts `bytes` as frame bytes (one record per 65 519) and sends them.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let mut wire = Vec::new();
+        self.link.seal(bytes, &mut wire).expect("seal");
+        self.send_wire(&wire);
+    }
+
+    /// Sends `bytes` as they are, outside the encryption.
+    pub fn send_wire(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("raw write");
     }
 
@@ -194,7 +232,10 @@ impl RawPeer {
             let mut buf = [0u8; 65536];
             match self.stream.read(&mut buf) {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    let mut out = Vec::new();
+                    self.link.receive(&buf[..n], &mut out, &mut self.inbuf).expect("the engine's records are valid");
+                }
             }
         }
     }
