@@ -723,6 +723,9 @@ impl Reactor {
             if let Some(peer) = self.peers.get_mut(&owner) {
                 peer.pending.push(conn_token);
             }
+            // Our preamble goes out at once, so even a peer that is not
+            // PeerConn sees what it reached.
+            self.with_conn(conn_token, |_, _| Ok(()));
         }
     }
 

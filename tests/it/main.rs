@@ -11,4 +11,5 @@ mod hostile_files;
 mod lifecycle;
 mod many;
 mod protocol;
+mod security;
 mod transfer;
