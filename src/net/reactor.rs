@@ -1900,7 +1900,11 @@ impl Reactor {
             return Err(self.protocol_error(conn, "sent data for a file it never offered"));
         };
         if t.state != InState::Receiving {
-            return Err(self.protocol_error(conn, "sent file data before the file was accepted"));
+            let what = match t.state {
+                InState::Offered | InState::Preparing => "sent file data before the file was accepted",
+                _ => "sent file data after the end of the file",
+            };
+            return Err(self.protocol_error(conn, what));
         }
         t.received += bytes.len() as u64;
         if t.received > t.size {

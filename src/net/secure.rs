@@ -379,7 +379,11 @@ impl Channel {
             let record = &rest[RECORD_HEADER..RECORD_HEADER + len];
             used += RECORD_HEADER + len;
             if let Err(e) = self.record(record, out, plain) {
-                self.state = State::Failed;
+                // A failed transport message ends the connection, but our own
+                // sending direction is intact: it can still say why.
+                if !self.is_established() {
+                    self.state = State::Failed;
+                }
                 return Err(e);
             }
         }

@@ -126,13 +126,18 @@ impl KnownPeers {
     /// What `key`, arriving under `name` (and at `address`, when we dialled
     /// it), means.
     pub fn check(&self, key: &[u8; 32], name: &str, address: Option<&str>) -> Check {
-        if let Some(p) = self.peers.iter().find(|p| &p.key == key) {
-            return Check::Known { verified: p.verified };
+        // A name or address remembered with another key is a change, even
+        // when this key is known under some other name: a peer we know
+        // must not take over someone else's name or address.
+        let clash = self
+            .peers
+            .iter()
+            .find(|p| &p.key != key && (p.name == name || (address.is_some() && p.address.as_deref() == address)));
+        if let Some(old) = clash {
+            return Check::Changed { old: old.clone() };
         }
-        let clash =
-            self.peers.iter().find(|p| p.name == name || (address.is_some() && p.address.as_deref() == address));
-        match clash {
-            Some(old) => Check::Changed { old: old.clone() },
+        match self.peers.iter().find(|p| &p.key == key) {
+            Some(p) => Check::Known { verified: p.verified },
             None => Check::New,
         }
     }
@@ -269,6 +274,11 @@ mod tests {
         assert!(matches!(store.check(&a, "alice", None), Check::Changed { .. }), "the old key is forgotten");
         store.set_verified(&b, true);
         assert_eq!(store.check(&b, "alice", None), Check::Known { verified: true });
+        // A known key may not take over another peer's name or address.
+        store.remember(&[4; 32], "mallory", None);
+        assert!(matches!(store.check(&[4; 32], "alice", None), Check::Changed { .. }));
+        store.remember(&[3; 32], "carol", Some("10.0.0.3:1"));
+        assert!(matches!(store.check(&[4; 32], "mallory", Some("10.0.0.3:1")), Check::Changed { .. }));
     }
 
     #[test]
