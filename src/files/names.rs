@@ -86,7 +86,9 @@ fn shorten(name: &str, max: usize) -> String {
         return name.to_owned();
     }
     let (stem, ext) = split_extension(name);
-    let ext = if ext.len() <= 20 { ext } else { "" };
+    // A long "extension" (the last dot near the start) is not one: cut the
+    // whole name instead of dropping everything after that dot.
+    let (stem, ext) = if ext.len() <= 20 { (stem, ext) } else { (name, "") };
     let mut end = max.saturating_sub(ext.len());
     while !stem.is_char_boundary(end) {
         end -= 1;
@@ -116,6 +118,17 @@ pub fn is_temp_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `safe_name` fuzz target: ".." then 83 U+FFFD then ".."
+    /// was cut down to "." and refused, losing the whole name.
+    #[test]
+    fn a_long_name_whose_last_dot_is_near_its_start_is_cut_not_emptied() {
+        let offered = format!("..{}..", "\u{fffd}".repeat(83));
+        let name = safe_name(&offered).expect("a long name is shortened, not refused");
+        assert!(name.len() <= MAX_KEPT_NAME && name.starts_with("..\u{fffd}"), "{name:?}");
+        let long = format!("a.{}", "b".repeat(250));
+        assert_eq!(safe_name(&long).unwrap().len(), MAX_KEPT_NAME);
+    }
 
     #[test]
     fn ordinary_names_pass_unchanged() {
