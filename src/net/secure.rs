@@ -282,6 +282,9 @@ pub struct Channel {
     raw: Vec<u8>,
     peer: Option<PeerKey>,
     nonce_limit: u64,
+    /// Why receiving failed, once it has: a failure is final, later bytes
+    /// (even a valid record) get the same error and no plaintext.
+    read_error: Option<SecureError>,
 }
 
 impl Channel {
@@ -303,7 +306,7 @@ impl Channel {
     }
 
     fn new(state: State) -> Channel {
-        Channel { state, raw: Vec::new(), peer: None, nonce_limit: DEFAULT_NONCE_LIMIT }
+        Channel { state, raw: Vec::new(), peer: None, nonce_limit: DEFAULT_NONCE_LIMIT, read_error: None }
     }
 
     /// Ends the connection once either direction has carried `limit`
@@ -332,6 +335,18 @@ impl Channel {
     /// Takes bytes read from the socket. Handshake replies are appended to
     /// `out`, decrypted frame bytes to `plain`.
     pub fn receive(&mut self, bytes: &[u8], out: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), SecureError> {
+        if let Some(e) = &self.read_error {
+            return Err(e.clone());
+        }
+        let result = self.receive_inner(bytes, out, plain);
+        if let Err(e) = &result {
+            self.read_error = Some(e.clone());
+            self.raw = Vec::new();
+        }
+        result
+    }
+
+    fn receive_inner(&mut self, bytes: &[u8], out: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), SecureError> {
         if self.raw.is_empty() {
             let used = self.process(bytes, out, plain)?;
             self.raw.extend_from_slice(&bytes[used..]);
@@ -566,6 +581,27 @@ mod tests {
         a.seal(b"one", &mut r1).unwrap();
         a.seal(b"two", &mut r2).unwrap();
         assert_eq!(b.receive(&r2, &mut Vec::new(), &mut plain), Err(SecureError::Tampered), "reorder");
+    }
+
+    #[test]
+    fn a_failure_is_final_even_for_valid_records_after_it() {
+        let (mut a, mut b) = pair();
+        let (mut r1, mut r2) = (Vec::new(), Vec::new());
+        a.seal(b"one", &mut r1).unwrap();
+        a.seal(b"two", &mut r2).unwrap();
+        let mut plain = Vec::new();
+        // Garbage shaped as a record, then the real records.
+        assert_eq!(b.receive(&[0, 17, 1, 2, 3], &mut Vec::new(), &mut plain), Ok(()));
+        assert_eq!(b.receive(&[0; 14], &mut Vec::new(), &mut plain), Err(SecureError::Tampered));
+        assert_eq!(b.receive(&r1, &mut Vec::new(), &mut plain), Err(SecureError::Tampered));
+        assert_eq!(b.receive(&r2, &mut Vec::new(), &mut plain), Err(SecureError::Tampered));
+        assert!(plain.is_empty(), "nothing comes out after a failure");
+        // Our sending direction still works, so a bye can say why.
+        let mut wire = Vec::new();
+        b.seal(b"bye", &mut wire).unwrap();
+        let mut back = Vec::new();
+        a.receive(&wire, &mut Vec::new(), &mut back).unwrap();
+        assert_eq!(back, b"bye");
     }
 
     #[test]
