@@ -14,4 +14,5 @@ mod many;
 mod mitm;
 mod protocol;
 mod security;
+mod session_props;
 mod transfer;
