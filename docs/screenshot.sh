@@ -28,7 +28,8 @@ sleep 1
 mkfifo "$work/carol.in" "$work/bob.in"
 sleep 600 > "$work/carol.in" & pids+=($!)
 sleep 600 > "$work/bob.in" & pids+=($!)
-"$bin" listen --bind 127.0.0.1 --name carol --json < "$work/carol.in" > "$work/carol.out" 2>&1 & pids+=($!)
+# Each peer is another installation, with its own key.
+PEERCONN_CONFIG_DIR="$work/carol" "$bin" listen --bind 127.0.0.1 --name carol --json < "$work/carol.in" > "$work/carol.out" 2>&1 & pids+=($!)
 sleep 0.5
 carol_port=$(grep -o '"addr":"127.0.0.1:[0-9]*' "$work/carol.out" | cut -d: -f3)
 
@@ -45,12 +46,16 @@ xdotool type --delay 10 "127.0.0.1"; xdotool key Tab; xdotool type --delay 10 "$
 xdotool key shift+Tab shift+Tab ctrl+a; xdotool type --delay 10 "Carol's laptop"; xdotool key Return
 sleep 0.8
 
-# Listen… with the proposed port; bob connects from the command line.
+# Listen… with the proposed port and a pairing code (Tab: address, port,
+# the checkbox, the code); bob connects with the code, so he is verified.
+code=4821-0937
 xdotool mousemove $((WIDTH - 250)) 30 click 1; sleep 0.5
 xdotool key ctrl+a; xdotool type --delay 10 "Backups from Bob"
-xdotool key Tab ctrl+a; xdotool type --delay 10 "127.0.0.1"; xdotool key Return; sleep 0.8
+xdotool key Tab ctrl+a; xdotool type --delay 10 "127.0.0.1"
+xdotool key Tab Tab space; sleep 0.3
+xdotool key Tab ctrl+a; xdotool type --delay 10 "$code"; xdotool key Return; sleep 0.8
 port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
-"$bin" connect "127.0.0.1:$port" --name bob --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)
+PEERCONN_CONFIG_DIR="$work/bob" "$bin" connect "127.0.0.1:$port" --name bob --code "$code" --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)
 sleep 1
 echo "Morning! Are you there?" > "$work/bob.in"; sleep 0.4
 xdotool windowfocus "$win"
@@ -58,9 +63,10 @@ xdotool mousemove $((WIDTH / 2)) $((HEIGHT - 40)) click 1
 xdotool type --delay 10 "Yes! Send me the backup when you can."; xdotool key Return; sleep 0.4
 truncate -s 6G "$work/backup-2026-11.zip"
 echo "/send $work/backup-2026-11.zip" > "$work/bob.in"; sleep 1
-# Accept the offer: the card is the fourth item of this chat, its Accept
-# button at a fixed place from the top left of the chat pane.
-xdotool mousemove 647 347 click 1
+# Accept the offer: the card is the fourth item of this chat (under the
+# peer's key), its Accept button at a fixed place from the top left of the
+# chat pane.
+xdotool mousemove 647 418 click 1
 sleep 0.5
 echo "Here it comes, 6 GB." > "$work/bob.in"
 echo "Lunch at one?" > "$work/carol.in"

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use i_slint_backend_testing::{ElementHandle, ElementRoot};
+use i_slint_backend_testing::{AccessibleRole, ElementHandle, ElementRoot};
 use slint::ComponentHandle;
 
 use peerconn::gui::{Gui, Settings};
@@ -69,6 +69,52 @@ fn status(gui: &Gui, name: &str) -> Option<String> {
         .find_map(|e| e.accessible_description().filter(|d| !d.is_empty()).map(|d| d.to_string()))
 }
 
+/// What the peersocket row named `name` shows of its peer's key:
+/// "verified", "unverified", "key changed", or nothing (no peer connected).
+fn key_state(gui: &Gui, name: &str) -> Option<String> {
+    let row = labelled(gui, name).into_iter().find(|e| e.accessible_role() == Some(AccessibleRole::ListItem))?;
+    row.query_descendants()
+        .match_predicate(|e| {
+            e.accessible_role() == Some(AccessibleRole::Image)
+                && e.accessible_label().is_some_and(|l| ["verified", "unverified", "key changed"].contains(&l.as_str()))
+        })
+        .find_first()
+        .and_then(|e| e.accessible_label())
+        .map(|l| l.to_string())
+}
+
+/// The value of the (selectable) text labelled `label`, like "Safety code".
+fn value_of(gui: &Gui, label: &str) -> String {
+    labelled(gui, label)
+        .into_iter()
+        .find_map(|e| e.accessible_value().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| panic!("no value for '{label}'"))
+        .to_string()
+}
+
+fn shows_text_containing(gui: &Gui, part: &'static str) -> bool {
+    gui.window
+        .root_element()
+        .query_descendants()
+        .match_predicate(move |e| e.accessible_label().is_some_and(|l| l.contains(part)))
+        .find_first()
+        .is_some()
+}
+
+/// Fills the Connect form and connects; `code` goes in the pairing code field.
+fn connect(gui: &Gui, name: &str, port: u16, code: &str) {
+    click(gui, "Connect…");
+    inside(gui, "AppWindow::connect-form", "Name").set_accessible_value(name.to_owned());
+    inside(gui, "AppWindow::connect-form", "Address").set_accessible_value("127.0.0.1");
+    inside(gui, "AppWindow::connect-form", "Port").set_accessible_value(port.to_string());
+    inside(gui, "AppWindow::connect-form", "Pairing code").set_accessible_value(code.to_owned());
+    click(gui, "Connect");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn shows_text(gui: &Gui, wanted: &'static str) -> bool {
     ElementHandle::find_by_accessible_label(&gui.window, wanted).next().is_some()
 }
@@ -89,6 +135,8 @@ fn gui(name: &str, downloads: PathBuf) -> Gui {
     Gui::new(config, settings, &host).expect("window")
 }
 
+/// Slint's platform is set once per process, so the whole walk is one test;
+/// its steps are named for what they show.
 #[test]
 fn two_windows_listen_connect_chat_transfer_and_part() {
     i_slint_backend_testing::init_integration_test_with_system_time();
@@ -138,6 +186,8 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     pump_until("both connected", || {
         status(&a, "Den").as_deref() == Some("connected") && status(&b, "Study").as_deref() == Some("connected")
     });
+    connected_peer_is_unverified_with_the_same_safety_code_on_both_screens(&a, &b);
+    mark_verified_turns_the_row_verified_on_that_side_only(&a, &b);
 
     // A message each way.
     input(&b, "Message").set_accessible_value("hello from the study");
@@ -173,11 +223,110 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
         .expect("a card for the file");
     assert_eq!(card.progress, 1.0);
 
+    pairing_code_listen_and_connect_verifies_both_sides(&a, &b);
+
     // The study leaves: the living room turns red.
     drop(b);
     pump_until("the peer gone", || status(&a, "Living room").as_deref() == Some("lost"));
-    assert!(shows_text_starting(&a, "Connection ended: the peer closed the connection"));
+    a.window.global::<peerconn::gui::PeerAdapter>().invoke_select(den);
+    pump_until("the end shown", || shows_text_starting(&a, "Connection ended: the peer closed the connection"));
+
+    changed_key_warns_and_trust_new_key_lets_the_peer_in(&a, den, port, &base);
 
     drop(a);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Every connection is encrypted; a display name proves nothing, so a new
+/// peer is unverified, and both screens show one safety code to compare.
+fn connected_peer_is_unverified_with_the_same_safety_code_on_both_screens(a: &Gui, b: &Gui) {
+    pump_until("the keys shown", || key_state(a, "Den").is_some() && key_state(b, "Study").is_some());
+    assert_eq!(key_state(a, "Den").as_deref(), Some("unverified"));
+    assert_eq!(key_state(b, "Study").as_deref(), Some("unverified"));
+    let (code_a, code_b) = (value_of(a, "Safety code"), value_of(b, "Safety code"));
+    assert_eq!(code_a, code_b, "the two screens show different safety codes");
+    assert_eq!(code_a.len(), 14, "{code_a}");
+    // Each side shows the other's key as the other shows it itself.
+    assert_eq!(value_of(a, "Their key"), value_of(b, "Your key"));
+    assert_eq!(value_of(b, "Their key"), value_of(a, "Your key"));
+    assert_ne!(value_of(a, "Your key"), value_of(b, "Your key"));
+    assert!(shows_text_containing(a, "Safety code: "), "the connected line names the safety code");
+}
+
+/// After comparing the code by voice, Mark verified; Unmark takes it back.
+/// Each person verifies the other: the peer's window does not change.
+fn mark_verified_turns_the_row_verified_on_that_side_only(a: &Gui, b: &Gui) {
+    click(a, "Mark verified");
+    pump_until("the den verified", || key_state(a, "Den").as_deref() == Some("verified"));
+    assert!(shows_text_starting(a, "You marked the key "));
+    assert!(!labelled(a, "Unmark verified").is_empty(), "no way to take it back");
+    assert_eq!(key_state(b, "Study").as_deref(), Some("unverified"));
+    click(a, "Unmark verified");
+    pump_until("the den unverified again", || key_state(a, "Den").as_deref() == Some("unverified"));
+}
+
+/// A listener that requires a pairing code: a wrong code is refused (and
+/// the listener says so); the right one connects, verified on both sides.
+fn pairing_code_listen_and_connect_verifies_both_sides(a: &Gui, b: &Gui) {
+    let port = free_port();
+    click(a, "Listen…");
+    inside(a, "AppWindow::listen-form", "Name").set_accessible_value("Paired");
+    inside(a, "AppWindow::listen-form", "Address").set_accessible_value("127.0.0.1");
+    inside(a, "AppWindow::listen-form", "Port").set_accessible_value(port.to_string());
+    // Ticking the box fills in a fresh code, which can be changed.
+    click(a, "Require a pairing code");
+    let code = inside(a, "AppWindow::listen-form", "Pairing code").accessible_value().unwrap().to_string();
+    assert_eq!(code.len(), 9, "{code}");
+    inside(a, "AppWindow::listen-form", "Pairing code").set_accessible_value("12");
+    click(a, "Listen");
+    pump_until("the code error", || shows_text_starting(a, "Error: Pairing code: "));
+    inside(a, "AppWindow::listen-form", "Pairing code").set_accessible_value(code.clone());
+    click(a, "Listen");
+    pump_until("a listener with a code", || status(a, "Paired").as_deref() == Some("waiting"));
+    assert_eq!(a.window.get_dialog(), 0);
+
+    let wrong = if code == "1111-1111" { "2222-2222" } else { "1111-1111" };
+    connect(b, "Wrong code", port, wrong);
+    pump_until("the wrong code refused", || status(b, "Wrong code").as_deref() == Some("lost"));
+    pump_until("the listener told", || shows_text_containing(a, "tried a wrong pairing code"));
+    // Each wrong code makes the next try wait (1 s after the first).
+    let wait = Instant::now() + Duration::from_millis(1200);
+    pump_until("the wait after a wrong code", || Instant::now() > wait);
+
+    connect(b, "Paired study", port, &code);
+    pump_until("connected with the code", || {
+        status(a, "Paired").as_deref() == Some("connected") && status(b, "Paired study").as_deref() == Some("connected")
+    });
+    pump_until("verified by the code", || {
+        key_state(a, "Paired").as_deref() == Some("verified")
+            && key_state(b, "Paired study").as_deref() == Some("verified")
+    });
+    assert!(shows_text(b, "Verified: the listener proved the same pairing code."));
+    assert!(shows_text(a, "Verified: they typed your pairing code."));
+}
+
+/// Another installation takes a known peer's name: it is stopped before
+/// anything moves, the row and the chat warn, and only Trust new key lets
+/// it in, as a new, unverified key.
+fn changed_key_warns_and_trust_new_key_lets_the_peer_in(a: &Gui, den: i32, port: u16, base: &std::path::Path) {
+    let peers = a.window.global::<peerconn::gui::PeerAdapter>();
+    peers.invoke_restart(den);
+    pump_until("listening again", || status(a, "Living room").as_deref() == Some("waiting"));
+    // A new window (a new key) that calls itself what the study called itself.
+    let impostor = gui("bob", base.join("b2"));
+    impostor.window.show().unwrap();
+    connect(&impostor, "Paired study", port, "");
+    pump_until("the key change", || key_state(a, "Living room").as_deref() == Some("key changed"));
+    pump_until("the warning", || shows_text(a, "This peer's key changed"));
+    pump_until("the impostor refused", || status(&impostor, "Paired study").as_deref() == Some("lost"));
+    assert_eq!(status(a, "Living room").as_deref(), Some("waiting"), "the listener kept listening");
+
+    click(a, "Trust new key");
+    pump_until("the warning gone", || !shows_text(a, "This peer's key changed"));
+    assert!(shows_text_starting(a, "You trusted the new key "));
+    let again = impostor.window.global::<peerconn::gui::PeerAdapter>().get_selected();
+    impostor.window.global::<peerconn::gui::PeerAdapter>().invoke_restart(again);
+    pump_until("the new key let in", || status(a, "Living room").as_deref() == Some("connected"));
+    pump_until("shown unverified", || key_state(a, "Living room").as_deref() == Some("unverified"));
+    drop(impostor);
 }

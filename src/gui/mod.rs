@@ -7,6 +7,7 @@
 //! with `invoke_from_event_loop`. The UI thread never waits on the network
 //! or the disk. All Slint types are touched here and in `model.rs` only.
 
+mod chatlog;
 mod model;
 pub mod settings;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 use slint::ComponentHandle;
 
 use crate::hostinfo::HostInfo;
-use crate::net::{Engine, EngineConfig};
+use crate::net::{pairing, Engine, EngineConfig};
 
 use model::Peersockets;
 pub use settings::Settings;
@@ -106,6 +107,7 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     hosts.set_local_address(host.primary().to_string().into());
     let addresses: Vec<slint::SharedString> = host.addresses.iter().map(|a| a.to_string().into()).collect();
     hosts.set_addresses(Rc::new(slint::VecModel::from(addresses)).into());
+    hosts.set_fingerprint(app.borrow().fingerprint().into());
     app.borrow().show_settings();
 
     let a = Shared(Rc::downgrade(app));
@@ -121,16 +123,24 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     peers.set_peers(app.borrow().peer_model().into());
     peers.set_selected(-1);
     let a = Shared(Rc::downgrade(app));
-    peers.on_listen(move |name, address, port| match parse_form(&name, &address, &port, true) {
-        Ok(addr) => a.with(|p| p.listen(name.trim(), addr).err().unwrap_or_default()).into(),
-        Err(e) => e.into(),
+    peers.on_listen(move |name, address, port, require_code, code| {
+        let form =
+            parse_form(&name, &address, &port, true).and_then(|addr| Ok((addr, parse_code(&code, require_code)?)));
+        match form {
+            Ok((addr, code)) => a.with(|p| p.listen(name.trim(), addr, code).err().unwrap_or_default()).into(),
+            Err(e) => e.into(),
+        }
     });
     let a = Shared(Rc::downgrade(app));
-    peers.on_connect(move |name, address, port| match parse_form(&name, &address, &port, false) {
-        Ok(addr) => a.with(|p| p.connect(name.trim(), addr).err().unwrap_or_default()).into(),
-        Err(e) => e.into(),
+    peers.on_connect(move |name, address, port, code| {
+        let form = parse_form(&name, &address, &port, false).and_then(|addr| Ok((addr, parse_code(&code, false)?)));
+        match form {
+            Ok((addr, code)) => a.with(|p| p.connect(name.trim(), addr, code).err().unwrap_or_default()).into(),
+            Err(e) => e.into(),
+        }
     });
     peers.on_suggest_port(|| free_port().map(|p| p.to_string()).unwrap_or_else(|| "50000".into()).into());
+    peers.on_new_pairing_code(|| pairing::new_code().into());
     let a = Shared(Rc::downgrade(app));
     peers.on_select(move |id| a.with(|p| p.select(id)));
     let a = Shared(Rc::downgrade(app));
@@ -145,6 +155,12 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     peers.on_remove(move |id| a.with(|p| p.remove(id)));
     let a = Shared(Rc::downgrade(app));
     peers.on_save_chat(move |id| a.with(|p| p.save_chat(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_set_verified(move |id, verified| a.with(|p| p.set_verified(id, verified)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_trust_new_key(move |id| a.with(|p| p.trust_new_key(id)));
+    let a = Shared(Rc::downgrade(app));
+    peers.on_dismiss_key_warning(move |id| a.with(|p| p.dismiss_key_warning(id)));
 
     let chat = window.global::<ChatAdapter>();
     let a = Shared(Rc::downgrade(app));
@@ -232,6 +248,21 @@ pub fn parse_form(name: &str, address: &str, port: &str, listen: bool) -> Result
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Checks the pairing code field: `None` when it is empty (and not
+/// required), the code as typed otherwise.
+pub fn parse_code(code: &str, required: bool) -> Result<Option<String>, String> {
+    let code = code.trim();
+    if code.is_empty() {
+        return if required {
+            Err("Pairing code: type a code for your peer, or untick \"Require a pairing code\".".into())
+        } else {
+            Ok(None)
+        };
+    }
+    pairing::check_code(code).map_err(|why| format!("Pairing code: {why}."))?;
+    Ok(Some(code.to_owned()))
+}
+
 /// A port that is free right now, to propose in the Listen form.
 fn free_port() -> Option<u16> {
     let probe = std::net::TcpListener::bind(("0.0.0.0", 0)).ok()?;
@@ -240,7 +271,7 @@ fn free_port() -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_form;
+    use super::{parse_code, parse_form};
 
     #[test]
     fn form_mistakes_name_the_field() {
@@ -253,5 +284,15 @@ mod tests {
         assert!(parse_form("me", "1.2.3.4", "http", false).unwrap_err().starts_with("Port:"));
         assert_eq!(parse_form("me", "", "0", true).unwrap(), "0.0.0.0:0".parse().unwrap());
         assert_eq!(parse_form("me", "[::1]", "5000", false).unwrap(), "[::1]:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn pairing_code_mistakes_name_the_field() {
+        assert_eq!(parse_code("", false), Ok(None));
+        assert_eq!(parse_code("  4821-0937 ", true), Ok(Some("4821-0937".into())));
+        assert!(parse_code("", true).unwrap_err().starts_with("Pairing code:"));
+        assert!(parse_code("12", false).unwrap_err().starts_with("Pairing code:"));
+        let generated = crate::net::pairing::new_code();
+        assert_eq!(parse_code(&generated, true), Ok(Some(generated.clone())));
     }
 }

@@ -1,5 +1,10 @@
 //! The window's state: every peersocket with its chat, mapped from engine
 //! events to the Slint models in one place.
+//!
+//! A display name is never an identity: what the window shows about who is
+//! connected (key fingerprint, safety code, verified or not, a changed key)
+//! comes from the handshake the engine reports, and only the person's
+//! clicks (Mark verified, Trust new key) change it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,18 +14,20 @@ use std::rc::Rc;
 use slint::{ComponentHandle, Model, SharedString, VecModel, Weak};
 
 use crate::files::human_size;
-use crate::net::{frame, printable, Engine, Event, ListenOptions, PeerId, PeerState, Status, TransferId};
+use crate::net::{
+    frame, printable, Engine, Event, ListenOptions, PeerId, PeerIdentity, PeerState, Status, TransferId, Trust,
+};
 
+use super::chatlog::{now, ChatLog, Seq, FILE, MINE, SYSTEM, THEIRS};
 use super::settings::Settings;
 use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, PeerAdapter, PeerItem};
 
 /// Events handled per timer tick, so a flood never freezes the window.
 const EVENTS_PER_TICK: usize = 5000;
 
-const MINE: i32 = 0;
-const THEIRS: i32 = 1;
-const SYSTEM: i32 = 2;
-const FILE: i32 = 3;
+/// Chat rows kept per peersocket; older ones are dropped (with one line
+/// saying so), so a flooding peer cannot grow memory without bound.
+pub const CHAT_ROWS: usize = 5000;
 
 const OFFERED: i32 = 0;
 const RUNNING: i32 = 1;
@@ -38,16 +45,35 @@ struct Peer {
     blocked: String,
     /// Header subtitle.
     subtitle: String,
-    /// The connected peer's key fingerprint, for "always accept".
+    /// The last connected peer's key fingerprint, for "always accept".
     peer_key: Option<String>,
+    /// Who is connected now, as the handshake proved it (None when nobody is).
+    identity: Option<PeerIdentity>,
+    /// The code a listener asks for, or a client proves.
+    pairing_code: Option<String>,
+    /// A peer presented another key than before; shown until the person
+    /// trusts the new key or dismisses the warning.
+    key_change: Option<KeyChange>,
     /// What was typed and not sent yet.
     draft: String,
     unread: i32,
-    chat: Rc<VecModel<ChatItem>>,
+    chat: Rc<ChatLog>,
     /// Chat row of each transfer, and where a received file went.
-    files: HashMap<TransferId, usize>,
+    files: HashMap<TransferId, Seq>,
     received: HashMap<TransferId, PathBuf>,
 }
+
+struct KeyChange {
+    peer_name: String,
+    address: SocketAddr,
+    old_fingerprint: String,
+    new_fingerprint: String,
+}
+
+/// `PeerItem::trust` and `ChatAdapter::trust`.
+const NO_PEER: i32 = 0;
+const UNVERIFIED: i32 = 1;
+const VERIFIED: i32 = 2;
 
 pub struct Peersockets {
     engine: Engine,
@@ -57,10 +83,6 @@ pub struct Peersockets {
     list: Rc<VecModel<PeerItem>>,
     selected: Option<PeerId>,
     empty_chat: Rc<VecModel<ChatItem>>,
-}
-
-fn now() -> SharedString {
-    chrono::Local::now().format("%H:%M").to_string().into()
 }
 
 fn transfer_id(n: i32) -> TransferId {
@@ -94,19 +116,27 @@ impl Peersockets {
 
     // ----- commands from the UI ---------------------------------------------
 
-    pub fn listen(&mut self, name: &str, bind: SocketAddr) -> Result<(), String> {
-        let id = self.engine.listen(name, bind, ListenOptions::default()).map_err(|e| format!("Name: {e}."))?;
-        self.add(id, true, name, format!("listening on {bind}…"));
+    /// This installation's key fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        self.engine.fingerprint()
+    }
+
+    /// A server peersocket; with a pairing code, only a peer that knows it
+    /// may connect (and is then verified).
+    pub fn listen(&mut self, name: &str, bind: SocketAddr, code: Option<String>) -> Result<(), String> {
+        let options = ListenOptions { pairing_code: code.clone(), ..ListenOptions::default() };
+        let id = self.engine.listen(name, bind, options).map_err(|e| format!("Name: {e}."))?;
+        self.add(id, true, name, format!("listening on {bind}…"), code);
         Ok(())
     }
 
-    pub fn connect(&mut self, name: &str, remote: SocketAddr) -> Result<(), String> {
-        let id = self.engine.connect(name, remote).map_err(|e| format!("{e}."))?;
-        self.add(id, false, name, format!("connecting to {remote}…"));
+    pub fn connect(&mut self, name: &str, remote: SocketAddr, code: Option<String>) -> Result<(), String> {
+        let id = self.engine.connect_with_code(name, remote, code.as_deref()).map_err(|e| format!("{e}."))?;
+        self.add(id, false, name, format!("connecting to {remote}…"), code);
         Ok(())
     }
 
-    fn add(&mut self, id: PeerId, server: bool, name: &str, detail: String) {
+    fn add(&mut self, id: PeerId, server: bool, name: &str, detail: String, pairing_code: Option<String>) {
         self.peers.push(Peer {
             id,
             server,
@@ -116,9 +146,12 @@ impl Peersockets {
             subtitle: detail.clone(),
             detail,
             peer_key: None,
+            identity: None,
+            pairing_code,
+            key_change: None,
             draft: String::new(),
             unread: 0,
-            chat: Rc::new(VecModel::default()),
+            chat: Rc::new(ChatLog::new(CHAT_ROWS)),
             files: HashMap::new(),
             received: HashMap::new(),
         });
@@ -185,6 +218,44 @@ impl Peersockets {
 
     pub fn remove(&mut self, id: i32) {
         self.engine.remove(PeerId(id as u64));
+    }
+
+    /// The person compared the safety code with the peer (or takes that
+    /// back). The engine confirms with a `Trust` event.
+    pub fn set_verified(&mut self, id: i32, verified: bool) {
+        let id = PeerId(id as u64);
+        if self.index(id).is_some_and(|i| self.peers[i].identity.is_some()) {
+            self.engine.set_verified(id, verified);
+        }
+    }
+
+    /// After a key change: the person accepts the peer's new key.
+    pub fn trust_new_key(&mut self, id: i32) {
+        let id = PeerId(id as u64);
+        let Some(i) = self.index(id) else { return };
+        let Some(change) = self.peers[i].key_change.take() else { return };
+        self.engine.trust_new_key(id);
+        let then = if self.peers[i].server { "They can connect again now." } else { "PeerConn reconnects." };
+        self.system(
+            id,
+            &format!(
+                "You trusted the new key {} for \"{}\". {then} Once connected, compare the safety code with them.",
+                change.new_fingerprint,
+                printable(&change.peer_name)
+            ),
+        );
+        self.list.set_row_data(i, self.item(i));
+        self.refresh_chat();
+    }
+
+    /// Hides a key change warning without trusting the new key.
+    pub fn dismiss_key_warning(&mut self, id: i32) {
+        let id = PeerId(id as u64);
+        let Some(i) = self.index(id) else { return };
+        if self.peers[i].key_change.take().is_some() {
+            self.list.set_row_data(i, self.item(i));
+            self.refresh_chat();
+        }
     }
 
     /// Sends the composer's text; false keeps it in the composer.
@@ -453,8 +524,20 @@ impl Peersockets {
                     printable(&peer_name)
                 );
                 self.system(id, &text);
+                self.peers[i].key_change = Some(KeyChange { peer_name, address, old_fingerprint, new_fingerprint });
+                self.list.set_row_data(i, self.item(i));
             }
-            Event::Trust { .. } => {}
+            Event::Trust { trust, .. } => {
+                let Some(identity) = self.peers[i].identity.as_mut() else { return };
+                identity.trust = trust;
+                let line = if trust.is_verified() {
+                    format!("You marked the key {} verified.", identity.fingerprint)
+                } else {
+                    format!("The key {} is no longer marked verified.", identity.fingerprint)
+                };
+                self.list.set_row_data(i, self.item(i));
+                self.system(id, &line);
+            }
             Event::Renamed { name, .. } => {
                 self.peers[i].name = name;
                 self.list.set_row_data(i, self.item(i));
@@ -524,22 +607,42 @@ impl Peersockets {
                 } else {
                     String::new()
                 };
+                match &self.peers[i].pairing_code {
+                    Some(code) => (
+                        format!("waiting on {local} · code {code}"),
+                        format!(
+                            "Listening on {local}{reach}. Only a peer that types the pairing code {code} can connect."
+                        ),
+                        format!(
+                            "Waiting for a peer to connect to {local}{reach} with the pairing code {code}; read it to \
+                             them by voice or in person."
+                        ),
+                        format!("listening on {local}{reach} · pairing code {code}"),
+                    ),
+                    None => (
+                        format!("waiting on {local}"),
+                        format!("Listening on {local}{reach}."),
+                        format!("Waiting for a peer to connect to {local}{reach}…"),
+                        format!("listening on {local}{reach}"),
+                    ),
+                }
+            }
+            PeerState::Connecting { remote } => {
+                // A client tries again: a key change is reported afresh if
+                // the key is still not the one remembered.
+                self.peers[i].key_change = None;
                 (
-                    format!("waiting on {local}"),
-                    format!("Listening on {local}{reach}."),
-                    format!("Waiting for a peer to connect to {local}{reach}…"),
-                    format!("listening on {local}{reach}"),
+                    format!("connecting to {remote}"),
+                    format!("Connecting to {remote}…"),
+                    format!("Connecting to {remote}…"),
+                    format!("connecting to {remote}"),
                 )
             }
-            PeerState::Connecting { remote } => (
-                format!("connecting to {remote}"),
-                format!("Connecting to {remote}…"),
-                format!("Connecting to {remote}…"),
-                format!("connecting to {remote}"),
-            ),
             PeerState::Connected { peer_name, peer_addr, peer, .. } => {
                 let who = printable(peer_name).into_owned();
                 self.peers[i].peer_key = Some(peer.fingerprint.clone());
+                // A peer with a key we trust got through.
+                self.peers[i].key_change = None;
                 (
                     format!("{who} · {peer_addr}"),
                     format!(
@@ -551,10 +654,21 @@ impl Peersockets {
                     format!("connected to {who} at {peer_addr}"),
                 )
             }
+            // A client stopped because the key changed: the warning above
+            // the chat says what happened and what to do, at length.
+            PeerState::Lost { .. } if !self.peers[i].server && self.peers[i].key_change.is_some() => (
+                "stopped: the peer's key changed".into(),
+                "Connection stopped: the peer's key changed.".into(),
+                "Not connected: the peer's key changed. Trust the new key only once they have confirmed it; \
+                 otherwise remove this peersocket."
+                    .into(),
+                "stopped: the peer's key changed".into(),
+            ),
             PeerState::Lost { reason, .. } => {
                 let again = if self.peers[i].server { "Listen again" } else { "Reconnect" };
+                let reason = reason.trim_end_matches('.');
                 (
-                    reason.clone(),
+                    reason.to_owned(),
                     format!("Connection ended: {reason}."),
                     format!("Not connected: {reason}. Right-click the peersocket and choose {again}."),
                     format!("inactive: {reason}"),
@@ -562,6 +676,10 @@ impl Peersockets {
             }
         };
         let peer = &mut self.peers[i];
+        peer.identity = match state {
+            PeerState::Connected { peer, .. } => Some(peer),
+            _ => None,
+        };
         peer.status = status;
         peer.detail = detail;
         peer.blocked = blocked;
@@ -572,8 +690,13 @@ impl Peersockets {
 
     fn add_file(&mut self, i: usize, transfer: TransferId, name: &str, size: u64, incoming: bool) {
         let peer = &mut self.peers[i];
-        peer.files.insert(transfer, peer.chat.row_count());
-        peer.chat.push(ChatItem {
+        // Forget transfers whose cards were dropped from the chat, so these
+        // maps stay as bounded as the chat.
+        let chat = peer.chat.clone();
+        peer.files.retain(|_, seq| chat.holds(*seq));
+        let files = &peer.files;
+        peer.received.retain(|t, _| files.contains_key(t));
+        let seq = peer.chat.push(ChatItem {
             kind: FILE,
             text: name.into(),
             time: now(),
@@ -584,15 +707,13 @@ impl Peersockets {
             detail: SharedString::default(),
             state: OFFERED,
         });
+        peer.files.insert(transfer, seq);
     }
 
     fn update_file(&mut self, transfer: TransferId, change: impl FnOnce(&mut ChatItem)) {
         for peer in &self.peers {
-            if let Some(&row) = peer.files.get(&transfer) {
-                if let Some(mut item) = peer.chat.row_data(row) {
-                    change(&mut item);
-                    peer.chat.set_row_data(row, item);
-                }
+            if let Some(&seq) = peer.files.get(&transfer) {
+                peer.chat.update(seq, change);
                 return;
             }
         }
@@ -621,6 +742,8 @@ impl Peersockets {
                 Status::Lost => 2,
             },
             unread: p.unread,
+            trust: trust_level(p.identity.as_ref()),
+            key_changed: p.key_change.is_some(),
         }
     }
 
@@ -636,9 +759,17 @@ impl Peersockets {
                 chat.set_subtitle(peer.subtitle.clone().into());
                 chat.set_status(self.item(self.index(peer.id).unwrap_or(0)).status);
                 chat.set_input_blocked(peer.blocked.clone().into());
+                let (key, code) = match &peer.identity {
+                    Some(identity) => (identity.fingerprint.clone(), identity.safety_code.clone()),
+                    None => (String::new(), String::new()),
+                };
+                chat.set_peer_key(key.into());
+                chat.set_safety_code(code.into());
+                chat.set_trust(trust_level(peer.identity.as_ref()));
+                chat.set_trust_note(trust_note(peer).into());
+                chat.set_key_warning(key_warning(peer).into());
                 let current = chat.get_messages();
-                let same =
-                    current.as_any().downcast_ref::<VecModel<ChatItem>>().is_some_and(|m| std::ptr::eq(m, &*peer.chat));
+                let same = current.as_any().downcast_ref::<ChatLog>().is_some_and(|m| std::ptr::eq(m, &*peer.chat));
                 if !same {
                     chat.set_messages(peer.chat.clone().into());
                 }
@@ -647,11 +778,60 @@ impl Peersockets {
                 peers.set_selected(-1);
                 chat.set_title("".into());
                 chat.set_subtitle("".into());
+                chat.set_peer_key("".into());
+                chat.set_safety_code("".into());
+                chat.set_trust(NO_PEER);
+                chat.set_trust_note("".into());
+                chat.set_key_warning("".into());
                 chat.set_input_blocked("Select a peersocket on the left.".into());
                 chat.set_messages(self.empty_chat.clone().into());
             }
         }
     }
+}
+
+fn trust_level(identity: Option<&PeerIdentity>) -> i32 {
+    match identity {
+        None => NO_PEER,
+        Some(identity) if identity.trust.is_verified() => VERIFIED,
+        Some(_) => UNVERIFIED,
+    }
+}
+
+/// What the person should know, or do, about the connected peer's key.
+fn trust_note(peer: &Peer) -> String {
+    let Some(identity) = &peer.identity else { return String::new() };
+    match identity.trust {
+        Trust::Verified if peer.pairing_code.is_some() => {
+            if peer.server {
+                "Verified: they typed your pairing code.".into()
+            } else {
+                "Verified: the listener proved the same pairing code.".into()
+            }
+        }
+        Trust::Verified => "You verified this key by comparing the safety code.".into(),
+        Trust::New => "First time this key connects. Compare the safety code with them by voice; if it matches, \
+                       mark it verified."
+            .into(),
+        Trust::Known => "Seen before, never verified. Compare the safety code with them by voice; if it matches, \
+                         mark it verified."
+            .into(),
+    }
+}
+
+/// The key change warning's text ("" when there is none).
+fn key_warning(peer: &Peer) -> String {
+    let Some(change) = &peer.key_change else { return String::new() };
+    let after = if peer.server { "They then connect again." } else { "PeerConn then reconnects." };
+    format!(
+        "\"{}\" at {} now has the key {}, not {} as before; nothing was exchanged. They may have reinstalled \
+         PeerConn, or someone may be in between: ask them by voice for the key at the top of their window, and \
+         trust it only if it matches. {after}",
+        printable(&change.peer_name),
+        change.address,
+        change.new_fingerprint,
+        change.old_fingerprint,
+    )
 }
 
 /// A peer's message as the window shows it: lines and tabs stay, other
