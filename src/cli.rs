@@ -453,7 +453,11 @@ impl Session {
                 recv(self.lines) -> line => {
                     match line {
                         Ok(line) => self.on_line(line),
-                        Err(_) => self.on_end_of_input(),
+                        Err(_) => {
+                            // A closed channel is always ready: stop selecting on it.
+                            self.lines = crossbeam_channel::never();
+                            self.on_end_of_input()
+                        }
                     }
                     None
                 },

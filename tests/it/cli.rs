@@ -300,6 +300,39 @@ fn listen_without_once_serves_one_peer_after_another() {
     let _ = alice.child.kill();
 }
 
+/// CPU time (user + system) the process has used so far, from /proc.
+#[cfg(target_os = "linux")]
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A listener whose standard input ended (started from a script, say) goes
+/// on listening, idle: it used to spin on the closed input at full CPU.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_listener_whose_input_ended_stays_idle_and_serves_peers() {
+    let (mut alice, addr) = listen_json(&[]);
+    alice.end_input();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = alice.child.id();
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_seconds(pid) - before;
+    assert!(used < 0.5, "an idle listener used {used:.2} s of CPU in 2 s");
+    let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob", "--json"]);
+    bob.event_named("connected");
+    assert_eq!(alice.event_named("connected")["peer_name"], "bob");
+    bob.say("still there?");
+    assert_eq!(alice.event_named("message")["text"], "still there?");
+    bob.end_input();
+    assert!(bob.finish().0.success());
+    let _ = alice.child.kill();
+}
+
 fn downloads_dir() -> TempDir {
     temp_dir()
 }

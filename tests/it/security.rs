@@ -22,10 +22,6 @@ fn connected_as(node: &mut Node, id: PeerId) -> (String, PeerIdentity) {
     })
 }
 
-fn node_as(identity: &Identity) -> Node {
-    Node::with_config(EngineConfig { identity: identity.clone(), ..fast_config() })
-}
-
 fn listen_with_code(node: &mut Node, code: &str) -> (PeerId, std::net::SocketAddr) {
     let options = ListenOptions { keep_listening: true, pairing_code: Some(code.into()) };
     node.listen_on("server", "127.0.0.1:0".parse().unwrap(), options)
