@@ -12,6 +12,7 @@ mod hostile_table;
 mod lifecycle;
 mod many;
 mod mitm;
+mod name_props;
 mod protocol;
 mod security;
 mod session_props;
