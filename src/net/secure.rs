@@ -461,10 +461,12 @@ impl Channel {
         let State::Transport(ts) = &mut self.state else {
             return Err(SecureError::Handshake("not established".into()));
         };
+        // All the records or none: a message is never cut off half sent.
+        let records = plain.len().div_ceil(MAX_PLAINTEXT) as u64;
+        if ts.sending_nonce().saturating_add(records) > self.nonce_limit {
+            return Err(SecureError::Exhausted);
+        }
         while !plain.is_empty() {
-            if ts.sending_nonce() >= self.nonce_limit {
-                return Err(SecureError::Exhausted);
-            }
             let n = plain.len().min(MAX_PLAINTEXT);
             let len = n + TAG_LEN;
             out.extend_from_slice(&(len as u16).to_be_bytes());
@@ -617,6 +619,20 @@ mod tests {
         let mut plain = Vec::new();
         b.receive(&wire, &mut Vec::new(), &mut plain).unwrap();
         assert_eq!(plain, b"xxx");
+
+        // A message of several records is sealed whole or not at all.
+        let (mut a, mut b) = pair();
+        a.set_nonce_limit(2);
+        b.set_nonce_limit(2);
+        let long = vec![7u8; MAX_PLAINTEXT * 2 + 1];
+        let mut cut = Vec::new();
+        assert_eq!(a.seal(&long, &mut cut), Err(SecureError::Exhausted));
+        assert!(cut.is_empty(), "part of a message went out");
+        let mut wire = Vec::new();
+        a.seal(&long[..MAX_PLAINTEXT * 2], &mut wire).unwrap();
+        let mut plain = Vec::new();
+        b.receive(&wire, &mut Vec::new(), &mut plain).unwrap();
+        assert_eq!(plain.len(), MAX_PLAINTEXT * 2);
     }
 
     #[test]
