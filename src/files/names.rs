@@ -60,11 +60,28 @@ pub fn safe_name(offered: &str) -> Result<String, UnsafeName> {
         name.insert(0, '_');
     }
     // Cutting may leave a trailing dot or space, which Windows would drop.
-    let name = shorten(&name, MAX_KEPT_NAME).trim_end_matches(['.', ' ']).to_owned();
-    if name.is_empty() {
+    let mut kept = shorten(&name, MAX_KEPT_NAME).trim_end_matches(['.', ' ']).to_owned();
+    if kept.is_empty() {
+        // All that fits at the start is dots and spaces: keep the end,
+        // which has something else (`name` does not end in either).
+        kept = tail(&name, MAX_KEPT_NAME - 1).trim().trim_end_matches(['.', ' ']).to_owned();
+        if is_reserved_on_windows(&kept) || kept.starts_with(TEMP_PREFIX) {
+            kept.insert(0, '_');
+        }
+    }
+    if kept.is_empty() {
         return Err(UnsafeName("it has no name left once dots and spaces are removed".into()));
     }
-    Ok(name)
+    Ok(kept)
+}
+
+/// The last `max` bytes of `name` at most, cut at a character boundary.
+fn tail(name: &str, max: usize) -> &str {
+    let mut start = name.len().saturating_sub(max);
+    while !name.is_char_boundary(start) {
+        start += 1;
+    }
+    &name[start..]
 }
 
 /// CON, PRN, AUX, NUL, COM1–9 and LPT1–9 (with any extension, in any case,
@@ -128,6 +145,12 @@ mod tests {
         assert!(name.len() <= MAX_KEPT_NAME && name.starts_with("..\u{fffd}"), "{name:?}");
         let long = format!("a.{}", "b".repeat(250));
         assert_eq!(safe_name(&long).unwrap().len(), MAX_KEPT_NAME);
+        // What fits at the start is only dots and spaces: the end is kept.
+        let spaces = format!("..{}({}..  ", " ".repeat(213), " ".repeat(5));
+        assert_eq!(safe_name(&spaces), Ok("(".to_owned()));
+        let temp = format!("..{}{TEMP_PREFIX}{}", " ".repeat(200), "y".repeat(40));
+        let kept = safe_name(&temp).unwrap();
+        assert!(kept.starts_with("_.peerconn-") && kept.len() <= MAX_KEPT_NAME, "{kept:?}");
     }
 
     #[test]
