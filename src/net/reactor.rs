@@ -863,6 +863,11 @@ impl Reactor {
             }
             let was_established = conn.link.is_established();
             if let Err(e) = conn.link.receive(&scratch[..n], &mut conn.out, &mut conn.inbuf) {
+                // Records that arrived intact before the damaged one are the
+                // peer's own words: handle them, then end.
+                if conn.link.is_established() {
+                    self.decode_input(token, conn)?;
+                }
                 return Err(self.secure_error(conn, e));
             }
             if !was_established && conn.link.is_established() {

@@ -21,7 +21,7 @@ use peerconn::net::frame::Frame;
 use peerconn::net::secure::{Channel, Identity, PREAMBLE, RECORD_HEADER};
 use peerconn::net::{EngineConfig, Event, PeerId, PeerIdentity, PeerState};
 
-use crate::support::{fast_config, pair, Node, PATIENCE};
+use crate::support::{fast_config, pair, Node, RawPeer, PATIENCE};
 
 // ----- the terminating proxy ---------------------------------------------------
 
@@ -444,4 +444,35 @@ fn reordered_records_end_the_connection_without_delivering_either() {
 #[test]
 fn a_record_cut_in_half_then_closed_is_reported_as_cut_mid_message() {
     tampered_in_transit(Tamper::Truncate, "middle of a message", &[]);
+}
+
+/// Records that arrive intact in the same read as a damaged one are still
+/// delivered (they are authentic); the damaged one and what follows it are
+/// not, and the connection ends as an integrity failure.
+#[test]
+fn what_arrived_intact_before_a_damaged_record_is_still_delivered() {
+    let mut a = Node::with_config(quiet_config());
+    let (s, addr) = a.listen("target");
+    let (mut peer, _) = RawPeer::hello(addr, "sender");
+    a.connected(s);
+    let mut wire = Vec::new();
+    for text in ["first", "second"] {
+        peer.link.seal(&Frame::Chat(text.into()).to_bytes(), &mut wire).unwrap();
+    }
+    let damaged_at = wire.len() + RECORD_HEADER;
+    for text in ["damaged", "after"] {
+        peer.link.seal(&Frame::Chat(text.into()).to_bytes(), &mut wire).unwrap();
+    }
+    wire[damaged_at] ^= 0x40;
+    // One write: the engine reads all four records at once.
+    peer.send_wire(&wire);
+    assert_eq!(a.message(s), "first");
+    assert_eq!(a.message(s), "second");
+    let (reason, clean) = a.lost(s);
+    assert!(!clean && reason.contains("integrity"), "{reason}");
+    for event in a.take_events() {
+        if let Event::Message { text, .. } = event {
+            panic!("{text:?} was delivered after the damaged record");
+        }
+    }
 }
