@@ -592,12 +592,17 @@ impl Session {
                     } else if tenths > shown.tenths {
                         shown.tenths = tenths;
                         let left = eta.map(|d| format!(", {} s left", d.as_secs())).unwrap_or_default();
+                        // A transfer's first reading has no speed yet.
+                        let speed = if bytes_per_sec == 0 {
+                            String::new()
+                        } else {
+                            format!(" ({}/s{left})", human_size(bytes_per_sec))
+                        };
                         self.out.text_only(&format!(
-                            "{}: {}% of {} ({}/s{left})",
+                            "{}: {}% of {}{speed}",
                             printable(&shown.name),
                             tenths * 10,
-                            human_size(total),
-                            human_size(bytes_per_sec)
+                            human_size(total)
                         ));
                     }
                 }

@@ -567,7 +567,12 @@ impl Peersockets {
                 self.update_file(transfer, |item| {
                     item.state = RUNNING;
                     item.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
-                    item.detail = format!("{}/s{left}", human_size(bytes_per_sec)).into();
+                    // The first reading of a transfer has no speed yet.
+                    item.detail = if bytes_per_sec == 0 {
+                        "starting…".into()
+                    } else {
+                        format!("{}/s{left}", human_size(bytes_per_sec)).into()
+                    };
                 });
             }
             Event::FileSent { transfer, .. } => self.update_file(transfer, |item| {

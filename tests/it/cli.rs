@@ -333,6 +333,74 @@ fn a_listener_whose_input_ended_stays_idle_and_serves_peers() {
     let _ = alice.child.kill();
 }
 
+/// A listener on a terminal (a pty from `script`) asks y/N for each file:
+/// "y" takes the file, anything else declines it, and the sender hears so.
+#[test]
+#[cfg(unix)]
+fn on_a_terminal_each_offer_is_asked_and_answered_y_or_n() {
+    let data = temp_dir();
+    let down = downloads_dir();
+    let listen = format!(
+        "{} listen --bind 127.0.0.1 --name alice --downloads {}",
+        env!("CARGO_BIN_EXE_peerconn"),
+        down.0.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &listen, "/dev/null"])
+        .env("PEERCONN_DATA_DIR", &data.0)
+        .env("PEERCONN_CONFIG_DIR", &data.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let stdin = child.stdin.take();
+    let mut alice = Peerconn { child, stdin, lines, key: String::new(), _data: data };
+    let wait_for = |alice: &Peerconn, start: &str| loop {
+        let line = alice.line();
+        assert!(!line.contains("(0 bytes/s"), "a speed of zero shown: {line}");
+        if line.starts_with(start) {
+            break line;
+        }
+    };
+    let listening = wait_for(&alice, "listening on ");
+    let addr = listening.trim_start_matches("listening on ").to_owned();
+
+    let outbox = temp_dir();
+    let wanted = outbox.0.join("wanted.bin");
+    let unwanted = outbox.0.join("unwanted.bin");
+    std::fs::write(&wanted, crate::support::noise(200_000, 4)).unwrap();
+    std::fs::write(&unwanted, b"no thanks").unwrap();
+
+    let bob = Peerconn::start(&["send", &addr, wanted.to_str().unwrap(), "--name", "bob"]);
+    let asked = wait_for(&alice, "accept ");
+    assert!(asked.contains("wanted.bin") && asked.ends_with("[y/N]"), "{asked}");
+    alice.say("y");
+    let (status, err) = bob.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(std::fs::read(down.0.join("wanted.bin")).unwrap(), std::fs::read(&wanted).unwrap());
+
+    let carol = Peerconn::start(&["send", &addr, unwanted.to_str().unwrap(), "--name", "carol"]);
+    let asked = wait_for(&alice, "accept ");
+    assert!(asked.contains("unwanted.bin"), "{asked}");
+    alice.say("n");
+    let (status, err) = carol.finish();
+    assert!(!status.success(), "a declined file must fail the send");
+    assert!(err.contains("declined"), "{err}");
+    assert!(!down.0.join("unwanted.bin").exists());
+    let _ = alice.child.kill();
+}
+
 fn downloads_dir() -> TempDir {
     temp_dir()
 }
