@@ -78,6 +78,11 @@ pub enum Check {
     },
 }
 
+/// Keys remembered at most. A flood of connections with fresh keys stops
+/// growing the store here; nothing already pinned is ever pushed out (that
+/// would let a flood unpin a peer and then impersonate it).
+pub const MAX_KNOWN: usize = 1000;
+
 #[derive(Default)]
 pub struct KnownPeers {
     peers: Vec<KnownPeer>,
@@ -144,6 +149,7 @@ impl KnownPeers {
 
     /// Remembers `key` with this name and address (new, or seen again).
     pub fn remember(&mut self, key: &[u8; 32], name: &str, address: Option<&str>) {
+        let full = self.peers.len() >= MAX_KNOWN;
         match self.peers.iter_mut().find(|p| &p.key == key) {
             Some(p) => {
                 if p.name == name && (address.is_none() || p.address.as_deref() == address) {
@@ -153,6 +159,14 @@ impl KnownPeers {
                 if address.is_some() {
                     p.address = address.map(str::to_owned);
                 }
+            }
+            None if full => {
+                log::warn!(
+                    "not remembering the key of \"{}\": {MAX_KNOWN} keys are remembered already (forget some in \
+                     Settings or with `peerconn forget`)",
+                    crate::net::printable(name)
+                );
+                return;
             }
             None => self.peers.push(KnownPeer {
                 key: *key,
@@ -279,6 +293,25 @@ mod tests {
         assert!(matches!(store.check(&[4; 32], "alice", None), Check::Changed { .. }));
         store.remember(&[3; 32], "carol", Some("10.0.0.3:1"));
         assert!(matches!(store.check(&[4; 32], "mallory", Some("10.0.0.3:1")), Check::Changed { .. }));
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_stops_at_the_cap_without_unpinning_anyone() {
+        let mut store = KnownPeers::in_memory();
+        store.remember(&[0; 32], "alice", None);
+        for i in 1..MAX_KNOWN + 50 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            store.remember(&key, &format!("flood {i}"), None);
+        }
+        assert_eq!(store.peers().len(), MAX_KNOWN);
+        assert!(matches!(store.check(&[9; 32], "alice", None), Check::Changed { .. }), "alice is still pinned");
+        assert_eq!(store.check(&[9; 32], "bob", None), Check::New);
+        store.remember(&[9; 32], "bob", None);
+        assert_eq!(store.check(&[9; 32], "bob", None), Check::New, "not remembered while full");
+        assert_eq!(store.forget("flood 1"), 1);
+        store.remember(&[9; 32], "bob", None);
+        assert_eq!(store.check(&[9; 32], "bob", None), Check::Known { verified: false });
     }
 
     #[test]
