@@ -559,7 +559,7 @@ impl Session {
                     },
                 );
             }
-            Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } => {}
+            Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } | Event::KnownPeers { .. } => {}
             Event::FileOutgoing { transfer, name, size, .. } => {
                 self.out.text_only(&format!("offering {} ({})", printable(&name), human_size(size)));
                 self.transfers.insert(transfer, Shown { name, size, tenths: 0 });

@@ -232,6 +232,7 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     pump_until("the end shown", || shows_text_starting(&a, "Connection ended: the peer closed the connection"));
 
     changed_key_warns_and_trust_new_key_lets_the_peer_in(&a, den, port, &base);
+    settings_lists_known_peers_with_always_accept_and_forget(&a);
 
     drop(a);
     let _ = std::fs::remove_dir_all(&base);
@@ -329,4 +330,30 @@ fn changed_key_warns_and_trust_new_key_lets_the_peer_in(a: &Gui, den: i32, port:
     pump_until("the new key let in", || status(a, "Living room").as_deref() == Some("connected"));
     pump_until("shown unverified", || key_state(a, "Living room").as_deref() == Some("unverified"));
     drop(impostor);
+}
+
+/// Settings lists the peers whose keys are remembered (here the one that
+/// was trusted last, which called itself "Paired study"), each with "accept files without asking"
+/// and Forget; forgetting takes it off the list and off the peersocket's
+/// verified state.
+fn settings_lists_known_peers_with_always_accept_and_forget(a: &Gui) {
+    click(a, "Settings…");
+    pump_until("the known peer listed", || !labelled(a, "Forget Paired study").is_empty());
+    let row = labelled(a, "Paired study")
+        .into_iter()
+        .find(|e| e.accessible_role() == Some(AccessibleRole::ListItem))
+        .expect("a row for the peer in Settings");
+    let value = row.accessible_value().unwrap_or_default().to_string();
+    assert!(value.starts_with("unverified, key "), "{value}");
+    assert!(!value.contains(value_of(a, "Your key").as_str()), "our own key is not a peer");
+
+    let always = "Accept files from Paired study without asking";
+    assert_eq!(labelled(a, always)[0].accessible_checked(), Some(false));
+    click(a, always);
+    pump_until("always accept ticked", || labelled(a, always)[0].accessible_checked() == Some(true));
+    click(a, "Forget Paired study");
+    pump_until("the key forgotten", || labelled(a, "Forget Paired study").is_empty());
+    assert!(shows_text(a, "None yet."));
+    click(a, "Cancel");
+    pump_until("the dialog closed", || a.window.get_dialog() == 0);
 }

@@ -116,8 +116,11 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     });
     let a = Shared(Rc::downgrade(app));
     hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
+    hosts.set_known_peers(app.borrow().known_model());
     let a = Shared(Rc::downgrade(app));
-    hosts.on_forget_always_accept(move || a.with(|p| p.forget_always_accept()));
+    hosts.on_forget_key(move |fingerprint| a.with(|p| p.forget_key(&fingerprint)));
+    let a = Shared(Rc::downgrade(app));
+    hosts.on_set_always_accept(move |fingerprint, always| a.with(|p| p.set_always_accept(&fingerprint, always)));
 
     let peers = window.global::<PeerAdapter>();
     peers.set_peers(app.borrow().peer_model().into());

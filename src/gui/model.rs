@@ -15,12 +15,13 @@ use slint::{ComponentHandle, Model, SharedString, VecModel, Weak};
 
 use crate::files::human_size;
 use crate::net::{
-    frame, printable, Engine, Event, ListenOptions, PeerId, PeerIdentity, PeerState, Status, TransferId, Trust,
+    frame, printable, Engine, Event, KnownPeerInfo, ListenOptions, PeerId, PeerIdentity, PeerState, Status, TransferId,
+    Trust,
 };
 
 use super::chatlog::{now, ChatLog, Seq, FILE, MINE, SYSTEM, THEIRS};
 use super::settings::Settings;
-use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, PeerAdapter, PeerItem};
+use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, KnownPeerItem, PeerAdapter, PeerItem};
 
 /// Events handled per timer tick, so a flood never freezes the window.
 const EVENTS_PER_TICK: usize = 5000;
@@ -83,6 +84,9 @@ pub struct Peersockets {
     list: Rc<VecModel<PeerItem>>,
     selected: Option<PeerId>,
     empty_chat: Rc<VecModel<ChatItem>>,
+    /// The peers whose keys the engine remembers, as it last reported them.
+    known: Vec<KnownPeerInfo>,
+    known_model: Rc<VecModel<KnownPeerItem>>,
 }
 
 fn transfer_id(n: i32) -> TransferId {
@@ -99,7 +103,13 @@ impl Peersockets {
             list: Rc::new(VecModel::default()),
             selected: None,
             empty_chat: Rc::new(VecModel::default()),
+            known: Vec::new(),
+            known_model: Rc::new(VecModel::default()),
         }
+    }
+
+    pub fn known_model(&self) -> slint::ModelRc<KnownPeerItem> {
+        self.known_model.clone().into()
     }
 
     pub fn peer_model(&self) -> slint::ModelRc<PeerItem> {
@@ -361,13 +371,66 @@ impl Peersockets {
             let host = window.global::<HostAdapter>();
             host.set_display_name(self.settings.display_name.clone().into());
             host.set_downloads(self.settings.downloads.display().to_string().into());
-            host.set_always_accept_count(self.settings.always_accept.len() as i32);
+        }
+        self.show_known();
+    }
+
+    /// Settings' list of remembered peers: newest first, names escaped.
+    fn show_known(&self) {
+        let items: Vec<KnownPeerItem> = self
+            .known
+            .iter()
+            .rev()
+            .map(|k| KnownPeerItem {
+                name: printable(&k.name).into_owned().into(),
+                detail: match &k.address {
+                    Some(address) => format!("key {} · at {}", k.fingerprint, printable(address)),
+                    None => format!("key {}", k.fingerprint),
+                }
+                .into(),
+                fingerprint: k.fingerprint.clone().into(),
+                verified: k.verified,
+                always_accept: self.settings.always_accept.contains(&k.fingerprint),
+            })
+            .collect();
+        self.known_model.set_vec(items);
+    }
+
+    /// Forgets a remembered key (and stops accepting its files without
+    /// asking): its next connection is trusted on first use again.
+    pub fn forget_key(&mut self, fingerprint: &str) {
+        self.engine.forget_key(fingerprint);
+        // A peer still connected with that key is no longer verified.
+        for i in 0..self.peers.len() {
+            let Some(identity) = self.peers[i].identity.as_mut() else { continue };
+            if identity.fingerprint == fingerprint {
+                identity.trust = Trust::New;
+                let id = self.peers[i].id;
+                self.list.set_row_data(i, self.item(i));
+                self.system(
+                    id,
+                    &format!("You forgot the key {fingerprint}; its next connection is trusted on first use."),
+                );
+            }
+        }
+        if self.settings.always_accept.iter().any(|k| k == fingerprint) {
+            self.settings.always_accept.retain(|k| k != fingerprint);
+            self.settings.save();
+            self.show_settings();
         }
     }
 
-    /// "Ask again": no peer's files are accepted without asking any more.
-    pub fn forget_always_accept(&mut self) {
-        self.settings.always_accept.clear();
+    /// One peer's files accepted without asking, or asked about again.
+    pub fn set_always_accept(&mut self, fingerprint: &str, always: bool) {
+        let has = self.settings.always_accept.iter().any(|k| k == fingerprint);
+        if has == always {
+            return;
+        }
+        if always {
+            self.settings.always_accept.push(fingerprint.to_owned());
+        } else {
+            self.settings.always_accept.retain(|k| k != fingerprint);
+        }
         self.settings.save();
         self.show_settings();
     }
@@ -501,7 +564,15 @@ impl Peersockets {
     }
 
     fn apply(&mut self, event: Event) {
-        let id = event.id();
+        let Event::KnownPeers { peers } = event else {
+            return self.apply_to_peersocket(event);
+        };
+        self.known = peers;
+        self.show_known();
+    }
+
+    fn apply_to_peersocket(&mut self, event: Event) {
+        let Some(id) = event.id() else { return };
         let Some(i) = self.index(id) else { return };
         match event {
             Event::State { state, .. } => self.state(i, state),
@@ -538,6 +609,7 @@ impl Peersockets {
                 self.list.set_row_data(i, self.item(i));
                 self.system(id, &line);
             }
+            Event::KnownPeers { .. } => {} // taken in `apply`
             Event::Renamed { name, .. } => {
                 self.peers[i].name = name;
                 self.list.set_row_data(i, self.item(i));

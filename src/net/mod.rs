@@ -18,7 +18,7 @@ pub mod trust;
 
 pub use crate::files::{Faults, TransferId};
 pub use secure::Identity;
-pub use trust::{PeerIdentity, Trust};
+pub use trust::{KnownPeerInfo, PeerIdentity, Trust};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -108,6 +108,9 @@ pub enum Event {
     /// The connected peer's trust changed (the person marked it verified,
     /// or took that back).
     Trust { id: PeerId, trust: Trust },
+    /// The peers whose keys are remembered: sent once at start and again
+    /// whenever the list changes (a new peer, verified, forgotten…).
+    KnownPeers { peers: Vec<KnownPeerInfo> },
     /// We offered a file (it is open and its size known); waiting for the
     /// peer to accept.
     FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64 },
@@ -127,8 +130,9 @@ pub enum Event {
 }
 
 impl Event {
-    pub fn id(&self) -> PeerId {
-        match self {
+    /// The peersocket the event is about (`None` for `KnownPeers`).
+    pub fn id(&self) -> Option<PeerId> {
+        let id = match self {
             Event::State { id, .. }
             | Event::Message { id, .. }
             | Event::Error { id, .. }
@@ -141,8 +145,10 @@ impl Event {
             | Event::FileProgress { id, .. }
             | Event::FileSent { id, .. }
             | Event::FileReceived { id, .. }
-            | Event::FileFailed { id, .. } => *id,
-        }
+            | Event::FileFailed { id, .. } => id,
+            Event::KnownPeers { .. } => return None,
+        };
+        Some(*id)
     }
 }
 
@@ -241,6 +247,7 @@ pub(crate) enum Command {
     Connect { id: PeerId, name: String, remote: SocketAddr, pairing_code: Option<String> },
     TrustNewKey { id: PeerId },
     SetVerified { id: PeerId, verified: bool },
+    ForgetKey { fingerprint: String },
     Send { id: PeerId, text: String },
     Disconnect { id: PeerId },
     Restart { id: PeerId },
@@ -441,6 +448,13 @@ impl Engine {
     /// safety code with the peer), or takes that back.
     pub fn set_verified(&self, id: PeerId, verified: bool) {
         self.command(Command::SetVerified { id, verified });
+    }
+
+    /// Forgets a remembered peer key (by its fingerprint): the next
+    /// connection with that key, name or address is trusted on first use
+    /// again. A `KnownPeers` event follows.
+    pub fn forget_key(&self, fingerprint: &str) {
+        self.command(Command::ForgetKey { fingerprint: fingerprint.to_owned() });
     }
 
     /// Where files accepted from now on are stored.

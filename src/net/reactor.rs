@@ -50,6 +50,8 @@ pub(crate) struct Reactor {
     poll: Poll,
     config: EngineConfig,
     known: KnownPeers,
+    /// The known-peers generation last reported in a `KnownPeers` event.
+    known_reported: Option<u64>,
     commands: Receiver<Command>,
     events: Sender<Event>,
     peers: HashMap<PeerId, Peer>,
@@ -307,6 +309,7 @@ impl Reactor {
             poll,
             config,
             known,
+            known_reported: None,
             commands,
             events,
             peers: HashMap::new(),
@@ -329,6 +332,7 @@ impl Reactor {
     pub(crate) fn run(mut self) {
         log::debug!("reactor started");
         let mut events = Events::with_capacity(1024);
+        self.report_known();
         loop {
             if let Some(deadline) = self.shutdown_deadline {
                 if self.sockets.is_empty() || Instant::now() >= deadline {
@@ -363,6 +367,7 @@ impl Reactor {
             }
             self.drain_commands();
             self.run_timers(Instant::now());
+            self.report_known();
         }
         let open = self.sockets.len();
         self.sockets.clear();
@@ -370,6 +375,14 @@ impl Reactor {
             let _ = writer.join();
         }
         log::debug!("reactor stopped ({open} sockets still open were closed)");
+    }
+
+    /// Sends the known-peers list when it changed since it was last sent.
+    fn report_known(&mut self) {
+        if self.known_reported != Some(self.known.generation()) {
+            self.known_reported = Some(self.known.generation());
+            let _ = self.events.send(Event::KnownPeers { peers: self.known.summary() });
+        }
     }
 
     // ----- commands ---------------------------------------------------------
@@ -439,6 +452,11 @@ impl Reactor {
                 Command::Remove { id } => self.remove(id),
                 Command::TrustNewKey { id } => self.trust_new_key(id),
                 Command::SetVerified { id, verified } => self.set_verified(id, verified),
+                Command::ForgetKey { fingerprint } => {
+                    if self.known.forget_fingerprint(&fingerprint) {
+                        log::info!("forgot the peer key {fingerprint}");
+                    }
+                }
                 Command::SendFile { id, transfer, path } => self.send_file(id, transfer, path),
                 Command::AcceptFile { transfer } => self.on_transfer(transfer, |r, conn| r.accept_file(conn, transfer)),
                 Command::DeclineFile { transfer } => {
@@ -1358,6 +1376,13 @@ impl Reactor {
             _ => None,
         };
         let Some(key) = key else { return self.error(id, "no peer is connected to verify") };
+        if !self.known.contains(&key) {
+            return self.error(
+                id,
+                "this peer's key is not remembered (it was forgotten, or 1000 keys are remembered already); \
+                 connect again to remember it, then verify it",
+            );
+        }
         self.known.set_verified(&key, verified);
         log::info!(
             "{} key {} marked {}",

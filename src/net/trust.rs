@@ -78,6 +78,17 @@ pub enum Check {
     },
 }
 
+/// A remembered peer, as [`crate::net::Event::KnownPeers`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownPeerInfo {
+    /// The display name it last used (as the peer sent it: escape it to show it).
+    pub name: String,
+    /// `ip:port` we connected to it at, if we were the client.
+    pub address: Option<String>,
+    pub fingerprint: String,
+    pub verified: bool,
+}
+
 /// Keys remembered at most. A flood of connections with fresh keys stops
 /// growing the store here; nothing already pinned is ever pushed out (that
 /// would let a flood unpin a peer and then impersonate it).
@@ -86,6 +97,8 @@ pub const MAX_KNOWN: usize = 1000;
 #[derive(Default)]
 pub struct KnownPeers {
     peers: Vec<KnownPeer>,
+    /// Counts changes, so the reactor knows when to report the list.
+    generation: u64,
     saver: Option<(Sender<String>, JoinHandle<()>)>,
 }
 
@@ -121,7 +134,7 @@ impl KnownPeers {
                 }
             }
         })?;
-        Ok(KnownPeers { peers, saver: Some((tx, thread)) })
+        Ok(KnownPeers { peers, generation: 0, saver: Some((tx, thread)) })
     }
 
     pub fn peers(&self) -> &[KnownPeer] {
@@ -186,6 +199,10 @@ impl KnownPeers {
         self.remember(key, name, address);
     }
 
+    pub fn contains(&self, key: &[u8; 32]) -> bool {
+        self.peers.iter().any(|p| &p.key == key)
+    }
+
     pub fn set_verified(&mut self, key: &[u8; 32], verified: bool) {
         if let Some(p) = self.peers.iter_mut().find(|p| &p.key == key) {
             if p.verified != verified {
@@ -193,6 +210,18 @@ impl KnownPeers {
                 self.changed();
             }
         }
+    }
+
+    /// Forgets the key with this fingerprint (names are not looked at: a
+    /// peer may call itself anything); returns whether it was there.
+    pub fn forget_fingerprint(&mut self, fingerprint_text: &str) -> bool {
+        let before = self.peers.len();
+        self.peers.retain(|p| fingerprint(&p.key) != fingerprint_text);
+        let gone = before != self.peers.len();
+        if gone {
+            self.changed();
+        }
+        gone
     }
 
     /// Forgets the keys whose fingerprint or name is `which`; returns how many.
@@ -206,7 +235,26 @@ impl KnownPeers {
         gone
     }
 
-    fn changed(&self) {
+    /// Changes so far; it moves whenever the list does.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The list as the window shows it.
+    pub fn summary(&self) -> Vec<KnownPeerInfo> {
+        self.peers
+            .iter()
+            .map(|p| KnownPeerInfo {
+                name: p.name.clone(),
+                address: p.address.clone(),
+                fingerprint: fingerprint(&p.key),
+                verified: p.verified,
+            })
+            .collect()
+    }
+
+    fn changed(&mut self) {
+        self.generation += 1;
         if let Some((tx, _)) = &self.saver {
             let _ = tx.send(render(&self.peers));
         }

@@ -357,3 +357,45 @@ fn the_installation_key_and_known_peers_survive_a_restart() {
     assert_eq!(connected_as(&mut b, c).1.trust, Trust::Known);
     assert_eq!(connected_as(&mut server, s).1.trust, Trust::Known);
 }
+
+/// The next `KnownPeers` list `node` reports.
+fn known_list(node: &mut Node) -> Vec<peerconn::net::KnownPeerInfo> {
+    node.wait("the known peers", |e| match e {
+        Event::KnownPeers { peers } => Some(peers.clone()),
+        _ => None,
+    })
+}
+
+/// The engine reports the remembered keys (at start and on each change);
+/// a forgotten key's name may then come with another key as a new peer,
+/// and a forgotten key cannot be marked verified until it is remembered.
+#[test]
+fn known_peers_are_listed_and_a_forgotten_key_is_trusted_on_first_use_again() {
+    let mut a = Node::new();
+    assert_eq!(known_list(&mut a), vec![], "an empty list at start");
+    let options = ListenOptions { keep_listening: true, ..Default::default() };
+    let (s, addr) = a.listen_on("server", "127.0.0.1:0".parse().unwrap(), options);
+    let (raw, _) = RawPeer::hello(addr, "bob");
+    let (_, bob) = connected_as(&mut a, s);
+    let listed = known_list(&mut a);
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].name.as_str(), listed[0].fingerprint.as_str()), ("bob", bob.fingerprint.as_str()));
+    assert!(!listed[0].verified && listed[0].address.is_none(), "{listed:?}");
+    a.engine.set_verified(s, true);
+    assert!(known_list(&mut a)[0].verified);
+
+    a.engine.forget_key(&bob.fingerprint);
+    assert_eq!(known_list(&mut a), vec![]);
+    // Still connected, but no longer remembered: it cannot be verified.
+    a.engine.set_verified(s, true);
+    assert!(a.error(s).contains("not remembered"));
+    drop(raw);
+    a.lost(s);
+
+    // Another key calling itself bob is now simply a new peer.
+    let (_raw, _) = RawPeer::hello(addr, "bob");
+    let (_, second) = connected_as(&mut a, s);
+    assert_eq!(second.trust, Trust::New);
+    assert_ne!(second.fingerprint, bob.fingerprint);
+    assert_eq!(known_list(&mut a)[0].fingerprint, second.fingerprint);
+}

@@ -127,7 +127,7 @@ impl Node {
     pub fn assert_quiet(&mut self, id: PeerId, quiet: Duration) {
         let deadline = Instant::now() + quiet;
         while let Ok(event) = self.engine.events().recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            assert_ne!(event.id(), id, "unexpected event {event:?}");
+            assert_ne!(event.id(), Some(id), "unexpected event {event:?}");
             self.backlog.push_back(event);
         }
     }
