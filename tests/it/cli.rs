@@ -40,29 +40,36 @@ fn temp_dir() -> TempDir {
 }
 
 impl Peerconn {
-    fn start(args: &[&str]) -> Peerconn {
+    /// Runs `command` with its own data and config folders, its output
+    /// read line by line (a pty's carriage returns dropped).
+    fn spawn(mut command: Command, what: &str) -> Peerconn {
         let data = temp_dir();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_peerconn"))
-            .args(args)
+        let mut child = command
             .env("PEERCONN_DATA_DIR", &data.0)
             .env("PEERCONN_CONFIG_DIR", &data.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("peerconn starts");
+            .expect(what);
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = crossbeam_channel::unbounded();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
+                if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
                     break;
                 }
             }
         });
         let stdin = child.stdin.take();
-        let mut peerconn = Peerconn { child, stdin, lines, key: String::new(), _data: data };
+        Peerconn { child, stdin, lines, key: String::new(), _data: data }
+    }
+
+    fn start(args: &[&str]) -> Peerconn {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_peerconn"));
+        command.args(args);
+        let mut peerconn = Peerconn::spawn(command, "peerconn starts");
         // Every session starts by showing its own key.
         let first = peerconn.line();
         peerconn.key = match serde_json::from_str::<Value>(&first) {
@@ -338,34 +345,15 @@ fn a_listener_whose_input_ended_stays_idle_and_serves_peers() {
 #[test]
 #[cfg(unix)]
 fn on_a_terminal_each_offer_is_asked_and_answered_y_or_n() {
-    let data = temp_dir();
     let down = downloads_dir();
     let listen = format!(
         "{} listen --bind 127.0.0.1 --name alice --downloads {}",
         env!("CARGO_BIN_EXE_peerconn"),
         down.0.display()
     );
-    let mut child = Command::new("script")
-        .args(["-qfec", &listen, "/dev/null"])
-        .env("PEERCONN_DATA_DIR", &data.0)
-        .env("PEERCONN_CONFIG_DIR", &data.0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    let stdin = child.stdin.take();
-    let mut alice = Peerconn { child, stdin, lines, key: String::new(), _data: data };
+    let mut script = Command::new("script");
+    script.args(["-qfec", &listen, "/dev/null"]);
+    let mut alice = Peerconn::spawn(script, "script (util-linux) runs");
     let wait_for = |alice: &Peerconn, start: &str| loop {
         let line = alice.line();
         assert!(!line.contains("(0 bytes/s"), "a speed of zero shown: {line}");

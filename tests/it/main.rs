@@ -14,6 +14,7 @@ mod lifecycle;
 mod many;
 mod mitm;
 mod name_props;
+mod name_rules;
 mod protocol;
 mod security;
 mod session_props;

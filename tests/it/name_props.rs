@@ -1,37 +1,19 @@
 //! The file-name check under arbitrary names, in the normal test suite
 //! (the deep version is the `safe_name` fuzz target, docs/FUZZING.md).
 //!
-//! The rules are written here again, from docs/PROTOCOL.md and Windows'
-//! naming rules, independently of `files::names`, so a mistake shared by
-//! the code and its test is less likely. Each accepted name is also
+//! The rules are in `name_rules.rs`, written independently of
+//! `files::names` and shared with the fuzz target. Each accepted name is also
 //! created for real in a downloads folder, which must then hold exactly
 //! that one file and nothing beside it.
 
 use std::fs;
-use std::path::{Component, Path};
 
-use peerconn::files::names::{is_temp_name, safe_name, MAX_KEPT_NAME, MAX_OFFERED_NAME, TEMP_PREFIX};
+use peerconn::files::names::safe_name;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+use crate::name_rules::{check_accepted, refusal_has_reason, reserved_on_windows};
 use crate::support::TempDir;
-
-fn bidi(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Windows' device names: the part before the first dot, without trailing
-/// spaces, compared case-insensitively.
-fn reserved_on_windows(name: &str) -> bool {
-    let stem = name.split('.').next().unwrap_or("").trim_end_matches(' ').to_ascii_uppercase();
-    if matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$") {
-        return true;
-    }
-    let mut chars = stem.chars();
-    let prefix: String = chars.by_ref().take(3).collect();
-    let rest: Vec<char> = chars.collect();
-    (prefix == "COM" || prefix == "LPT") && matches!(rest[..], ['1'..='9' | '¹' | '²' | '³'])
-}
 
 /// Names built to hit the rules: pieces that are fine, and pieces that each
 /// break one rule, in any order.
@@ -64,30 +46,9 @@ proptest! {
     #[test]
     fn an_accepted_name_is_one_safe_component_and_a_refused_one_has_a_reason(offered in any_name()) {
         match safe_name(&offered) {
-            Ok(name) => {
-                prop_assert!(!name.is_empty() && name != "." && name != "..", "{offered:?} became {name:?}");
-                prop_assert!(!name.contains(['/', '\\']), "{offered:?} became {name:?}");
-                let mut parts = Path::new(&name).components();
-                prop_assert!(
-                    matches!((parts.next(), parts.next()), (Some(Component::Normal(c)), None) if c == name.as_str()),
-                    "{offered:?} became {name:?}, not one path component"
-                );
-                prop_assert!(!name.chars().any(|c| c.is_control() || bidi(c)), "{offered:?} became {name:?}");
-                prop_assert!(!name.contains(['<', '>', ':', '"', '|', '?', '*']), "{offered:?} became {name:?}");
-                prop_assert!(!reserved_on_windows(&name), "{offered:?} became the device name {name:?}");
-                prop_assert!(!name.ends_with(['.', ' ']), "{offered:?} became {name:?}");
-                prop_assert!(name.len() <= MAX_KEPT_NAME, "{offered:?} became {} bytes", name.len());
-                prop_assert!(!name.starts_with(TEMP_PREFIX) && !is_temp_name(&name), "{offered:?} became {name:?}");
-            }
+            Ok(name) => check_accepted(&offered, &name).map_err(TestCaseError::fail)?,
             Err(why) => {
-                let b = offered.as_bytes();
-                let reason = offered.contains(['/', '\\'])
-                    || offered.chars().any(|c| c.is_control() || bidi(c))
-                    || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':')
-                    || offered.len() > MAX_OFFERED_NAME
-                    || offered.trim().trim_end_matches(['.', ' ']).is_empty()
-                    || offered.trim() == "..";
-                prop_assert!(reason, "{offered:?} was refused without a documented reason: {}", why.0);
+                prop_assert!(refusal_has_reason(&offered), "{offered:?} was refused without a documented reason: {}", why.0);
                 prop_assert!(!why.0.is_empty(), "a refusal says why");
             }
         }
