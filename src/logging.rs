@@ -79,7 +79,9 @@ impl Drop for LogGuard {
 
 /// Installs the global logger. Problems with the log file are reported on
 /// standard error and otherwise ignored: the app works without a log.
-pub fn init() -> LogGuard {
+/// Records up to `echo` (warnings for the window, errors only for the
+/// command line, which says everything else itself) also go to a terminal.
+pub fn init(echo: LevelFilter) -> LogGuard {
     let level = level_from_env();
     let config = ConfigBuilder::new()
         .set_thread_level(LevelFilter::Off)
@@ -97,7 +99,7 @@ pub fn init() -> LogGuard {
         Err(e) => eprintln!("peerconn: cannot write the log {}: {e}", path.display()),
     }
     if io::stderr().is_terminal() {
-        loggers.push(TermLogger::new(level.min(LevelFilter::Warn), config, TerminalMode::Stderr, ColorChoice::Auto));
+        loggers.push(TermLogger::new(level.min(echo), config, TerminalMode::Stderr, ColorChoice::Auto));
     }
     // Fails only if a logger is already installed (tests); that one stays.
     let _ = CombinedLogger::init(loggers);

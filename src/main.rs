@@ -5,10 +5,16 @@ mod cli;
 
 use std::process::ExitCode;
 
+use log::LevelFilter;
+
 fn main() -> ExitCode {
     let launched = std::time::Instant::now();
-    let _log = peerconn::logging::init();
-    match cli::parse() {
+    let parsed = cli::parse();
+    // The command line reports what happens itself; the log's warnings
+    // would say it twice.
+    let echo = if matches!(parsed, Ok(Some(_))) { LevelFilter::Error } else { LevelFilter::Warn };
+    let _log = peerconn::logging::init(echo);
+    match parsed {
         #[cfg(feature = "gui")]
         Ok(None) => peerconn::gui::run(launched),
         #[cfg(not(feature = "gui"))]

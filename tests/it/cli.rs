@@ -357,6 +357,7 @@ fn on_a_terminal_each_offer_is_asked_and_answered_y_or_n() {
     let wait_for = |alice: &Peerconn, start: &str| loop {
         let line = alice.line();
         assert!(!line.contains("(0 bytes/s"), "a speed of zero shown: {line}");
+        assert!(!line.contains("[WARN]"), "the log's copy of a warning reached the terminal: {line}");
         if line.starts_with(start) {
             break line;
         }
@@ -386,6 +387,17 @@ fn on_a_terminal_each_offer_is_asked_and_answered_y_or_n() {
     assert!(!status.success(), "a declined file must fail the send");
     assert!(err.contains("declined"), "{err}");
     assert!(!down.0.join("unwanted.bin").exists());
+
+    // Another installation calling itself bob: the terminal gets the
+    // command line's own warning, once, not the log's copy of it as well.
+    let impostor = Peerconn::start(&["send", &addr, wanted.to_str().unwrap(), "--name", "bob"]);
+    let warning = wait_for(&alice, "WARNING: ");
+    assert!(warning.contains("different key"), "{warning}");
+    assert!(!impostor.finish().0.success());
+    alice.end_input();
+    while let Ok(line) = alice.lines.recv_timeout(Duration::from_secs(2)) {
+        assert!(!line.contains("[WARN]") && !line.contains("WARNING: "), "said twice: {line}");
+    }
     let _ = alice.child.kill();
 }
 
