@@ -346,7 +346,25 @@ impl Channel {
         result
     }
 
-    fn receive_inner(&mut self, bytes: &[u8], out: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), SecureError> {
+    fn receive_inner(&mut self, mut bytes: &[u8], out: &mut Vec<u8>, plain: &mut Vec<u8>) -> Result<(), SecureError> {
+        if !self.raw.is_empty() && matches!(self.state, State::Transport(_)) {
+            // Most reads end inside a record. Complete that record with
+            // just the bytes it lacks, then take the rest of this read
+            // where it lies: copying whole reads into `raw` first cost a
+            // copy of every byte received.
+            if !self.take_into_raw(&mut bytes, RECORD_HEADER) {
+                return Ok(());
+            }
+            let want = RECORD_HEADER + usize::from(u16::from_be_bytes([self.raw[0], self.raw[1]]));
+            if !self.take_into_raw(&mut bytes, want) {
+                return Ok(());
+            }
+            let raw = std::mem::take(&mut self.raw);
+            let result = self.process(&raw, out, plain);
+            self.raw = raw;
+            self.raw.clear();
+            result?;
+        }
         if self.raw.is_empty() {
             let used = self.process(bytes, out, plain)?;
             self.raw.extend_from_slice(&bytes[used..]);
@@ -359,6 +377,15 @@ impl Channel {
             self.raw.drain(..used);
         }
         Ok(())
+    }
+
+    /// Moves bytes from the front of `bytes` into `raw` until it holds
+    /// `want`; returns whether it does.
+    fn take_into_raw(&mut self, bytes: &mut &[u8], want: usize) -> bool {
+        let take = want.saturating_sub(self.raw.len()).min(bytes.len());
+        self.raw.extend_from_slice(&bytes[..take]);
+        *bytes = &bytes[take..];
+        self.raw.len() >= want
     }
 
     /// Handles every whole record in `input`; returns the bytes used.
