@@ -365,12 +365,23 @@ impl Frame {
 /// Appends a DATA frame straight from a slice (no intermediate frame).
 /// `bytes` must be 1..=[`MAX_DATA`] long.
 pub fn encode_data(out: &mut Vec<u8>, transfer: u32, bytes: &[u8]) {
-    debug_assert!(!bytes.is_empty() && bytes.len() <= MAX_DATA);
-    out.extend_from_slice(&((bytes.len() + 5) as u32).to_be_bytes());
-    out.push(kind::DATA);
-    out.extend_from_slice(&transfer.to_be_bytes());
+    out.extend_from_slice(&data_header(transfer, bytes.len()));
     out.extend_from_slice(bytes);
 }
+
+/// The bytes that come before `len` bytes of file data in a DATA frame
+/// (`len` must be 1..=[`MAX_DATA`]): with the data after them, a frame.
+pub fn data_header(transfer: u32, len: usize) -> [u8; DATA_HEADER_LEN] {
+    debug_assert!(len > 0 && len <= MAX_DATA);
+    let mut header = [0u8; DATA_HEADER_LEN];
+    header[..4].copy_from_slice(&((len + 5) as u32).to_be_bytes());
+    header[4] = kind::DATA;
+    header[5..].copy_from_slice(&transfer.to_be_bytes());
+    header
+}
+
+/// Length of [`data_header`]'s result.
+pub const DATA_HEADER_LEN: usize = HEADER_LEN + 4;
 
 /// Fast path for the frame that carries nearly every byte of a transfer:
 /// if `buf` starts with a complete, well-formed DATA frame, returns its
@@ -600,6 +611,15 @@ mod tests {
             assert_eq!(decode_data(&bytes[..cut]), None);
         }
         assert_eq!(decode_data(&Frame::Chat("x".into()).to_bytes()), None);
+        // The header made on its own is the frame's own header.
+        let mut joined = data_header(7, 3).to_vec();
+        joined.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(joined, Frame::Data { transfer: 7, bytes: vec![1, 2, 3] }.to_bytes());
+        let big = vec![9u8; MAX_DATA];
+        let mut made = Vec::new();
+        encode_data(&mut made, u32::MAX, &big);
+        assert_eq!(&made[..DATA_HEADER_LEN], &data_header(u32::MAX, MAX_DATA));
+        assert_eq!(decode_data(&made), Some((u32::MAX, &big[..], made.len())));
         // No data: not for the fast path; decode explains why.
         let empty = [0, 0, 0, 5, kind::DATA, 0, 0, 0, 7];
         assert_eq!(decode_data(&empty), None);

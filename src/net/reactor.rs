@@ -1750,9 +1750,10 @@ impl Reactor {
             let Some((bytes, pos)) = t.current.as_mut() else { break };
             let allowed = (t.granted - t.sent).min(frame::MAX_DATA as u64) as usize;
             let n = (bytes.len() - *pos).min(allowed);
-            conn.plain.clear();
-            frame::encode_data(&mut conn.plain, t.wire, &bytes[*pos..*pos + n]);
-            if let Err(e) = conn.link.seal(&conn.plain, &mut conn.out) {
+            // Sealed straight from the read block: header and data are
+            // never copied together first.
+            let header = frame::data_header(t.wire, n);
+            if let Err(e) = conn.link.seal_parts(&[&header, &bytes[*pos..*pos + n]], &mut conn.out) {
                 conn.broken.get_or_insert(e);
                 break;
             }

@@ -26,6 +26,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use snow::resolvers::CryptoResolver;
 
 /// The Noise protocol: XX (both static keys sent encrypted, mutual
@@ -271,8 +272,70 @@ enum State {
     /// Waiting for the peer's preamble.
     Preamble(Box<snow::HandshakeState>),
     Handshake(Box<snow::HandshakeState>),
-    Transport(Box<snow::TransportState>),
+    Transport(Box<Transport>),
     Failed,
+}
+
+/// Noise's transport phase with AESGCM (Noise spec §5.1, §12.3): one key
+/// per direction from the handshake's split, the message counter as the
+/// nonce (4 zero bytes, then the counter big-endian), no associated data.
+/// The records are the ones snow's `TransportState` makes (a unit test
+/// checks both ways); it is done here on ring directly so records are
+/// sealed and opened in place, where snow zero-fills its output and then
+/// copies each record into it.
+struct Transport {
+    send: LessSafeKey,
+    recv: LessSafeKey,
+    /// Messages sealed and opened so far: the next nonce each way.
+    sent: u64,
+    received: u64,
+}
+
+impl Transport {
+    fn new(hs: &mut snow::HandshakeState) -> Transport {
+        let (initiator_to_responder, responder_to_initiator) = hs.dangerously_get_raw_split();
+        let (send, recv) = if hs.is_initiator() {
+            (initiator_to_responder, responder_to_initiator)
+        } else {
+            (responder_to_initiator, initiator_to_responder)
+        };
+        let key = |k: [u8; 32]| LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).expect("a 32-byte AES-256 key"));
+        Transport { send: key(send), recv: key(recv), sent: 0, received: 0 }
+    }
+
+    fn nonce(counter: u64) -> Nonce {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&counter.to_be_bytes());
+        Nonce::assume_unique_for_key(bytes)
+    }
+
+    /// Encrypts `out[start..]` in place and appends the tag.
+    fn seal_tail(&mut self, out: &mut Vec<u8>, start: usize) -> Result<(), SecureError> {
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(Transport::nonce(self.sent), Aad::empty(), &mut out[start..])
+            .map_err(|_| SecureError::Exhausted)?;
+        out.extend_from_slice(tag.as_ref());
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Decrypts `plain[start..]` (a whole record) in place, leaving only
+    /// the plaintext.
+    fn open_tail(&mut self, plain: &mut Vec<u8>, start: usize) -> Result<(), SecureError> {
+        match self.recv.open_in_place(Transport::nonce(self.received), Aad::empty(), &mut plain[start..]) {
+            Ok(opened) => {
+                let n = opened.len();
+                plain.truncate(start + n);
+                self.received += 1;
+                Ok(())
+            }
+            Err(_) => {
+                plain.truncate(start);
+                Err(SecureError::Tampered)
+            }
+        }
+    }
 }
 
 /// One side of an encrypted connection.
@@ -450,63 +513,67 @@ impl Channel {
                         .and_then(|k| k.try_into().ok())
                         .ok_or_else(|| SecureError::Handshake("the peer sent no key".into()))?;
                     let handshake_hash = hs.get_handshake_hash().to_vec();
-                    let State::Handshake(hs) = std::mem::replace(&mut self.state, State::Failed) else {
-                        unreachable!()
-                    };
-                    let transport = hs.into_transport_mode().map_err(|e| SecureError::Handshake(e.to_string()))?;
+                    let transport = Transport::new(hs);
                     self.state = State::Transport(Box::new(transport));
                     self.peer = Some(PeerKey { key, handshake_hash });
                 }
                 Ok(())
             }
             State::Transport(ts) => {
-                if ts.receiving_nonce() >= self.nonce_limit {
+                if ts.received >= self.nonce_limit {
                     return Err(SecureError::Exhausted);
                 }
                 if record.len() < TAG_LEN {
                     return Err(SecureError::Tampered);
                 }
                 let start = plain.len();
-                plain.resize(start + record.len() - TAG_LEN, 0);
-                match ts.read_message(record, &mut plain[start..]) {
-                    Ok(n) => {
-                        plain.truncate(start + n);
-                        Ok(())
-                    }
-                    Err(_) => {
-                        plain.truncate(start);
-                        Err(SecureError::Tampered)
-                    }
-                }
+                plain.extend_from_slice(record);
+                ts.open_tail(plain, start)
             }
             State::Preamble(_) | State::Failed => Err(SecureError::Tampered),
         }
     }
 
     /// Encrypts `plain` (frame bytes) into records appended to `out`.
-    pub fn seal(&mut self, mut plain: &[u8], out: &mut Vec<u8>) -> Result<(), SecureError> {
+    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), SecureError> {
+        self.seal_parts(&[plain], out)
+    }
+
+    /// Encrypts the bytes of `parts`, one after the other, as if they were
+    /// one slice (a frame's header and its data need not be copied
+    /// together first).
+    pub fn seal_parts(&mut self, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), SecureError> {
         let State::Transport(ts) = &mut self.state else {
             return Err(SecureError::Handshake("not established".into()));
         };
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         // All the records or none: a message is never cut off half sent.
-        let records = plain.len().div_ceil(MAX_PLAINTEXT) as u64;
-        if ts.sending_nonce().saturating_add(records) > self.nonce_limit {
+        let records = total.div_ceil(MAX_PLAINTEXT) as u64;
+        if ts.sent.saturating_add(records) > self.nonce_limit {
             return Err(SecureError::Exhausted);
         }
-        while !plain.is_empty() {
-            let n = plain.len().min(MAX_PLAINTEXT);
-            let len = n + TAG_LEN;
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+        let mut parts = parts.iter().copied();
+        let mut current: &[u8] = &[];
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(MAX_PLAINTEXT);
+            out.extend_from_slice(&((n + TAG_LEN) as u16).to_be_bytes());
             let start = out.len();
-            out.resize(start + len, 0);
-            match ts.write_message(&plain[..n], &mut out[start..]) {
-                Ok(written) => out.truncate(start + written),
-                Err(_) => {
-                    out.truncate(start - RECORD_HEADER);
-                    return Err(SecureError::Exhausted);
+            let mut need = n;
+            while need > 0 {
+                while current.is_empty() {
+                    current = parts.next().unwrap_or_default();
                 }
+                let k = need.min(current.len());
+                out.extend_from_slice(&current[..k]);
+                current = &current[k..];
+                need -= k;
             }
-            plain = &plain[n..];
+            if let Err(e) = ts.seal_tail(out, start) {
+                out.truncate(start - RECORD_HEADER);
+                return Err(e);
+            }
+            left -= n;
         }
         Ok(())
     }
@@ -570,6 +637,60 @@ mod tests {
         assert_eq!(a.peer().unwrap().safety_code(), b.peer().unwrap().safety_code());
         assert!(plain.is_empty());
         (a, b)
+    }
+
+    /// Our transport makes exactly the records snow's `TransportState`
+    /// makes, both ways: the wire format is Noise's, not our own.
+    #[test]
+    fn records_are_the_ones_snow_makes_and_reads() {
+        let (a_id, b_id) = (Identity::generate(), Identity::generate());
+        let mut a = builder(&a_id).build_initiator().unwrap();
+        let mut b = builder(&b_id).build_responder().unwrap();
+        let (mut msg, mut payload) = ([0u8; 256], [0u8; 256]);
+        for step in 0..3 {
+            let (from, to) = if step % 2 == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+            let n = from.write_message(&[], &mut msg).unwrap();
+            to.read_message(&msg[..n], &mut payload).unwrap();
+        }
+        assert!(a.is_handshake_finished() && b.is_handshake_finished());
+        let mut ours = Transport::new(&mut b);
+        let mut snows = a.into_transport_mode().unwrap();
+        for text in [&b"first"[..], &[7u8; 1000][..], b""] {
+            // snow seals, we open.
+            let mut record = vec![0u8; text.len() + TAG_LEN];
+            let n = snows.write_message(text, &mut record).unwrap();
+            let mut plain = b"kept".to_vec();
+            plain.extend_from_slice(&record[..n]);
+            ours.open_tail(&mut plain, 4).unwrap();
+            assert_eq!(&plain[4..], text);
+            // We seal, snow opens.
+            let mut out = b"xx".to_vec();
+            out.extend_from_slice(text);
+            ours.seal_tail(&mut out, 2).unwrap();
+            let mut back = vec![0u8; text.len()];
+            assert_eq!(snows.read_message(&out[2..], &mut back).unwrap(), text.len());
+            assert_eq!(back, text);
+        }
+        // A record from snow that was changed does not open.
+        let mut record = vec![0u8; 3 + TAG_LEN];
+        snows.write_message(b"abc", &mut record).unwrap();
+        record[1] ^= 1;
+        assert_eq!(ours.open_tail(&mut record, 0), Err(SecureError::Tampered));
+        assert!(record.is_empty());
+    }
+
+    #[test]
+    fn a_message_sealed_in_parts_is_the_same_as_sealed_whole() {
+        let (mut a, mut b) = pair();
+        let data: Vec<u8> = (0..MAX_PLAINTEXT * 2 + 77).map(|i| (i * 7) as u8).collect();
+        let mut wire = Vec::new();
+        a.seal_parts(&[&data[..9], &[], &data[9..MAX_PLAINTEXT + 3], &data[MAX_PLAINTEXT + 3..]], &mut wire).unwrap();
+        a.seal_parts(&[], &mut wire).unwrap();
+        a.seal(b"after", &mut wire).unwrap();
+        let mut plain = Vec::new();
+        b.receive(&wire, &mut Vec::new(), &mut plain).unwrap();
+        assert_eq!(&plain[..data.len()], &data[..]);
+        assert_eq!(&plain[data.len()..], b"after");
     }
 
     #[test]
