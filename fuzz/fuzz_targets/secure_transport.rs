@@ -23,12 +23,10 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
-
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use peerconn::net::frame;
-use peerconn::net::secure::{Channel, Identity, SecureError, MAX_PLAINTEXT};
+use peerconn::net::secure::{Channel, SecureError, MAX_PLAINTEXT};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -73,71 +71,23 @@ impl Payload {
     }
 }
 
-fn identities() -> &'static (Identity, Identity) {
-    static IDS: OnceLock<(Identity, Identity)> = OnceLock::new();
-    IDS.get_or_init(|| (Identity::from_private([1; 32]), Identity::from_private([2; 32])))
-}
+// The handshake and the receiver's promises, shared with the property
+// test in the normal test suite.
+#[path = "../../tests/it/channel_model.rs"]
+mod channel_model;
 
-/// A handshake between two fresh channels; returns (A, B), both established.
-fn handshake() -> (Channel, Channel) {
-    let (a_id, b_id) = identities();
-    let (mut a, a_first) = Channel::initiator(a_id);
-    let (mut b, b_first) = Channel::responder(b_id);
-    let (mut to_b, mut to_a) = (a_first, b_first);
-    let mut plain = Vec::new();
-    for _ in 0..3 {
-        let mut out = Vec::new();
-        b.receive(&std::mem::take(&mut to_b), &mut out, &mut plain).expect("B takes a valid handshake");
-        to_a.extend(out);
-        let mut out = Vec::new();
-        a.receive(&std::mem::take(&mut to_a), &mut out, &mut plain).expect("A takes a valid handshake");
-        to_b.extend(out);
+use channel_model::{handshake, Receiver};
+
+/// Hands B the bytes, panics on a broken promise, and decodes what came
+/// out as the reactor would (which must not panic either).
+fn feed(rx: &mut Receiver, bytes: &[u8]) {
+    let before = rx.plain.len();
+    if let Err(why) = rx.feed(bytes) {
+        panic!("{why}");
     }
-    assert!(a.is_established() && b.is_established() && plain.is_empty() && to_a.is_empty() && to_b.is_empty());
-    assert_eq!(a.peer().map(|p| p.handshake_hash.clone()), b.peer().map(|p| p.handshake_hash.clone()));
-    (a, b)
-}
-
-/// B's side of the test, with what it must never break.
-struct Receiver {
-    b: Channel,
-    /// Everything A sealed for B, in order.
-    sealed: Vec<u8>,
-    /// Everything B let out.
-    plain: Vec<u8>,
-    failed: bool,
-    /// Only whole, untouched records in order reached B so far.
-    clean: bool,
-}
-
-impl Receiver {
-    fn feed(&mut self, bytes: &[u8]) {
-        let before = self.plain.len();
-        let result = self.b.receive(bytes, &mut Vec::new(), &mut self.plain);
-        if self.failed {
-            assert_eq!(self.plain.len(), before, "a failed channel let plaintext out");
-        }
-        if result.is_err() {
-            self.failed = true;
-            self.clean = false;
-        }
-        assert!(
-            self.sealed.starts_with(&self.plain),
-            "B let out {} bytes that A did not send in that order",
-            self.plain.len()
-        );
-        // The reactor decodes whatever comes out; it must not panic on it.
-        let mut rest = &self.plain[before..];
-        while let Ok(Some((_, used))) = frame::decode(rest) {
-            rest = &rest[used..];
-        }
-    }
-
-    fn check_complete(&self) {
-        if self.clean && !self.failed {
-            assert_eq!(self.plain.len(), self.sealed.len(), "B held back data from whole, untouched records");
-            assert!(!self.b.has_partial());
-        }
+    let mut rest = &rx.plain[before..];
+    while let Ok(Some((_, used))) = frame::decode(rest) {
+        rest = &rest[used..];
     }
 }
 
@@ -163,7 +113,7 @@ fuzz_target!(|data: &[u8]| {
         eprintln!("{ops:?}");
     }
     let (mut a, b) = handshake();
-    let mut rx = Receiver { b, sealed: Vec::new(), plain: Vec::new(), failed: false, clean: true };
+    let mut rx = Receiver::new(b);
     let mut limit: Option<u64> = None;
     for op in &ops {
         match op {
@@ -171,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                 let p = p.bytes();
                 if let Some(wire) = seal(&mut a, &p, limit) {
                     rx.sealed.extend_from_slice(&p);
-                    rx.feed(&wire);
+                    feed(&mut rx, &wire);
                 }
             }
             Op::Split(p, at) => {
@@ -179,8 +129,8 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(wire) = seal(&mut a, &p, limit) {
                     rx.sealed.extend_from_slice(&p);
                     let at = usize::from(*at).min(wire.len());
-                    rx.feed(&wire[..at]);
-                    rx.feed(&wire[at..]);
+                    feed(&mut rx, &wire[..at]);
+                    feed(&mut rx, &wire[at..]);
                 }
             }
             Op::Flip(p, at, xor) => {
@@ -192,7 +142,7 @@ fuzz_target!(|data: &[u8]| {
                         wire[at] ^= xor;
                         rx.clean = false;
                     }
-                    rx.feed(&wire);
+                    feed(&mut rx, &wire);
                 }
             }
             Op::Drop(p) => {
@@ -206,10 +156,10 @@ fuzz_target!(|data: &[u8]| {
                 let p = p.bytes();
                 if let Some(wire) = seal(&mut a, &p, limit) {
                     rx.sealed.extend_from_slice(&p);
-                    rx.feed(&wire);
+                    feed(&mut rx, &wire);
                     if !wire.is_empty() {
                         rx.clean = false;
-                        rx.feed(&wire);
+                        feed(&mut rx, &wire);
                     }
                 }
             }
@@ -221,20 +171,20 @@ fuzz_target!(|data: &[u8]| {
                 if !w1.is_empty() && !w2.is_empty() {
                     rx.clean = false;
                 }
-                rx.feed(&w2);
-                rx.feed(&w1);
+                feed(&mut rx, &w2);
+                feed(&mut rx, &w1);
             }
             Op::Garbage(bytes) => {
                 if !bytes.is_empty() {
                     rx.clean = false;
                 }
-                rx.feed(bytes);
+                feed(&mut rx, bytes);
             }
             Op::Record(len, body) => {
                 rx.clean = false;
                 let mut wire = len.to_be_bytes().to_vec();
                 wire.extend_from_slice(body);
-                rx.feed(&wire);
+                feed(&mut rx, &wire);
             }
             Op::Reply(p) => {
                 let p = p.bytes();
@@ -259,6 +209,8 @@ fuzz_target!(|data: &[u8]| {
                 rx.b.set_nonce_limit(n);
             }
         }
-        rx.check_complete();
+        if let Err(why) = rx.check_complete() {
+            panic!("{why}");
+        }
     }
 });

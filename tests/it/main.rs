@@ -4,6 +4,7 @@
 
 mod support;
 
+mod channel_model;
 mod channel_props;
 mod chat;
 mod cli;
