@@ -215,24 +215,22 @@ impl KnownPeers {
     /// Forgets the key with this fingerprint (names are not looked at: a
     /// peer may call itself anything); returns whether it was there.
     pub fn forget_fingerprint(&mut self, fingerprint_text: &str) -> bool {
-        let before = self.peers.len();
-        self.peers.retain(|p| fingerprint(&p.key) != fingerprint_text);
-        let gone = before != self.peers.len();
-        if gone {
-            self.changed();
-        }
-        gone
+        self.forget_where(|p| fingerprint(&p.key) == fingerprint_text) > 0
     }
 
     /// Forgets the keys whose fingerprint or name is `which`; returns how many.
     pub fn forget(&mut self, which: &str) -> usize {
+        self.forget_where(|p| fingerprint(&p.key) == which || p.name == which)
+    }
+
+    fn forget_where(&mut self, gone: impl Fn(&KnownPeer) -> bool) -> usize {
         let before = self.peers.len();
-        self.peers.retain(|p| fingerprint(&p.key) != which && p.name != which);
-        let gone = before - self.peers.len();
-        if gone > 0 {
+        self.peers.retain(|p| !gone(p));
+        let forgotten = before - self.peers.len();
+        if forgotten > 0 {
             self.changed();
         }
-        gone
+        forgotten
     }
 
     /// Changes so far; it moves whenever the list does.

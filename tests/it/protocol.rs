@@ -54,7 +54,8 @@ fn valid_chat() -> impl Strategy<Value = String> {
     .prop_filter("check_chat accepts it", |s| frame::check_chat(s).is_ok())
 }
 
-fn any_bye_code() -> impl Strategy<Value = ByeCode> {
+/// Every bye code (also used by `session_props.rs`).
+pub(crate) fn any_bye_code() -> impl Strategy<Value = ByeCode> {
     prop::sample::select(vec![
         ByeCode::Normal,
         ByeCode::Busy,

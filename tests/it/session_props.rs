@@ -19,13 +19,14 @@ use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use peerconn::files::names::is_temp_name;
-use peerconn::net::frame::{self, ByeCode, Frame};
+use peerconn::net::frame::{self, Frame};
 use peerconn::net::secure::Identity;
 use peerconn::net::{EngineConfig, Event, ListenOptions, PeerId, PeerState};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
+use crate::protocol::any_bye_code;
 use crate::support::{fast_config, Node, RawPeer, TempDir};
 
 /// One thing the hostile peer does.
@@ -90,18 +91,6 @@ fn file_name() -> impl Strategy<Value = String> {
     ]
 }
 
-fn bye_code() -> impl Strategy<Value = ByeCode> {
-    prop::sample::select(vec![
-        ByeCode::Normal,
-        ByeCode::Busy,
-        ByeCode::ProtocolError,
-        ByeCode::Unsupported,
-        ByeCode::Untrusted,
-        ByeCode::Pairing,
-        ByeCode::Limit,
-    ])
-}
-
 fn any_frame() -> impl Strategy<Value = Frame> {
     let hello = (prop_oneof![4 => Just(frame::VERSION), 1 => any::<u16>()], any::<bool>(), peer_name())
         .prop_map(|(version, pairing, name)| Frame::Hello { version, pairing, name });
@@ -110,7 +99,7 @@ fn any_frame() -> impl Strategy<Value = Frame> {
         4 => text(100).prop_map(Frame::Chat),
         1 => any::<u64>().prop_map(Frame::Ping),
         1 => any::<u64>().prop_map(Frame::Pong),
-        1 => (bye_code(), "[a-z ]{0,20}").prop_map(|(code, reason)| Frame::Bye { code, reason }),
+        1 => (any_bye_code(), "[a-z ]{0,20}").prop_map(|(code, reason)| Frame::Bye { code, reason }),
         1 => vec(any::<u8>(), 1..=64).prop_map(Frame::Pair),
         1 => any::<[u8; 32]>().prop_map(Frame::Confirm),
         3 => (wire(), prop_oneof![3 => 0u64..3000, 1 => any::<u64>()], file_name())
