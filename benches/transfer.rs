@@ -1,21 +1,26 @@
 //! `cargo bench --bench transfer`: file transfer speed, memory and chat
 //! latency during a transfer.
 //!
-//! Generates a 2 GiB file (`PEERCONN_BENCH_BYTES` to change it), then in the
-//! same run:
+//! Generates a 2 GiB file (`PEERCONN_BENCH_BYTES` to change it) in the temp
+//! folder (`TMPDIR`: on a disk by default, `/dev/shm` to leave the disk
+//! out), then in each of 3 rounds (`PEERCONN_BENCH_ROUNDS`):
 //! * baseline: the file pushed through a plain file → `std::net` socket →
-//!   file copy over loopback (two threads, 256 KiB buffers, no hashing);
+//!   file copy over loopback (two threads, 256 KiB buffers, no hashing),
+//!   synced to the disk at the end;
+//! * floor: the same copy doing the work no encrypted, verified transfer can
+//!   skip: BLAKE3 on both sides and AES-256-GCM sealed and opened in place;
 //! * PeerConn: the same file sent between two engines over loopback
 //!   (offer, accept, BLAKE3 on both sides, verified, renamed into place),
 //!   while a chat message goes back and forth every 10 ms.
 //!
-//! Prints MB/s for both and their ratio, the growth of resident memory
-//! during the transfer (both engines together), and the chat round trip
-//! p50/p99 measured during the transfer.
+//! Prints the median and best MB/s of each, PeerConn's ratio to the
+//! baseline and to the floor, the growth of resident memory during a
+//! transfer (both engines together), and the chat round trip p50/p99
+//! measured during the transfers.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,38 +43,62 @@ fn main() {
     generate(&source, bytes);
     println!("done");
 
-    // Disk write-back makes single runs noisy: alternate the two, twice,
-    // removing each copy before the next run, and compare the best of each.
-    let mut bases = Vec::new();
-    let mut runs = Vec::new();
-    for round in 0..2 {
+    // Disk write-back and the file system make single runs noisy: alternate
+    // the three, removing each copy before the next run, and compare the
+    // medians (and the best of each).
+    let rounds: usize = std::env::var("PEERCONN_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let (mut bases, mut floors, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
         let copy = dir.join("baseline/copy.zip");
         let cpu = process_cpu();
-        bases.push(baseline(&source, &copy));
+        bases.push(baseline(&source, &copy, false));
         let base_cpu = process_cpu() - cpu;
+        let _ = fs::remove_file(&copy);
+        let cpu = process_cpu();
+        floors.push(baseline(&source, &copy, true));
+        let floor_cpu = process_cpu() - cpu;
         let _ = fs::remove_file(&copy);
         let cpu = process_cpu();
         let run = peerconn(&source, &dir.join("downloads"));
         let our_cpu = process_cpu() - cpu;
         let _ = fs::remove_file(dir.join("downloads/payload.zip"));
         println!(
-            "  round {}: baseline {:.2} s ({base_cpu:.2} s CPU), peerconn {:.2} s ({our_cpu:.2} s CPU)",
+            "  round {}: baseline {:.2} s ({base_cpu:.2} s CPU), floor {:.2} s ({floor_cpu:.2} s CPU), \
+             peerconn {:.2} s ({our_cpu:.2} s CPU)",
             round + 1,
             bases[round].as_secs_f64(),
+            floors[round].as_secs_f64(),
             run.took.as_secs_f64()
         );
         runs.push(run);
     }
-    let base = *bases.iter().min().expect("two runs");
     runs.sort_by_key(|r| r.took);
-    let ours = runs.remove(0);
+    let (base, floor) = (Times::of(bases), Times::of(floors));
+    let mine = Times::of(runs.iter().map(|r| r.took).collect());
     let mbs = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!();
-    println!("PeerConn file transfer benchmark ({} MiB over loopback, best of 2 each)", bytes >> 20);
-    println!("  baseline file → std::net → file   {:>8.0} MB/s  ({:.2} s)", mbs(base), base.as_secs_f64());
-    println!("  peerconn engines (BLAKE3-verified) {:>8.0} MB/s  ({:.2} s)", mbs(ours.took), ours.took.as_secs_f64());
-    println!("  ratio peerconn / baseline          {:>8.2}", base.as_secs_f64() / ours.took.as_secs_f64());
-    match ours.memory {
+    println!(
+        "PeerConn file transfer benchmark ({} MiB over loopback in {}, {rounds} rounds)",
+        bytes >> 20,
+        dir.display()
+    );
+    println!("                                              median              best");
+    let row = |what: &str, t: &Times| {
+        let (m, b) = (t.median, t.best);
+        println!("  {what:<40} {:>5.0} MB/s {:>5.2} s  {:>5.0} MB/s", mbs(m), m.as_secs_f64(), mbs(b));
+    };
+    row("baseline file → std::net → file", &base);
+    row("floor: the same + BLAKE3 + AES-GCM", &floor);
+    row("peerconn engines (encrypted, verified)", &mine);
+    let ratios = |what: &str, other: &Times| {
+        let (m, b) = (ratio(other.median, mine.median), ratio(other.best, mine.best));
+        println!("  {what:<40} {m:>10.2}          {b:>6.2}");
+    };
+    ratios("ratio peerconn / baseline", &base);
+    ratios("ratio peerconn / floor", &floor);
+    let median = &runs[runs.len() / 2];
+    match median.memory {
         Some((before, peak)) => println!(
             "  resident memory: {} MiB before, {} MiB peak during the transfer (+{} MiB, both engines)",
             before >> 20,
@@ -78,9 +107,24 @@ fn main() {
         ),
         None => println!("  resident memory: not measured on this system"),
     }
-    let (p50, p99) = percentiles(ours.chat);
-    println!("  chat round trip during the transfer: p50 {p50:.2} ms, p99 {p99:.2} ms ({} samples)", ours.samples);
+    let samples: Vec<Duration> = runs.iter().flat_map(|r| r.chat.iter().copied()).collect();
+    let count = samples.len();
+    let (p50, p99) = percentiles(samples);
+    println!("  chat round trip during the transfers: p50 {p50:.2} ms, p99 {p99:.2} ms ({count} samples)");
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The median and best of a few timings.
+struct Times {
+    median: Duration,
+    best: Duration,
+}
+
+impl Times {
+    fn of(mut times: Vec<Duration>) -> Times {
+        times.sort();
+        Times { median: times[times.len() / 2], best: times[0] }
+    }
 }
 
 /// Writes `bytes` of incompressible data quickly (xorshift).
@@ -107,7 +151,23 @@ fn generate(path: &Path, bytes: u64) {
     file.sync_all().unwrap();
 }
 
-fn baseline(source: &Path, target: &Path) -> Duration {
+/// Plaintext bytes the floor copy seals at a time: with its tag, as large
+/// as a Noise record can be.
+const PIECE: usize = 65_535 - 16;
+
+/// The plain copy. With `floor`, also what any encrypted and verified copy
+/// must do and nothing more: the sender hashes each buffer with BLAKE3 and
+/// seals it in place with AES-256-GCM in `PIECE`s, the receiver opens them in
+/// place, hashes, writes, and checks the hash at the end.
+fn baseline(source: &Path, target: &Path, floor: bool) -> Duration {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let key = || LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[7; 32]).unwrap());
+    let nonce = |n: &mut u64| {
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&n.to_be_bytes());
+        *n += 1;
+        Nonce::assume_unique_for_key(bytes)
+    };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let target = target.to_path_buf();
@@ -115,25 +175,69 @@ fn baseline(source: &Path, target: &Path) -> Duration {
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut out = File::create(&target).unwrap();
-        let mut buf = vec![0u8; BUFFER];
+        let mut buf = vec![0u8; BUFFER + BUFFER.div_ceil(PIECE) * 16];
+        let (key, mut n, mut hasher) = (key(), 0u64, blake3::Hasher::new());
         loop {
-            let n = s.read(&mut buf).unwrap();
-            if n == 0 {
+            if !floor {
+                let got = s.read(&mut buf).unwrap();
+                if got == 0 {
+                    break;
+                }
+                out.write_all(&buf[..got]).unwrap();
+                continue;
+            }
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).unwrap();
+            let len = u32::from_le_bytes(len) as usize;
+            if len == 0 {
+                let mut hash = [0u8; 32];
+                s.read_exact(&mut hash).unwrap();
+                assert_eq!(hasher.finalize().as_bytes(), &hash, "the floor copy arrived damaged");
                 break;
             }
-            out.write_all(&buf[..n]).unwrap();
+            s.read_exact(&mut buf[..len]).unwrap();
+            for piece in buf[..len].chunks_mut(PIECE + 16) {
+                let opened = key.open_in_place(nonce(&mut n), Aad::empty(), piece).unwrap();
+                hasher.update(opened);
+                out.write_all(opened).unwrap();
+            }
         }
         out.sync_all().unwrap();
     });
     let mut s = TcpStream::connect(addr).unwrap();
     let mut file = File::open(source).unwrap();
     let mut buf = vec![0u8; BUFFER];
+    let (key, mut n, mut hasher) = (key(), 0u64, blake3::Hasher::new());
     loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
+        let got = file.read(&mut buf).unwrap();
+        if got == 0 {
             break;
         }
-        s.write_all(&buf[..n]).unwrap();
+        if !floor {
+            s.write_all(&buf[..got]).unwrap();
+            continue;
+        }
+        hasher.update(&buf[..got]);
+        let tags: Vec<_> = buf[..got]
+            .chunks_mut(PIECE)
+            .map(|piece| key.seal_in_place_separate_tag(nonce(&mut n), Aad::empty(), piece).unwrap())
+            .collect();
+        // Length, then each piece followed by its tag, without copying.
+        let len = ((got + tags.len() * 16) as u32).to_le_bytes();
+        let mut parts = vec![IoSlice::new(&len)];
+        for (piece, tag) in buf[..got].chunks(PIECE).zip(&tags) {
+            parts.push(IoSlice::new(piece));
+            parts.push(IoSlice::new(tag.as_ref()));
+        }
+        let mut parts = &mut parts[..];
+        while !parts.is_empty() {
+            let sent = s.write_vectored(parts).unwrap();
+            IoSlice::advance_slices(&mut parts, sent);
+        }
+    }
+    if floor {
+        s.write_all(&0u32.to_le_bytes()).unwrap();
+        s.write_all(hasher.finalize().as_bytes()).unwrap();
     }
     drop(s);
     receiver.join().unwrap();
@@ -144,7 +248,6 @@ struct Run {
     took: Duration,
     memory: Option<(u64, u64)>,
     chat: Vec<Duration>,
-    samples: usize,
 }
 
 fn peerconn(source: &Path, downloads: &Path) -> Run {
@@ -224,8 +327,7 @@ fn peerconn(source: &Path, downloads: &Path) -> Run {
         }
         done.store(true, Ordering::Relaxed);
     });
-    let samples = chat.len();
-    Run { took, memory: before.map(|b| (b, peak.load(Ordering::Relaxed))), chat, samples }
+    Run { took, memory: before.map(|b| (b, peak.load(Ordering::Relaxed))), chat }
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {

@@ -35,6 +35,13 @@ const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// A writer reports its progress every this many bytes, which lets the
 /// sender move its window on.
 const CONSUMED_STEP: u64 = 1024 * 1024;
+/// A writer asks the disk to start writing out every this many bytes...
+#[cfg(target_os = "linux")]
+const WRITEBACK_STEP: u64 = 8 * 1024 * 1024;
+/// ...and waits for what lies this far behind to be on the disk. (On a
+/// 430 MB/s disk 32 MiB stalled the transfer; 128 MiB kept both busy.)
+#[cfg(target_os = "linux")]
+const WRITEBACK_LAG: u64 = 128 * 1024 * 1024;
 
 /// Identifies one file transfer for the lifetime of an engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,6 +192,13 @@ fn read_file(
             return notify.send(DiskEvent::OpenFailed { key, reason: format!("cannot open {}: {e}", path.display()) })
         }
     };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // Read front to back once: let the kernel read ahead further.
+        // SAFETY: a plain system call on a descriptor we own; only advice.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    }
     let size = meta.len();
     let modified = meta.modified().ok();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
@@ -412,6 +426,7 @@ fn receive_file(
     let mut temp = create_temp(dir)?;
     notify.send(DiskEvent::ReadyToReceive { key });
     let mut hasher = blake3::Hasher::new();
+    let mut writeback = Writeback::default();
     let mut written: u64 = 0;
     let mut reported: u64 = 0;
     loop {
@@ -436,6 +451,7 @@ fn receive_file(
                 }
                 let file = temp.file.as_mut().expect("open until kept");
                 file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                writeback.wrote(file, written).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
                 hasher.update(&bytes);
                 let _ = spent.try_send(bytes);
                 if written - reported >= CONSUMED_STEP {
@@ -461,6 +477,64 @@ fn receive_file(
                 return Ok(Some((path, hash.to_hex().to_string())));
             }
         }
+    }
+}
+
+/// Writes a received file out to the disk while it arrives, instead of
+/// leaving gigabytes of dirty pages for the final `fsync`: the disk works
+/// during the transfer, the file is saved soon after its last byte, and a
+/// large download holds at most [`WRITEBACK_LAG`] of unwritten data.
+/// (Linux; elsewhere the operating system's own write-back does this.)
+#[derive(Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+struct Writeback {
+    /// Write-out was started up to here.
+    started: u64,
+    /// Everything up to here is on the disk.
+    settled: u64,
+    /// The file system does not support it: stop asking.
+    off: bool,
+}
+
+impl Writeback {
+    #[cfg(target_os = "linux")]
+    fn wrote(&mut self, file: &File, written: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        if self.off || written - self.started < WRITEBACK_STEP {
+            return Ok(());
+        }
+        let range = |from: u64, to: u64, flags| {
+            let (Ok(from), Ok(len)) = (i64::try_from(from), i64::try_from(to - from)) else { return Ok(()) };
+            // SAFETY: a plain system call on a descriptor we own.
+            match unsafe { libc::sync_file_range(file.as_raw_fd(), from, len, flags) } {
+                0 => Ok(()),
+                _ => Err(io::Error::last_os_error()),
+            }
+        };
+        let mut result = range(self.started, written, libc::SYNC_FILE_RANGE_WRITE);
+        self.started = written;
+        if result.is_ok() && self.started - self.settled > WRITEBACK_LAG {
+            let to = self.started - WRITEBACK_LAG;
+            let all =
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            result = range(self.settled, to, all);
+            self.settled = to;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            // The disk failed or is full: the transfer fails as on a write.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EIO | libc::ENOSPC | libc::EDQUOT)) => Err(e),
+            Err(e) => {
+                log::debug!("no early write-back on this file system: {e}");
+                self.off = true;
+                Ok(())
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn wrote(&mut self, _file: &File, _written: u64) -> io::Result<()> {
+        Ok(())
     }
 }
 
