@@ -564,12 +564,14 @@ impl Session {
                 self.out.text_only(&format!("offering {} ({})", printable(&name), human_size(size)));
                 self.transfers.insert(transfer, Shown { name, size, tenths: 0 });
             }
-            Event::FileIncoming { transfer, name, size, .. } => {
+            Event::FileIncoming { transfer, name, size, refused, .. } => {
                 self.out.print(json!({"event": "file_offered", "name": name, "size": size}), || {
                     format!("the peer offers {} ({})", printable(&name), human_size(size))
                 });
                 self.transfers.insert(transfer, Shown { name: name.clone(), size, tenths: 0 });
-                if self.accept_files {
+                if refused.is_some() {
+                    // Already declined; the failure that follows says why.
+                } else if self.accept_files {
                     self.engine.accept_file(transfer);
                 } else if self.interactive && !self.stdin_done {
                     self.asking.push_back(transfer);

@@ -62,6 +62,9 @@ pub enum DiskEvent {
     OpenFailed { key: TransferId, reason: String },
     /// A reader has a block ready (only sent when the reactor may be waiting).
     Readable { key: TransferId },
+    /// An offered file was measured against the free space: `refusal` says
+    /// why it cannot fit, or is `None` when it fits (or the space is unknown).
+    SpaceChecked { key: TransferId, refusal: Option<String> },
     /// A writer checked the space and made its temporary file: accept.
     ReadyToReceive { key: TransferId },
     /// A writer verified and stored the file.
@@ -80,6 +83,7 @@ impl DiskEvent {
             DiskEvent::Opened { key, .. }
             | DiskEvent::OpenFailed { key, .. }
             | DiskEvent::Readable { key }
+            | DiskEvent::SpaceChecked { key, .. }
             | DiskEvent::ReadyToReceive { key }
             | DiskEvent::Stored { key, .. }
             | DiskEvent::WriteFailed { key, .. }
@@ -411,17 +415,8 @@ fn receive_file(
     spent: &Sender<Vec<u8>>,
 ) -> Result<Option<(PathBuf, String)>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create the downloads folder {}: {e}", dir.display()))?;
-    if let Some(free) = free_space(dir) {
-        // Leave a little room for the file system itself.
-        let margin = 16 * 1024 * 1024;
-        if size.saturating_add(margin) > free {
-            return Err(format!(
-                "not enough free space in {}: the file needs {}, {} are free",
-                dir.display(),
-                human_size(size),
-                human_size(free)
-            ));
-        }
+    if let Some(refusal) = lacks_space(dir, size) {
+        return Err(refusal);
     }
     let mut temp = create_temp(dir)?;
     notify.send(DiskEvent::ReadyToReceive { key });
@@ -632,6 +627,36 @@ pub fn free_space(dir: &Path) -> Option<u64> {
 #[cfg(not(any(unix, windows)))]
 pub fn free_space(_dir: &Path) -> Option<u64> {
     None
+}
+
+/// Why a file of `size` bytes cannot fit in `dir` (or in the folder that
+/// will hold it, if `dir` does not exist yet), or `None` if it fits or the
+/// space cannot be known. The words go to the peer too: no path in them.
+pub fn lacks_space(dir: &Path, size: u64) -> Option<String> {
+    // Leave a little room for the file system itself.
+    const MARGIN: u64 = 16 * 1024 * 1024;
+    let free = dir.ancestors().find(|d| d.is_dir()).and_then(free_space)?;
+    (size.saturating_add(MARGIN) > free).then(|| {
+        format!(
+            "not enough free space in the downloads folder: the file needs {}, {} are free",
+            human_size(size),
+            human_size(free)
+        )
+    })
+}
+
+/// Measures an offered file against the free space on a thread of its own
+/// (asking a disk, or a network share, may take a while) and reports
+/// [`DiskEvent::SpaceChecked`].
+pub fn check_space(key: TransferId, dir: PathBuf, size: u64, notify: Notify) {
+    let spawned = std::thread::Builder::new().name("peerconn-space".into()).spawn({
+        let notify = notify.clone();
+        move || notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size) })
+    });
+    if spawned.is_err() {
+        // The writer checks again before it creates anything.
+        notify.send(DiskEvent::SpaceChecked { key, refusal: None });
+    }
 }
 
 /// Removes temporary files left by a PeerConn that crashed. A file still

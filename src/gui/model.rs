@@ -624,10 +624,13 @@ impl Peersockets {
             Event::FileOutgoing { transfer, name, size, .. } => {
                 self.add_file(i, transfer, &name, size, false);
             }
-            Event::FileIncoming { transfer, name, size, .. } => {
+            Event::FileIncoming { transfer, name, size, refused, .. } => {
                 self.add_file(i, transfer, &name, size, true);
+                // A refused offer was already declined: the failure that
+                // follows says why.
                 let always = self.peers[i].peer_key.as_ref().is_some_and(|k| self.settings.always_accept.contains(k));
-                if always {
+                if refused.is_some() {
+                } else if always {
                     self.accept(transfer.0 as i32, false);
                 } else if self.selected != Some(id) {
                     self.peers[i].unread += 1;

@@ -115,8 +115,10 @@ pub enum Event {
     /// peer to accept.
     FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64 },
     /// The peer offers a file; answer with `accept_file` or `decline_file`.
-    /// `name` is already made safe for the downloads folder.
-    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64 },
+    /// `name` is already made safe for the downloads folder. When `refused`
+    /// says why, the offer was already declined (it cannot fit in the free
+    /// space) and a `FileFailed` follows: nothing to answer.
+    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64, refused: Option<String> },
     /// Bytes moved so far, at most ten times a second per transfer and once
     /// at the end.
     FileProgress { id: PeerId, transfer: TransferId, bytes: u64, total: u64, bytes_per_sec: u64, eta: Option<Duration> },

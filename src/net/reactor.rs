@@ -1696,7 +1696,7 @@ impl Reactor {
                 conn.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
                 return Ok(());
             }
-            if t.state == InState::Offered {
+            if matches!(t.state, InState::Checking | InState::Offered) {
                 conn.queue(&Frame::Decline { transfer: wire, reason: "declined".into() });
             } else {
                 conn.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
@@ -1815,7 +1815,7 @@ impl Reactor {
                         key,
                         name: name.clone(),
                         size,
-                        state: InState::Offered,
+                        state: InState::Checking,
                         writer: None,
                         pending: Vec::new(),
                         stalled: Default::default(),
@@ -1825,7 +1825,8 @@ impl Reactor {
                     },
                 );
                 self.transfers.insert(key, token);
-                self.emit(Event::FileIncoming { id: owner, transfer: key, name, size });
+                // The person is asked once the file is known to fit.
+                files::check_space(key, self.config.downloads.clone(), size, self.notify.clone());
             }
             Frame::Accept { transfer: wire } => {
                 if let Some(i) = conn.files.out_by_wire(wire) {
@@ -1932,7 +1933,9 @@ impl Reactor {
         };
         if t.state != InState::Receiving {
             let what = match t.state {
-                InState::Offered | InState::Preparing => "sent file data before the file was accepted",
+                InState::Checking | InState::Offered | InState::Preparing => {
+                    "sent file data before the file was accepted"
+                }
                 _ => "sent file data after the end of the file",
             };
             return Err(self.protocol_error(conn, what));
@@ -2010,6 +2013,31 @@ impl Reactor {
                 }
             }
             DiskEvent::Readable { .. } => {} // the pump after this handler takes it
+            DiskEvent::SpaceChecked { key, refusal } => {
+                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
+                let Some(t) = conn.files.incoming.get_mut(&wire) else { return Ok(()) };
+                if t.state != InState::Checking {
+                    return Ok(());
+                }
+                let (name, size) = (t.name.clone(), t.size);
+                let refused = refusal.map(|why| format!("declined: {why}"));
+                // Shown either way, so the person knows what was offered.
+                self.emit(Event::FileIncoming {
+                    id: owner,
+                    transfer: key,
+                    name: name.clone(),
+                    size,
+                    refused: refused.clone(),
+                });
+                match refused {
+                    None => t.state = InState::Offered,
+                    Some(reason) => {
+                        conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                        conn.files.forget_incoming(wire);
+                        self.transfer_failed(owner, key, &name, reason);
+                    }
+                }
+            }
             DiskEvent::ReadyToReceive { key } => {
                 let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
                 if let Some(t) = conn.files.incoming.get_mut(&wire) {

@@ -58,6 +58,9 @@ impl Outgoing {
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum InState {
+    /// Offered; being measured against the free space before the person
+    /// is asked (a file that cannot fit is declined at once).
+    Checking,
     /// Waiting for the person to accept or decline.
     Offered,
     /// Accepted; the writer is checking space and creating its file.

@@ -48,7 +48,7 @@ impl Link {
 
 fn incoming(node: &mut Node, id: PeerId) -> (TransferId, String, u64) {
     node.wait("a file offer", |e| match e {
-        Event::FileIncoming { id: i, transfer, name, size } if *i == id => Some((*transfer, name.clone(), *size)),
+        Event::FileIncoming { id: i, transfer, name, size, .. } if *i == id => Some((*transfer, name.clone(), *size)),
         _ => None,
     })
 }
@@ -343,13 +343,24 @@ fn an_offer_larger_than_the_free_space_is_declined_before_any_data_moves() {
     let (mut raw, _) = RawPeer::hello(addr, "liar");
     node.connected(id);
     raw.send(&Frame::Offer { transfer: 9, size: u64::MAX / 4, name: "huge.bin".into() });
-    let (t_in, _, size) = incoming(&mut node, id);
-    assert_eq!(size, u64::MAX / 4);
-    node.engine.accept_file(t_in);
+    // The person is not asked: the offer arrives already refused, and fails.
+    let (t_in, refused) = node.wait("the refused offer", |e| match e {
+        Event::FileIncoming { id: i, transfer, size, refused, .. } if *i == id => {
+            assert_eq!(*size, u64::MAX / 4);
+            Some((*transfer, refused.clone()))
+        }
+        _ => None,
+    });
+    let refused = refused.expect("refused at once");
+    assert!(refused.contains("not enough free space in the downloads folder"), "{refused}");
     let reason = failed(&mut node, t_in);
-    assert!(reason.contains("not enough free space"), "{reason}");
+    assert_eq!(reason, refused);
     match raw.recv() {
-        Some(Frame::Decline { transfer: 9, reason }) => assert!(reason.contains("not enough free space")),
+        // What the peer hears names no local path.
+        Some(Frame::Decline { transfer: 9, reason }) => {
+            assert!(reason.contains("not enough free space"), "{reason}");
+            assert!(!reason.contains(&*down.path().to_string_lossy()), "{reason}");
+        }
         other => panic!("expected a decline, got {other:?}"),
     }
     settles_to(&down, &[]);
