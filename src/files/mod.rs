@@ -645,17 +645,32 @@ pub fn lacks_space(dir: &Path, size: u64) -> Option<String> {
     })
 }
 
-/// Measures an offered file against the free space on a thread of its own
-/// (asking a disk, or a network share, may take a while) and reports
-/// [`DiskEvent::SpaceChecked`].
-pub fn check_space(key: TransferId, dir: PathBuf, size: u64, notify: Notify) {
-    let spawned = std::thread::Builder::new().name("peerconn-space".into()).spawn({
-        let notify = notify.clone();
-        move || notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size) })
-    });
-    if spawned.is_err() {
-        // The writer checks again before it creates anything.
-        notify.send(DiskEvent::SpaceChecked { key, refusal: None });
+/// Offers waiting to be measured against the free space; more than this
+/// (a peer flooding offers) are not measured early: the writer still checks
+/// before it creates anything.
+const SPACE_CHECKS_WAITING: usize = 64;
+
+/// Measures offered files against the free space on a thread of its own
+/// (asking a disk, or a network share, may take a while) and reports each
+/// as a [`DiskEvent::SpaceChecked`]. The thread ends with this handle.
+pub struct SpaceChecker {
+    requests: Sender<(TransferId, PathBuf, u64)>,
+}
+
+impl SpaceChecker {
+    pub fn spawn(notify: Notify) -> io::Result<SpaceChecker> {
+        let (requests, rx) = crossbeam_channel::bounded::<(TransferId, PathBuf, u64)>(SPACE_CHECKS_WAITING);
+        std::thread::Builder::new().name("peerconn-space".into()).spawn(move || {
+            for (key, dir, size) in rx {
+                notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size) });
+            }
+        })?;
+        Ok(SpaceChecker { requests })
+    }
+
+    /// Asks for a check; `false` if it cannot be made (too many waiting).
+    pub fn check(&self, key: TransferId, dir: PathBuf, size: u64) -> bool {
+        self.requests.try_send((key, dir, size)).is_ok()
     }
 }
 

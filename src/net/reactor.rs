@@ -67,6 +67,8 @@ pub(crate) struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// How disk workers report back.
     notify: Notify,
+    /// Started at the first offer.
+    space_checker: Option<files::SpaceChecker>,
     disk_events: Receiver<DiskEvent>,
     /// Shared with the handle, which numbers outgoing transfers.
     next_transfer: Arc<std::sync::atomic::AtomicU64>,
@@ -324,6 +326,7 @@ impl Reactor {
             next_transfer,
             transfers: HashMap::new(),
             orphans: HashMap::new(),
+            space_checker: None,
             writers: Vec::new(),
         };
         Ok((reactor, waker))
@@ -1826,7 +1829,17 @@ impl Reactor {
                 );
                 self.transfers.insert(key, token);
                 // The person is asked once the file is known to fit.
-                files::check_space(key, self.config.downloads.clone(), size, self.notify.clone());
+                if self.space_checker.is_none() {
+                    self.space_checker = files::SpaceChecker::spawn(self.notify.clone())
+                        .inspect_err(|e| log::warn!("cannot start the free-space checker: {e}"))
+                        .ok();
+                }
+                let asked =
+                    self.space_checker.as_ref().is_some_and(|c| c.check(key, self.config.downloads.clone(), size));
+                if !asked {
+                    // The writer checks again before it creates anything.
+                    self.space_checked(conn, key, None);
+                }
             }
             Frame::Accept { transfer: wire } => {
                 if let Some(i) = conn.files.out_by_wire(wire) {
@@ -2013,31 +2026,7 @@ impl Reactor {
                 }
             }
             DiskEvent::Readable { .. } => {} // the pump after this handler takes it
-            DiskEvent::SpaceChecked { key, refusal } => {
-                let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
-                let Some(t) = conn.files.incoming.get_mut(&wire) else { return Ok(()) };
-                if t.state != InState::Checking {
-                    return Ok(());
-                }
-                let (name, size) = (t.name.clone(), t.size);
-                let refused = refusal.map(|why| format!("declined: {why}"));
-                // Shown either way, so the person knows what was offered.
-                self.emit(Event::FileIncoming {
-                    id: owner,
-                    transfer: key,
-                    name: name.clone(),
-                    size,
-                    refused: refused.clone(),
-                });
-                match refused {
-                    None => t.state = InState::Offered,
-                    Some(reason) => {
-                        conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
-                        conn.files.forget_incoming(wire);
-                        self.transfer_failed(owner, key, &name, reason);
-                    }
-                }
-            }
+            DiskEvent::SpaceChecked { key, refusal } => self.space_checked(conn, key, refusal),
             DiskEvent::ReadyToReceive { key } => {
                 let Some(wire) = conn.files.in_by_key(key) else { return Ok(()) };
                 if let Some(t) = conn.files.incoming.get_mut(&wire) {
@@ -2094,6 +2083,29 @@ impl Reactor {
             }
         }
         Ok(())
+    }
+
+    /// An offer was measured against the free space: the person is asked,
+    /// or it is declined at once if it cannot fit.
+    fn space_checked(&mut self, conn: &mut Conn, key: TransferId, refusal: Option<String>) {
+        let owner = conn.owner;
+        let Some(wire) = conn.files.in_by_key(key) else { return };
+        let Some(t) = conn.files.incoming.get_mut(&wire) else { return };
+        if t.state != InState::Checking {
+            return;
+        }
+        let (name, size) = (t.name.clone(), t.size);
+        let refused = refusal.map(|why| format!("declined: {why}"));
+        // Shown either way, so the person knows what was offered.
+        self.emit(Event::FileIncoming { id: owner, transfer: key, name: name.clone(), size, refused: refused.clone() });
+        match refused {
+            None => t.state = InState::Offered,
+            Some(reason) => {
+                conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                conn.files.forget_incoming(wire);
+                self.transfer_failed(owner, key, &name, reason);
+            }
+        }
     }
 
     /// Stops a transfer whose writer already has all its data; the writer's
