@@ -222,6 +222,8 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
         .find(|m| m.text == "holiday.zip")
         .expect("a card for the file");
     assert_eq!(card.progress, 1.0);
+    #[cfg(unix)]
+    an_offer_bigger_than_the_free_space_shows_declined_without_asking(&a, &b, &base);
 
     pairing_code_listen_and_connect_verifies_both_sides(&a, &b);
 
@@ -236,6 +238,23 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
 
     drop(a);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A file larger than the free space is declined before anyone is asked:
+/// the card says why, with no Accept on it, and the sender hears it.
+/// (Unix: a sparse file stands in for one that large.)
+#[cfg(unix)]
+fn an_offer_bigger_than_the_free_space_shows_declined_without_asking(a: &Gui, b: &Gui, base: &std::path::Path) {
+    let huge = base.join("everything.zip");
+    let free = peerconn::files::free_space(&base.join("a")).expect("free space is known here");
+    std::fs::File::create(&huge).unwrap().set_len(free + (64 << 30)).unwrap();
+    b.window.global::<peerconn::gui::ChatAdapter>().invoke_send_path(huge.display().to_string().into());
+    pump_until("the refusal", || shows_text_starting(a, "declined: not enough free space in the downloads folder"));
+    assert!(labelled(a, "Accept everything.zip").is_empty(), "a refused offer asks to be accepted");
+    pump_until("the sender told", || {
+        shows_text_starting(b, "the peer declined the file (declined: not enough free space")
+    });
+    let _ = std::fs::remove_file(&huge);
 }
 
 /// Every connection is encrypted; a display name proves nothing, so a new
@@ -351,6 +370,26 @@ fn settings_lists_known_peers_with_always_accept_and_forget(a: &Gui) {
     assert_eq!(labelled(a, always)[0].accessible_checked(), Some(false));
     click(a, always);
     pump_until("always accept ticked", || labelled(a, always)[0].accessible_checked() == Some(true));
+
+    // Searching narrows the list: by name in any case, or by part of a key.
+    // (The search box shows past four peers; it calls this.)
+    let host = a.window.global::<peerconn::gui::HostAdapter>();
+    let search = |text: &str| {
+        host.set_known_filter(text.into());
+        host.invoke_filter_known(text.into());
+    };
+    search("nobody by this name");
+    pump_until("no match", || shows_text_starting(a, "No remembered peer matches"));
+    assert!(labelled(a, "Forget Paired study").is_empty());
+    search("paired STUDY");
+    pump_until("found by name", || !labelled(a, "Forget Paired study").is_empty());
+    let key = value.trim_start_matches("unverified, key ").get(5..14).expect("a key").to_owned();
+    search("nobody by this name");
+    pump_until("no match again", || labelled(a, "Forget Paired study").is_empty());
+    search(&key);
+    pump_until("found by part of its key", || !labelled(a, "Forget Paired study").is_empty());
+    search("");
+
     click(a, "Forget Paired study");
     pump_until("the key forgotten", || labelled(a, "Forget Paired study").is_empty());
     assert!(shows_text(a, "None yet."));

@@ -118,6 +118,8 @@ fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
     hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
     hosts.set_known_peers(app.borrow().known_model());
     let a = Shared(Rc::downgrade(app));
+    hosts.on_filter_known(move |filter| a.with(|p| p.filter_known(&filter)));
+    let a = Shared(Rc::downgrade(app));
     hosts.on_forget_key(move |fingerprint| a.with(|p| p.forget_key(&fingerprint)));
     let a = Shared(Rc::downgrade(app));
     hosts.on_set_always_accept(move |fingerprint, always| a.with(|p| p.set_always_accept(&fingerprint, always)));

@@ -87,6 +87,8 @@ pub struct Peersockets {
     /// The peers whose keys the engine remembers, as it last reported them.
     known: Vec<KnownPeerInfo>,
     known_model: Rc<VecModel<KnownPeerItem>>,
+    /// What Settings' list of known peers is narrowed to (lowercase).
+    known_filter: String,
 }
 
 fn transfer_id(n: i32) -> TransferId {
@@ -105,6 +107,7 @@ impl Peersockets {
             empty_chat: Rc::new(VecModel::default()),
             known: Vec::new(),
             known_model: Rc::new(VecModel::default()),
+            known_filter: String::new(),
         }
     }
 
@@ -375,12 +378,31 @@ impl Peersockets {
         self.show_known();
     }
 
+    /// Shows only the remembered peers whose name, key or address contains
+    /// `filter` (any case; "" shows them all).
+    pub fn filter_known(&mut self, filter: &str) {
+        self.known_filter = filter.trim().to_lowercase();
+        self.show_known();
+    }
+
     /// Settings' list of remembered peers: newest first, names escaped.
     fn show_known(&self) {
+        let filter = &self.known_filter;
+        let matches = |k: &&KnownPeerInfo| {
+            filter.is_empty()
+                || [Some(&k.name), Some(&k.fingerprint), k.address.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|text| text.to_lowercase().contains(filter.as_str()))
+        };
+        if let Some(window) = self.window.upgrade() {
+            window.global::<HostAdapter>().set_known_total(self.known.len().try_into().unwrap_or(i32::MAX));
+        }
         let items: Vec<KnownPeerItem> = self
             .known
             .iter()
             .rev()
+            .filter(matches)
             .map(|k| KnownPeerItem {
                 name: printable(&k.name).into_owned().into(),
                 detail: match &k.address {
