@@ -73,13 +73,16 @@ impl Drop for Gui {
 /// alone then took a core, and a 6.4 GB download into the window ran at
 /// 163 MB/s instead of 258–341 MB/s. Slint's own software renderer redraws
 /// only what changed, so it is used when Linux shows no GPU (no
-/// `/dev/dri/renderD*`), unless the person chose with `SLINT_BACKEND`.
+/// `/dev/dri/renderD*`, no `/dev/nvidia0`), unless the person chose with
+/// `SLINT_BACKEND`.
 fn choose_renderer() {
     if !cfg!(target_os = "linux") || std::env::var_os("SLINT_BACKEND").is_some() {
         return;
     }
+    // NVIDIA's own driver may have no render node without its DRM module.
     let gpu = std::fs::read_dir("/dev/dri")
-        .is_ok_and(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")));
+        .is_ok_and(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
+        || std::path::Path::new("/dev/nvidia0").exists();
     if gpu {
         return;
     }
