@@ -1889,6 +1889,12 @@ impl Reactor {
                         self.abort_verifying(owner, t);
                         return Ok(());
                     }
+                    if t.state == InState::Checking {
+                        // Withdrawn before the person ever saw it.
+                        self.transfers.remove(&t.key);
+                        log::info!("{} withdrew its offer of \"{}\"", self.label(owner), printable(&t.name));
+                        return Ok(());
+                    }
                     let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
                     self.transfer_failed(owner, t.key, &t.name, format!("the peer stopped the transfer{said}"));
                 }
@@ -2127,7 +2133,9 @@ impl Reactor {
             self.transfer_failed(owner, t.key, &t.name, why.clone());
         }
         for (_, t) in std::mem::take(&mut conn.files.incoming) {
-            if t.state == InState::Verifying && t.stalled.is_empty() {
+            if t.state == InState::Checking {
+                self.transfers.remove(&t.key); // never shown to the person
+            } else if t.state == InState::Verifying && t.stalled.is_empty() {
                 self.transfers.remove(&t.key);
                 self.orphans.insert(t.key, (owner, t.name));
             } else {

@@ -367,6 +367,38 @@ fn an_offer_larger_than_the_free_space_is_declined_before_any_data_moves() {
 }
 
 #[test]
+fn an_offer_withdrawn_before_it_was_shown_leaves_no_trace() {
+    let down = TempDir::new("withdrawn");
+    let mut node = Node::receiving_into(down.path());
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "fickle");
+    node.connected(id);
+    // Offer and cancel in one record: the cancel is read before the offer
+    // has been measured against the free space, so nobody was asked.
+    let mut bytes = Frame::Offer { transfer: 1, size: 10, name: "gone.txt".into() }.to_bytes();
+    bytes.extend(Frame::Cancel { transfer: 1, mine: true, reason: "changed my mind".into() }.to_bytes());
+    raw.send_bytes(&bytes);
+    raw.send(&Frame::Offer { transfer: 2, size: 3, name: "kept.txt".into() });
+    let (t_in, name, _) = incoming(&mut node, id);
+    assert_eq!(name, "kept.txt");
+    node.assert_quiet(id, Duration::from_millis(300));
+    let about_gone: Vec<Event> = node
+        .take_events()
+        .into_iter()
+        .filter(
+            |e| matches!(e, Event::FileIncoming { name, .. } | Event::FileFailed { name, .. } if name == "gone.txt"),
+        )
+        .collect();
+    assert!(about_gone.is_empty(), "{about_gone:?}");
+    // The connection and the other offer are unharmed.
+    node.engine.accept_file(t_in);
+    match raw.recv() {
+        Some(Frame::Accept { transfer: 2 }) => {}
+        other => panic!("expected the accept, got {other:?}"),
+    }
+}
+
+#[test]
 fn leftover_temporary_files_are_removed_at_start_and_others_are_kept() {
     let down = TempDir::new("leftovers");
     let leftover = down.path().join(".peerconn-0123456789abcdef.part");
