@@ -565,9 +565,10 @@ impl Session {
                 self.transfers.insert(transfer, Shown { name, size, tenths: 0 });
             }
             Event::FileIncoming { transfer, name, size, refused, .. } => {
-                self.out.print(json!({"event": "file_offered", "name": name, "size": size}), || {
-                    format!("the peer offers {} ({})", printable(&name), human_size(size))
-                });
+                self.out
+                    .print(json!({"event": "file_offered", "name": name, "size": size, "refused": refused}), || {
+                        format!("the peer offers {} ({})", printable(&name), human_size(size))
+                    });
                 self.transfers.insert(transfer, Shown { name: name.clone(), size, tenths: 0 });
                 if refused.is_some() {
                     // Already declined; the failure that follows says why.

@@ -252,7 +252,7 @@ fn an_offer_bigger_than_the_free_space_shows_declined_without_asking(a: &Gui, b:
     pump_until("the refusal", || shows_text_starting(a, "declined: not enough free space in the downloads folder"));
     assert!(labelled(a, "Accept everything.zip").is_empty(), "a refused offer asks to be accepted");
     pump_until("the sender told", || {
-        shows_text_starting(b, "the peer declined the file (declined: not enough free space")
+        shows_text_starting(b, "the peer declined the file (not enough free space in the downloads folder)")
     });
     let _ = std::fs::remove_file(&huge);
 }
@@ -371,24 +371,16 @@ fn settings_lists_known_peers_with_always_accept_and_forget(a: &Gui) {
     click(a, always);
     pump_until("always accept ticked", || labelled(a, always)[0].accessible_checked() == Some(true));
 
-    // Searching narrows the list: by name in any case, or by part of a key.
-    // (The search box shows past four peers; it calls this.)
+    // With a single peer there is no search box, and a search typed while
+    // there were more cannot hide it (the matching itself is unit-tested in
+    // gui::model; the box was used by hand with seven peers).
+    assert!(labelled(a, "Search known peers").is_empty(), "a search box for one peer");
     let host = a.window.global::<peerconn::gui::HostAdapter>();
-    let search = |text: &str| {
-        host.set_known_filter(text.into());
-        host.invoke_filter_known(text.into());
-    };
-    search("nobody by this name");
-    pump_until("no match", || shows_text_starting(a, "No remembered peer matches"));
-    assert!(labelled(a, "Forget Paired study").is_empty());
-    search("paired STUDY");
-    pump_until("found by name", || !labelled(a, "Forget Paired study").is_empty());
-    let key = value.trim_start_matches("unverified, key ").get(5..14).expect("a key").to_owned();
-    search("nobody by this name");
-    pump_until("no match again", || labelled(a, "Forget Paired study").is_empty());
-    search(&key);
-    pump_until("found by part of its key", || !labelled(a, "Forget Paired study").is_empty());
-    search("");
+    host.set_known_filter("nobody by this name".into());
+    host.invoke_filter_known("nobody by this name".into());
+    pump_until("the peer still listed", || !labelled(a, "Forget Paired study").is_empty());
+    assert!(!shows_text_starting(a, "No remembered peer matches"));
+    host.invoke_filter_known("".into());
 
     click(a, "Forget Paired study");
     pump_until("the key forgotten", || labelled(a, "Forget Paired study").is_empty());

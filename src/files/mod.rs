@@ -115,6 +115,8 @@ pub struct Faults {
     pub fail_writes_after: Option<u64>,
     /// Writers wait this long before each block, as a very slow disk would.
     pub write_delay: Option<std::time::Duration>,
+    /// The free-space check takes this long, as on a stuck network share.
+    pub space_check_delay: Option<std::time::Duration>,
 }
 
 // ----- reading ----------------------------------------------------------------
@@ -446,7 +448,10 @@ fn receive_file(
                 }
                 let file = temp.file.as_mut().expect("open until kept");
                 file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
-                writeback.wrote(file, written).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                if !abort.load(Ordering::Acquire) {
+                    // (Waiting for the disk is pointless for a file about to go.)
+                    writeback.wrote(file, written).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                }
                 hasher.update(&bytes);
                 let _ = spent.try_send(bytes);
                 if written - reported >= CONSUMED_STEP {
@@ -658,10 +663,14 @@ pub struct SpaceChecker {
 }
 
 impl SpaceChecker {
-    pub fn spawn(notify: Notify) -> io::Result<SpaceChecker> {
+    pub fn spawn(notify: Notify, faults: &Faults) -> io::Result<SpaceChecker> {
         let (requests, rx) = crossbeam_channel::bounded::<(TransferId, PathBuf, u64)>(SPACE_CHECKS_WAITING);
+        let delay = faults.space_check_delay;
         std::thread::Builder::new().name("peerconn-space".into()).spawn(move || {
             for (key, dir, size) in rx {
+                if let Some(delay) = delay {
+                    std::thread::sleep(delay);
+                }
                 notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size) });
             }
         })?;

@@ -25,6 +25,9 @@ use super::{AppWindow, ChatAdapter, ChatItem, HostAdapter, KnownPeerItem, PeerAd
 
 /// Events handled per timer tick, so a flood never freezes the window.
 const EVENTS_PER_TICK: usize = 5000;
+/// Settings shows a search box for the known peers past this many (keep in
+/// step with `known-total > 4` in ui/views/dialogs.slint).
+const SEARCH_KNOWN_FROM: usize = 4;
 
 /// Chat rows kept per peersocket; older ones are dropped (with one line
 /// saying so), so a flooding peer cannot grow memory without bound.
@@ -387,14 +390,10 @@ impl Peersockets {
 
     /// Settings' list of remembered peers: newest first, names escaped.
     fn show_known(&self) {
-        let filter = &self.known_filter;
-        let matches = |k: &&KnownPeerInfo| {
-            filter.is_empty()
-                || [Some(&k.name), Some(&k.fingerprint), k.address.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .any(|text| text.to_lowercase().contains(filter.as_str()))
-        };
+        // The search box shows past SEARCH_KNOWN_FROM peers (dialogs.slint):
+        // with fewer, a search typed earlier could not be cleared.
+        let filter = if self.known.len() > SEARCH_KNOWN_FROM { &self.known_filter } else { "" };
+        let matches = |k: &&KnownPeerInfo| known_matches(k, filter);
         if let Some(window) = self.window.upgrade() {
             window.global::<HostAdapter>().set_known_total(self.known.len().try_into().unwrap_or(i32::MAX));
         }
@@ -648,6 +647,13 @@ impl Peersockets {
             }
             Event::FileIncoming { transfer, name, size, refused, .. } => {
                 self.add_file(i, transfer, &name, size, true);
+                if let Some(reason) = &refused {
+                    // Never shown with Accept, even for a moment.
+                    self.update_file(transfer, |item| {
+                        item.state = FAILED;
+                        item.detail = reason.as_str().into();
+                    });
+                }
                 // A refused offer was already declined: the failure that
                 // follows says why.
                 let always = self.peers[i].peer_key.as_ref().is_some_and(|k| self.settings.always_accept.contains(k));
@@ -951,5 +957,39 @@ fn duration(secs: u64) -> String {
         0..=59 => format!("{secs} s"),
         60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
         _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Whether a remembered peer's name, key or address contains `filter`
+/// (already lowercase; "" matches every peer).
+fn known_matches(peer: &KnownPeerInfo, filter: &str) -> bool {
+    filter.is_empty()
+        || [Some(&peer.name), Some(&peer.fingerprint), peer.address.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|text| text.to_lowercase().contains(filter))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_peers_are_found_by_name_key_or_address_in_any_case() {
+        let dad = KnownPeerInfo {
+            name: "Dad's Laptop".into(),
+            address: Some("192.168.1.44:50000".into()),
+            fingerprint: "0182-0015-c0b4-fd3d-ef77".into(),
+            verified: true,
+        };
+        let nas = KnownPeerInfo { address: None, name: "NAS".into(), fingerprint: "7589-f6e1".into(), verified: false };
+        for filter in ["", "laptop", "dad's", "c0b4-fd3d", "192.168.1.4", ":50000"] {
+            assert!(known_matches(&dad, filter), "{filter:?}");
+        }
+        for filter in ["zebra", "laptops", "192.168.1.45"] {
+            assert!(!known_matches(&dad, filter), "{filter:?}");
+        }
+        // No address: only the name and key are searched.
+        assert!(known_matches(&nas, "nas") && known_matches(&nas, "f6e1") && !known_matches(&nas, "192"));
     }
 }

@@ -45,6 +45,9 @@ const LISTEN_BACKLOG: i32 = 128;
 const HIGH_WATER: usize = 256 * 1024;
 /// File bytes one connection may write before others get their turn.
 const PUMP_BUDGET: usize = 4 * 1024 * 1024;
+/// How long an offer may wait for its free-space check before the person is
+/// asked anyway.
+const SPACE_CHECK_PATIENCE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Reactor {
     poll: Poll,
@@ -69,6 +72,8 @@ pub(crate) struct Reactor {
     notify: Notify,
     /// Started at the first offer.
     space_checker: Option<files::SpaceChecker>,
+    /// It could not be started: do not try (and log) at every offer.
+    space_checker_failed: bool,
     disk_events: Receiver<DiskEvent>,
     /// Shared with the handle, which numbers outgoing transfers.
     next_transfer: Arc<std::sync::atomic::AtomicU64>,
@@ -290,6 +295,8 @@ impl Conn {
             }
             Phase::Open => {
                 let due = (self.last_rx + config.heartbeat_timeout).min(self.last_tx + config.heartbeat_interval);
+                let checks = self.files.incoming.values().filter(|t| t.state == InState::Checking);
+                let due = checks.fold(due, |due, t| due.min(t.offered + SPACE_CHECK_PATIENCE));
                 self.partial_since.map_or(due, |since| due.min(since + config.frame_timeout))
             }
         }
@@ -327,6 +334,7 @@ impl Reactor {
             transfers: HashMap::new(),
             orphans: HashMap::new(),
             space_checker: None,
+            space_checker_failed: false,
             writers: Vec::new(),
         };
         Ok((reactor, waker))
@@ -1505,6 +1513,20 @@ impl Reactor {
     }
 
     fn timer(&mut self, conn: &mut Conn, now: Instant) -> Result<(), Close> {
+        // A free-space check that hangs (a stuck network share) must not
+        // hide offers: past its patience the person is asked anyway, and
+        // the writer checks again before it creates anything.
+        let overdue: Vec<TransferId> = conn
+            .files
+            .incoming
+            .values()
+            .filter(|t| t.state == InState::Checking && now >= t.offered + SPACE_CHECK_PATIENCE)
+            .map(|t| t.key)
+            .collect();
+        for key in overdue {
+            log::warn!("{} the free space could not be measured in time; asking anyway", self.label(conn.owner));
+            self.space_checked(conn, key, None);
+        }
         if conn.files.paused() {
             // Reading is paused for a full writer: the silence is ours.
             conn.last_rx = now;
@@ -1825,14 +1847,16 @@ impl Reactor {
                         received: 0,
                         granted: 0,
                         meter: Meter::new(),
+                        offered: Instant::now(),
                     },
                 );
                 self.transfers.insert(key, token);
                 // The person is asked once the file is known to fit.
-                if self.space_checker.is_none() {
-                    self.space_checker = files::SpaceChecker::spawn(self.notify.clone())
+                if self.space_checker.is_none() && !self.space_checker_failed {
+                    self.space_checker = files::SpaceChecker::spawn(self.notify.clone(), &self.config.faults)
                         .inspect_err(|e| log::warn!("cannot start the free-space checker: {e}"))
                         .ok();
+                    self.space_checker_failed = self.space_checker.is_none();
                 }
                 let asked =
                     self.space_checker.as_ref().is_some_and(|c| c.check(key, self.config.downloads.clone(), size));
@@ -2102,12 +2126,14 @@ impl Reactor {
         }
         let (name, size) = (t.name.clone(), t.size);
         let refused = refusal.map(|why| format!("declined: {why}"));
+        // The peer learns only that it does not fit, not how much is free.
+        let told = "not enough free space in the downloads folder";
         // Shown either way, so the person knows what was offered.
         self.emit(Event::FileIncoming { id: owner, transfer: key, name: name.clone(), size, refused: refused.clone() });
         match refused {
             None => t.state = InState::Offered,
             Some(reason) => {
-                conn.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                conn.queue(&Frame::Decline { transfer: wire, reason: told.into() });
                 conn.files.forget_incoming(wire);
                 self.transfer_failed(owner, key, &name, reason);
             }

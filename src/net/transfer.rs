@@ -84,6 +84,9 @@ pub(crate) struct Incoming {
     /// We allow data up to this byte.
     pub granted: u64,
     pub meter: Meter,
+    /// When the offer came (a free-space check that takes too long is
+    /// given up on: see `SPACE_CHECK_PATIENCE`).
+    pub offered: std::time::Instant,
 }
 
 impl Incoming {

@@ -367,6 +367,42 @@ fn an_offer_larger_than_the_free_space_is_declined_before_any_data_moves() {
 }
 
 #[test]
+fn an_offer_is_shown_even_when_the_free_space_cannot_be_measured_in_time() {
+    let down = TempDir::new("slowcheck");
+    let faults = Faults { space_check_delay: Some(Duration::from_secs(30)), ..Faults::default() };
+    // The raw peer answers no pings: timers long enough for the wait.
+    let config = EngineConfig {
+        downloads: down.path().to_path_buf(),
+        faults,
+        heartbeat_timeout: Duration::from_secs(20),
+        ..fast_config()
+    };
+    let mut node = Node::with_config(config);
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "patient");
+    node.connected(id);
+    let asked = Instant::now();
+    raw.send(&Frame::Offer { transfer: 1, size: 5, name: "hello.txt".into() });
+    let (t_in, refused) = node.wait_within(Duration::from_secs(10), "the offer", |e| match e {
+        Event::FileIncoming { id: i, transfer, refused, .. } if *i == id => Some((*transfer, refused.clone())),
+        _ => None,
+    });
+    let waited = asked.elapsed();
+    assert!(refused.is_none());
+    assert!(waited < Duration::from_secs(5), "the offer was hidden for {waited:?}");
+    // It can be accepted and received as usual.
+    node.engine.accept_file(t_in);
+    match raw.recv() {
+        Some(Frame::Accept { transfer: 1 }) => {}
+        other => panic!("expected the accept, got {other:?}"),
+    }
+    raw.send(&Frame::Data { transfer: 1, bytes: b"hello".to_vec() });
+    raw.send(&Frame::Done { transfer: 1, hash: *blake3::hash(b"hello").as_bytes() });
+    let (path, size, _) = received(&mut node, t_in);
+    assert_eq!((size, fs::read(&path).unwrap()), (5, b"hello".to_vec()));
+}
+
+#[test]
 fn an_offer_withdrawn_before_it_was_shown_leaves_no_trace() {
     let down = TempDir::new("withdrawn");
     let mut node = Node::receiving_into(down.path());
