@@ -519,8 +519,10 @@ impl Session {
                 self.peer_name = Some(peer_name);
                 self.on_connected();
             }
-            Event::State { state: PeerState::Lost { reason, clean }, .. } => {
-                self.out.print(json!({"event": "lost", "reason": reason}), || format!("lost: {reason}"));
+            Event::State { state: PeerState::Lost { reason, clean, kind }, .. } => {
+                self.out.print(json!({"event": "lost", "kind": kind.as_str(), "reason": reason}), || {
+                    format!("lost: {reason}")
+                });
                 let was_connected = self.peer_name.take().is_some();
                 self.close_when_sent = false;
                 self.closing = false;

@@ -11,13 +11,16 @@
 
 pub mod frame;
 pub mod pairing;
+mod peersocket;
 mod reactor;
 pub mod secure;
+pub mod session;
 mod transfer;
 pub mod trust;
 
 pub use crate::files::{Faults, TransferId};
 pub use secure::Identity;
+pub use session::{End, EndKind};
 pub use trust::{KnownPeerInfo, PeerIdentity, Trust};
 
 use std::borrow::Cow;
@@ -73,12 +76,18 @@ pub enum PeerState {
     /// pairing code checked, when there is one). `peer` says who the
     /// handshake proved the peer to be.
     Connected { peer_name: String, peer_addr: SocketAddr, local_addr: SocketAddr, peer: PeerIdentity },
-    /// Inactive. `clean` is true when the connection ended on purpose (a bye
-    /// from either side), false when it failed.
-    Lost { reason: String, clean: bool },
+    /// Inactive. `kind` says why (programs match on it), `reason` says it
+    /// in words; `clean` is true when the connection ended on purpose (a
+    /// bye from either side), false when it failed.
+    Lost { reason: String, clean: bool, kind: EndKind },
 }
 
 impl PeerState {
+    /// The state after `end`.
+    pub fn lost(end: End) -> PeerState {
+        PeerState::Lost { clean: end.is_clean(), kind: end.kind, reason: end.reason }
+    }
+
     pub fn status(&self) -> Status {
         match self {
             PeerState::Listening { .. } | PeerState::Connecting { .. } => Status::Waiting,
@@ -240,6 +249,25 @@ impl EngineConfig {
 /// Where this installation remembers its peers' keys.
 pub fn known_peers_path() -> PathBuf {
     crate::logging::config_dir().join("known_peers.json")
+}
+
+impl EngineConfig {
+    /// The timers and limits each connection's session keeps to.
+    pub fn session(&self) -> session::SessionConfig {
+        session::SessionConfig {
+            connect_timeout: self.connect_timeout,
+            hello_timeout: self.hello_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            close_linger: self.close_linger,
+            frame_timeout: self.frame_timeout,
+            chat_burst: self.chat_burst,
+            chat_per_sec: self.chat_per_sec,
+            max_wrong_codes: self.max_wrong_codes,
+            max_output_bytes: self.max_output_bytes,
+            nonce_limit: self.nonce_limit,
+        }
+    }
 }
 
 /// A request to the reactor. Built by [`Engine`]'s methods.

@@ -457,7 +457,7 @@ impl Bench {
     fn target_lost(&mut self) -> (String, bool) {
         let target = self.target;
         self.until("the listener's peer lost", |e| match e {
-            Event::State { id, state: PeerState::Lost { reason, clean } } if *id == target => {
+            Event::State { id, state: PeerState::Lost { reason, clean, .. } } if *id == target => {
                 Some((reason.clone(), *clean))
             }
             _ => None,
@@ -610,7 +610,7 @@ impl Bench {
             (Expect::Dropped(why), link) => self.dropped(why, link),
             (Expect::ClientLost(why), Link::Probe { id, server }) => {
                 let (reason, clean) = self.until("the probe lost", |e| match e {
-                    Event::State { id: i, state: PeerState::Lost { reason, clean } } if *i == id => {
+                    Event::State { id: i, state: PeerState::Lost { reason, clean, .. } } if *i == id => {
                         Some((reason.clone(), *clean))
                     }
                     Event::State { id: i, state: PeerState::Connected { .. } } if *i == id => {

@@ -18,5 +18,6 @@ mod name_props;
 mod name_rules;
 mod protocol;
 mod security;
+mod session;
 mod session_props;
 mod transfer;

@@ -95,7 +95,7 @@ impl Node {
 
     pub fn lost_within(&mut self, id: PeerId, within: Duration) -> (String, bool) {
         self.wait_within(within, &format!("{id} lost"), |e| match e {
-            Event::State { id: i, state: PeerState::Lost { reason, clean } } if *i == id => {
+            Event::State { id: i, state: PeerState::Lost { reason, clean, .. } } if *i == id => {
                 Some((reason.clone(), *clean))
             }
             _ => None,

@@ -1,0 +1,276 @@
+//! The peersockets: what each one is, which connections belong to it, and
+//! its lifecycle rules.
+//!
+//! A peersocket is what the person made with Listen or Connect. A server
+//! peersocket has a listener, the connections it accepted that have not
+//! finished their hello (at most `max_pending_hellos`, the oldest dropped
+//! for a newcomer), and at most one admitted peer: it is busy while it has
+//! one. A client peersocket has its one connection. Both remember the last
+//! key refused as changed, for Trust new key, and a server its wrong-code
+//! back-off.
+//!
+//! This module holds that bookkeeping and nothing else: it knows
+//! connections only by the reactor's number for them, owns no socket, and
+//! never calls back into the reactor. The reactor asks (`make_room`,
+//! `admit`, `detach`…) and does the socket work the answer implies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::session::PairingGuard;
+use super::{printable, ListenOptions, PeerId, Role};
+
+/// The reactor's number for a socket.
+pub(crate) type SocketKey = usize;
+
+/// One peersocket.
+pub(crate) struct Peer {
+    pub role: Role,
+    pub name: String,
+    /// Server: the address to bind (the real one once bound, so a restart
+    /// gets the same port). Client: the remote address.
+    pub addr: SocketAddr,
+    pub options: ListenOptions,
+    pub listener: Option<SocketKey>,
+    /// The connection that is the peer: a client's from the start, a
+    /// server's once its hello is done.
+    pub conn: Option<SocketKey>,
+    /// Server: accepted connections that have not completed the hello.
+    pub pending: Vec<SocketKey>,
+    pub lost: bool,
+    /// Client: the pairing code to prove to the listener.
+    pub pairing_code: Option<String>,
+    /// Server: wrong pairing codes so far, and when the next try is allowed.
+    pub guard: PairingGuard,
+    /// The last key refused as changed, for `TrustNewKey`.
+    pub rejected: Option<Rejected>,
+}
+
+/// A key that did not match the one remembered.
+pub(crate) struct Rejected {
+    pub key: [u8; 32],
+    pub name: String,
+    /// What we dialled (clients) or where it came from (servers).
+    pub address: SocketAddr,
+}
+
+impl Peer {
+    pub fn server(name: String, bind: SocketAddr, options: ListenOptions) -> Peer {
+        Peer::new(Role::Server, name, bind, options, None)
+    }
+
+    pub fn client(name: String, remote: SocketAddr, pairing_code: Option<String>) -> Peer {
+        Peer::new(Role::Client, name, remote, ListenOptions::default(), pairing_code)
+    }
+
+    fn new(role: Role, name: String, addr: SocketAddr, options: ListenOptions, pairing_code: Option<String>) -> Peer {
+        Peer {
+            role,
+            name,
+            addr,
+            options,
+            listener: None,
+            conn: None,
+            pending: Vec::new(),
+            lost: true,
+            pairing_code,
+            guard: PairingGuard::default(),
+            rejected: None,
+        }
+    }
+
+    /// How the log names it.
+    pub fn label(&self, id: PeerId) -> String {
+        format!("[{} {id}]", printable(&self.name))
+    }
+}
+
+/// What [`Peersockets::detach`] found a connection to be.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Detached {
+    /// Not (or no longer) a connection of this peersocket's.
+    NotOurs,
+    /// A server's connection that never finished its hello: dropped
+    /// without telling the person.
+    Pending,
+    /// The peer: the peersocket is lost, and a server listens on at
+    /// `local` again when `relisten` (otherwise its listener goes).
+    Peer { relisten: bool, local: SocketAddr },
+}
+
+/// Every peersocket of the engine.
+#[derive(Default)]
+pub(crate) struct Peersockets {
+    peers: HashMap<PeerId, Peer>,
+}
+
+impl Peersockets {
+    pub fn insert(&mut self, id: PeerId, peer: Peer) {
+        self.peers.insert(id, peer);
+    }
+
+    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(&id)
+    }
+
+    pub fn remove(&mut self, id: PeerId) -> Option<Peer> {
+        self.peers.remove(&id)
+    }
+
+    pub fn ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    pub fn clear(&mut self) {
+        self.peers.clear();
+    }
+
+    pub fn label(&self, id: PeerId) -> String {
+        self.peers.get(&id).map(|p| p.label(id)).unwrap_or_else(|| format!("[{id}]"))
+    }
+
+    /// False when there is no such peersocket.
+    pub fn rename(&mut self, id: PeerId, name: &str) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else { return false };
+        log::info!("{} renamed to \"{}\"", peer.label(id), printable(name));
+        peer.name = name.to_owned();
+        true
+    }
+
+    pub fn set_lost(&mut self, id: PeerId, lost: bool) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.lost = lost;
+        }
+    }
+
+    /// A server is bound: `local` is kept so a restart gets the same port.
+    pub fn listening(&mut self, id: PeerId, listener: SocketKey, local: SocketAddr) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.listener = Some(listener);
+            peer.addr = local;
+        }
+    }
+
+    /// A client's connection attempt.
+    pub fn attach(&mut self, id: PeerId, conn: SocketKey) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.conn = Some(conn);
+        }
+    }
+
+    /// A client's attempt was cancelled before its hello.
+    pub fn detach_quietly(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.conn = None;
+        }
+    }
+
+    /// The listener and the connections still in their hello, which go
+    /// when a server stops listening.
+    pub fn stop_listening(&mut self, id: PeerId) -> Vec<SocketKey> {
+        let Some(peer) = self.peers.get_mut(&id) else { return Vec::new() };
+        let listener = peer.listener.take();
+        listener.into_iter().chain(std::mem::take(&mut peer.pending)).collect()
+    }
+
+    /// Before a server takes another connection: when `max` are already in
+    /// their hello, the oldest must go (returned), so a flood of idle
+    /// sockets cannot keep a real peer out.
+    pub fn make_room(&mut self, id: PeerId, max: usize) -> Option<SocketKey> {
+        let peer = self.peers.get_mut(&id)?;
+        (peer.pending.len() >= max && !peer.pending.is_empty()).then(|| peer.pending.remove(0))
+    }
+
+    pub fn add_pending(&mut self, id: PeerId, conn: SocketKey) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pending.push(conn);
+        }
+    }
+
+    /// A connection finished its hello: it is the peer now.
+    pub fn admit(&mut self, id: PeerId, conn: SocketKey) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pending.retain(|t| *t != conn);
+            peer.conn = Some(conn);
+        }
+    }
+
+    /// A key was refused as changed: remembered for Trust new key.
+    pub fn rejected(&mut self, id: PeerId, key: [u8; 32], name: &str, address: SocketAddr) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.rejected = Some(Rejected { key, name: name.to_owned(), address });
+        }
+    }
+
+    /// Connection `conn` of `id` ended.
+    pub fn detach(&mut self, id: PeerId, conn: SocketKey) -> Detached {
+        let Some(peer) = self.peers.get_mut(&id) else { return Detached::NotOurs };
+        if let Some(i) = peer.pending.iter().position(|t| *t == conn) {
+            peer.pending.swap_remove(i);
+            return Detached::Pending;
+        }
+        if peer.conn != Some(conn) {
+            return Detached::NotOurs;
+        }
+        peer.conn = None;
+        let relisten = peer.role == Role::Server && peer.options.keep_listening && peer.listener.is_some();
+        Detached::Peer { relisten, local: peer.addr }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:4000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_full_server_drops_its_oldest_pending_connection_for_a_newcomer() {
+        let mut peers = Peersockets::default();
+        let id = PeerId(1);
+        peers.insert(id, Peer::server("s".into(), addr(), ListenOptions::default()));
+        for conn in 0..3 {
+            assert_eq!(peers.make_room(id, 3), None);
+            peers.add_pending(id, conn);
+        }
+        assert_eq!(peers.make_room(id, 3), Some(0));
+        peers.add_pending(id, 3);
+        assert_eq!(peers.get(id).unwrap().pending, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn only_the_admitted_connection_is_the_peer_and_a_pending_one_ends_quietly() {
+        let mut peers = Peersockets::default();
+        let id = PeerId(1);
+        let options = ListenOptions { keep_listening: true, pairing_code: None };
+        peers.insert(id, Peer::server("s".into(), addr(), options));
+        peers.listening(id, 100, addr());
+        peers.add_pending(id, 1);
+        peers.add_pending(id, 2);
+        peers.admit(id, 1);
+        assert_eq!(peers.detach(id, 2), Detached::Pending);
+        assert_eq!(peers.detach(id, 7), Detached::NotOurs);
+        assert_eq!(peers.detach(id, 1), Detached::Peer { relisten: true, local: addr() });
+        assert_eq!(peers.detach(id, 1), Detached::NotOurs, "a connection is detached once");
+    }
+
+    #[test]
+    fn a_server_that_does_not_keep_listening_gives_up_its_listener_with_its_peer() {
+        let mut peers = Peersockets::default();
+        let id = PeerId(1);
+        peers.insert(id, Peer::server("s".into(), addr(), ListenOptions::default()));
+        peers.listening(id, 100, addr());
+        peers.add_pending(id, 1);
+        peers.add_pending(id, 2);
+        peers.admit(id, 1);
+        assert_eq!(peers.detach(id, 1), Detached::Peer { relisten: false, local: addr() });
+        assert_eq!(peers.stop_listening(id), vec![100, 2]);
+        assert!(peers.stop_listening(id).is_empty());
+    }
+}

@@ -1,0 +1,1141 @@
+//! One connection's protocol, with no I/O: the session.
+//!
+//! A [`Session`] is the whole per-connection protocol of PeerConn: the
+//! Noise handshake (through [`Channel`]), the hellos, the pairing code, the
+//! trust-on-first-use decision (with the trust store handed in), the
+//! heartbeat and every other deadline, the chat rate limit, the bye, and
+//! the routing of file frames to whoever keeps the transfers. It takes the
+//! bytes read from the socket and the current time, and gives back the
+//! bytes to send ([`Session::output`]), its next deadline
+//! ([`Session::deadline`]) and what happened ([`Session::poll_event`]).
+//!
+//! It never touches a socket, a file, a channel or the clock, in the manner
+//! of quinn-proto's `Connection` or rustls's state types: the reactor
+//! drives it over TCP, the tests drive two of them back to back in memory
+//! on a virtual clock, and the `session` fuzz target drives it with
+//! anything at all. Every phase keeps its own data ([`Phase`]) and every
+//! transition is written here: the reactor can only ask (`close`, `eof`,
+//! `tcp_connected`…), and the session decides.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::frame::{self, ByeCode, Frame};
+use super::pairing::Pairing;
+use super::printable;
+use super::secure::{self, Channel, Identity, SecureError};
+use super::trust::{Check, KnownPeers, PeerIdentity, Trust};
+
+/// Output waiting beyond `max_output_bytes` by more than this means the
+/// peer stopped reading (file data is only added below it, see the pump).
+pub const OUTPUT_SLACK: usize = 256 * 1024;
+
+/// The timers and limits one session keeps to (from `EngineConfig`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a client waits for the TCP connection to be established.
+    pub connect_timeout: Duration,
+    /// How long a new connection has to complete the handshake and hello
+    /// (and the pairing, when there is one).
+    pub hello_timeout: Duration,
+    /// A ping is sent after this long without sending anything.
+    pub heartbeat_interval: Duration,
+    /// The peer is lost after this long without receiving anything.
+    pub heartbeat_timeout: Duration,
+    /// How long a graceful close waits for the peer to take our last bytes.
+    pub close_linger: Duration,
+    /// How long a peer may leave a record or frame half sent.
+    pub frame_timeout: Duration,
+    /// Chat messages a peer may send in a burst, and per second after it.
+    pub chat_burst: u32,
+    pub chat_per_sec: u32,
+    /// Wrong pairing codes a listener takes before its code stops working.
+    pub max_wrong_codes: u32,
+    /// Bytes waiting to go out before a chat message is refused.
+    pub max_output_bytes: usize,
+    /// Transport messages either direction may carry.
+    pub nonce_limit: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            connect_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(15),
+            close_linger: Duration::from_secs(3),
+            frame_timeout: Duration::from_secs(30),
+            chat_burst: 2000,
+            chat_per_sec: 500,
+            max_wrong_codes: 10,
+            max_output_bytes: 8 * 1024 * 1024,
+            nonce_limit: secure::DEFAULT_NONCE_LIMIT,
+        }
+    }
+}
+
+/// Which end of the connection this session is, with what only that end
+/// knows.
+#[derive(Clone, Debug)]
+pub enum Side {
+    /// We connected to `dialled`; the code, when given, is proven to the
+    /// listener.
+    Client { dialled: SocketAddr, pairing_code: Option<String> },
+    /// We accepted the connection; a peer must prove the code, when set.
+    Server { pairing_code: Option<String> },
+}
+
+/// What kind of end a connection came to. [`End`] carries the sentence a
+/// person reads; the kind is what programs match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndKind {
+    /// We closed it on purpose (Disconnect, Remove, quitting).
+    Closed,
+    /// The peer said a normal bye.
+    PeerClosed,
+    /// The peer ended it with a bye that gives another reason.
+    PeerRefused(ByeCode),
+    /// Nothing listens at the address, or it cannot be reached.
+    Unreachable,
+    /// A deadline passed: the connect, the handshake, the hello or the
+    /// pairing did not complete, or the peer went silent.
+    TimedOut,
+    /// The peer presented a key other than the one remembered.
+    KeyChanged,
+    /// We refused the peer: busy, wrong or missing pairing code, another
+    /// protocol version.
+    Refused,
+    /// The peer broke the protocol (or the encryption failed).
+    Protocol,
+    /// The peer sent faster than allowed, or stopped reading.
+    Limit,
+    /// The connection was cut: reset, or closed without a bye.
+    Reset,
+    /// The local network stack failed.
+    LocalError,
+}
+
+impl EndKind {
+    /// A word for the kind, as the command line's JSON gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndKind::Closed => "closed",
+            EndKind::PeerClosed => "peer_closed",
+            EndKind::PeerRefused(_) => "peer_refused",
+            EndKind::Unreachable => "unreachable",
+            EndKind::TimedOut => "timed_out",
+            EndKind::KeyChanged => "key_changed",
+            EndKind::Refused => "refused",
+            EndKind::Protocol => "protocol",
+            EndKind::Limit => "limit",
+            EndKind::Reset => "reset",
+            EndKind::LocalError => "local_error",
+        }
+    }
+
+    /// The connection ended on purpose (a normal bye from either side).
+    pub fn is_clean(self) -> bool {
+        matches!(self, EndKind::Closed | EndKind::PeerClosed)
+    }
+}
+
+/// How a connection ended: its kind and the sentence for a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    pub kind: EndKind,
+    pub reason: String,
+}
+
+impl End {
+    pub fn new(kind: EndKind, reason: impl Into<String>) -> End {
+        End { kind, reason: reason.into() }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.kind.is_clean()
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// A server peersocket's memory of wrong pairing codes, kept across its
+/// connections (each failure doubles the wait before the next try).
+#[derive(Clone, Debug, Default)]
+pub struct PairingGuard {
+    pub wrong_codes: u32,
+    pub blocked_until: Option<Instant>,
+}
+
+/// What a session needs from its peersocket while it handles input.
+pub struct Host<'a> {
+    /// Our peersocket's name now (the hello says it).
+    pub name: &'a str,
+    /// The trust store: keys remembered by name and address.
+    pub known: &'a mut KnownPeers,
+    /// Server: the peersocket already has its peer.
+    pub busy: bool,
+    /// Server: the listener's wrong-code count and back-off.
+    pub guard: &'a mut PairingGuard,
+}
+
+/// A peer's file frame that breaks the protocol: the connection ends with
+/// this as the protocol error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+/// Whoever keeps a connection's transfers. The session hands it every
+/// file frame of an open connection, and file data as slices of what it
+/// decrypted (never copied first).
+pub trait FileFrames {
+    /// While true, the session decodes no more input (a writer is full);
+    /// the reactor calls [`Session::resume`] when it has room.
+    fn paused(&self) -> bool;
+    /// OFFER, ACCEPT, DECLINE, DONE, CANCEL, RECEIVED and WINDOW.
+    fn frame(&mut self, frame: Frame, link: &mut Link) -> Result<(), Violation>;
+    /// The bytes of one DATA frame.
+    fn data(&mut self, transfer: u32, bytes: &[u8], link: &mut Link) -> Result<(), Violation>;
+}
+
+/// A connection with no transfers: file frames are a protocol error.
+pub struct NoFiles;
+
+impl FileFrames for NoFiles {
+    fn paused(&self) -> bool {
+        false
+    }
+    fn frame(&mut self, frame: Frame, _: &mut Link) -> Result<(), Violation> {
+        Err(Violation(format!("sent a {} on a connection that takes no files", frame.kind_name())))
+    }
+    fn data(&mut self, _: u32, _: &[u8], _: &mut Link) -> Result<(), Violation> {
+        Err(Violation("sent file data on a connection that takes no files".into()))
+    }
+}
+
+/// What a session reports. Drained with [`Session::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The encrypted channel is up; the hellos come next.
+    Secured { fingerprint: String },
+    /// The hellos (and the pairing, when there was one) are done.
+    Connected { peer_name: String, peer: PeerIdentity },
+    /// A chat message from the peer.
+    Message(String),
+    /// The peer's key is not the one remembered for its name or address:
+    /// the connection is refused before anything moves.
+    KeyChanged { peer_name: String, address: SocketAddr, key: [u8; 32], old_key: [u8; 32] },
+    /// Server: a peer proved a wrong pairing code (the `count`th, of
+    /// `max`); the next try must wait `wait`.
+    WrongCode { count: u32, max: u32, wait: Duration },
+    /// The connection is over for its owner. It comes once. The session
+    /// may still linger to deliver a bye ([`Session::is_closed`] says when
+    /// the socket can go).
+    Ended(End),
+}
+
+/// Refusals of [`Session::send_chat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatRefused {
+    /// Connecting, or still in the hello.
+    NotOpen,
+    /// A close has begun.
+    Closing,
+    /// So much is waiting to go out already (KiB).
+    Backlog(usize),
+}
+
+/// The sending half: sealed output waiting for the socket, and what
+/// transfers need to add to it.
+pub struct Link {
+    channel: Channel,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Frames are encoded here, then sealed into `out`.
+    plain: Vec<u8>,
+    /// Sealing failed (the message counter ran out): the connection ends.
+    broken: Option<SecureError>,
+    /// Something was queued since the last look (resets the ping timer).
+    queued: bool,
+}
+
+impl Link {
+    /// Encrypts one frame onto the output.
+    pub fn queue(&mut self, frame: &Frame) {
+        self.plain.clear();
+        frame.encode(&mut self.plain);
+        if let Err(e) = self.channel.seal(&self.plain, &mut self.out) {
+            self.broken.get_or_insert(e);
+        }
+        self.queued = true;
+    }
+
+    /// Encrypts one DATA frame straight from `bytes` (header and data are
+    /// never copied together first). False once sealing has failed.
+    pub fn queue_data(&mut self, transfer: u32, bytes: &[u8]) -> bool {
+        let header = frame::data_header(transfer, bytes.len());
+        if let Err(e) = self.channel.seal_parts(&[&header, bytes], &mut self.out) {
+            self.broken.get_or_insert(e);
+            return false;
+        }
+        self.queued = true;
+        true
+    }
+
+    /// Bytes sealed and not yet taken by the socket.
+    pub fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+}
+
+/// Where a connection is. Each phase holds the data that exists only in it.
+enum Phase {
+    /// Client: the TCP connect is in progress.
+    Connecting { deadline: Instant },
+    /// The handshake, then the hellos.
+    Hello { deadline: Instant },
+    /// Both hellos asked for a pairing code; proving it.
+    Pairing { deadline: Instant, peer_name: String, pairing: Box<Pairing> },
+    /// Chat and files flow.
+    Open { chat: ChatBucket },
+    /// We said what we had to say (a bye): flushing, then waiting for the
+    /// peer to close its side. `ending` is reported when it does (a close
+    /// of ours), or was reported already (a failure).
+    Closing { deadline: Instant, shut: bool, ending: Option<End> },
+    /// Nothing more: the socket can go.
+    Closed,
+}
+
+/// The peer's chat allowance (a token bucket).
+struct ChatBucket {
+    allowance: f64,
+    checked: Instant,
+}
+
+/// One connection's protocol state. See the module documentation.
+pub struct Session {
+    side: Side,
+    remote: SocketAddr,
+    config: SessionConfig,
+    phase: Phase,
+    link: Link,
+    /// Decrypted bytes not yet making a whole frame.
+    inbuf: Vec<u8>,
+    last_rx: Instant,
+    last_tx: Instant,
+    /// Since when part of a record or frame has waited for the rest.
+    partial_since: Option<Instant>,
+    ping_seq: u64,
+    events: VecDeque<SessionEvent>,
+    /// `Ended` was reported.
+    reported: bool,
+    /// The first end, once a close has begun (transfers end with it).
+    end: Option<End>,
+}
+
+impl Session {
+    /// The side that connects to `remote`: it waits for
+    /// [`Session::tcp_connected`] before anything goes out.
+    pub fn client(
+        identity: &Identity,
+        config: SessionConfig,
+        remote: SocketAddr,
+        pairing_code: Option<String>,
+        now: Instant,
+    ) -> Session {
+        let (channel, first) = Channel::initiator(identity);
+        let phase = Phase::Connecting { deadline: now + config.connect_timeout };
+        Session::new(Side::Client { dialled: remote, pairing_code }, remote, config, channel, first, phase, now)
+    }
+
+    /// The side that accepted a connection from `remote`. Its preamble is
+    /// in the output at once, so even a peer that is not PeerConn sees
+    /// what it reached.
+    pub fn server(
+        identity: &Identity,
+        config: SessionConfig,
+        remote: SocketAddr,
+        pairing_code: Option<String>,
+        now: Instant,
+    ) -> Session {
+        let (channel, first) = Channel::responder(identity);
+        let phase = Phase::Hello { deadline: now + config.hello_timeout };
+        Session::new(Side::Server { pairing_code }, remote, config, channel, first, phase, now)
+    }
+
+    fn new(
+        side: Side,
+        remote: SocketAddr,
+        config: SessionConfig,
+        mut channel: Channel,
+        first: Vec<u8>,
+        phase: Phase,
+        now: Instant,
+    ) -> Session {
+        channel.set_nonce_limit(config.nonce_limit);
+        Session {
+            side,
+            remote,
+            config,
+            phase,
+            link: Link { channel, out: first, out_pos: 0, plain: Vec::new(), broken: None, queued: false },
+            inbuf: Vec::new(),
+            last_rx: now,
+            last_tx: now,
+            partial_since: None,
+            ping_seq: 0,
+            events: VecDeque::new(),
+            reported: false,
+            end: None,
+        }
+    }
+
+    // ----- what the driver reads --------------------------------------------
+
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    pub fn side(&self) -> &Side {
+        &self.side
+    }
+
+    /// The next thing that happened, in order.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Events wait to be polled.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Sealed bytes waiting for the socket (nothing while connecting).
+    pub fn output(&self) -> &[u8] {
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Closed => &[],
+            _ => &self.link.out[self.link.out_pos..],
+        }
+    }
+
+    /// The socket took `n` bytes of [`Session::output`].
+    pub fn sent(&mut self, n: usize) {
+        let link = &mut self.link;
+        link.out_pos = (link.out_pos + n).min(link.out.len());
+        if link.out_pos == link.out.len() {
+            link.out.clear();
+            link.out_pos = 0;
+        } else if link.out_pos > 256 * 1024 && link.out_pos * 2 > link.out.len() {
+            link.out.drain(..link.out_pos);
+            link.out_pos = 0;
+        }
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.output().len()
+    }
+
+    /// When [`Session::handle_timeout`] is next due (`None` once closed).
+    pub fn deadline(&self) -> Option<Instant> {
+        let partial = |due: Instant| self.partial_since.map_or(due, |since| due.min(since + self.config.frame_timeout));
+        match &self.phase {
+            Phase::Connecting { deadline } | Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Hello { deadline } | Phase::Pairing { deadline, .. } => Some(partial(*deadline)),
+            Phase::Open { .. } => Some(partial(
+                (self.last_rx + self.config.heartbeat_timeout).min(self.last_tx + self.config.heartbeat_interval),
+            )),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Still waiting for the TCP connect.
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. })
+    }
+
+    /// Chat and files flow.
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. })
+    }
+
+    /// The hellos are done and a close has not been asked for yet, or
+    /// is under way: there is a peer to say bye to.
+    pub fn has_peer(&self) -> bool {
+        matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. })
+    }
+
+    /// A close has begun (or is done).
+    pub fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. } | Phase::Closed)
+    }
+
+    /// The socket can go.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Still in the handshake, hello or pairing, as a server's
+    /// not-yet-admitted connection is.
+    pub fn is_in_hello(&self) -> bool {
+        matches!(self.phase, Phase::Hello { .. } | Phase::Pairing { .. })
+    }
+
+    /// The end, once a close has begun.
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    /// The peer's key and handshake hash, once the channel is up.
+    pub fn peer_key(&self) -> Option<&secure::PeerKey> {
+        self.link.channel.peer()
+    }
+
+    /// Closing: all we had to say is out, so the socket's write side can
+    /// be shut (the peer then sees our end). True once.
+    pub fn take_shutdown(&mut self) -> bool {
+        let empty = self.link.pending_output() == 0;
+        match &mut self.phase {
+            Phase::Closing { shut: shut @ false, .. } if empty => {
+                *shut = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The sending half, for the transfers, while the connection is open.
+    pub fn open_link(&mut self) -> Option<&mut Link> {
+        match self.phase {
+            Phase::Open { .. } => Some(&mut self.link),
+            _ => None,
+        }
+    }
+
+    // ----- what the driver tells ----------------------------------------------
+
+    /// Client: the TCP connection is up; the handshake starts.
+    pub fn tcp_connected(&mut self, now: Instant) {
+        if let Phase::Connecting { .. } = self.phase {
+            self.phase = Phase::Hello { deadline: now + self.config.hello_timeout };
+            self.last_rx = now;
+            self.last_tx = now;
+        }
+    }
+
+    /// Client: the TCP connect failed.
+    pub fn connect_failed(&mut self, e: &io::Error) {
+        let remote = self.remote;
+        let end = match e.kind() {
+            io::ErrorKind::ConnectionRefused => {
+                End::new(EndKind::Unreachable, format!("connection refused by {remote} (nothing is listening there)"))
+            }
+            io::ErrorKind::TimedOut => End::new(EndKind::TimedOut, format!("no answer from {remote}")),
+            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
+                End::new(EndKind::Unreachable, format!("{remote} cannot be reached from this computer"))
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                End::new(EndKind::Unreachable, format!("{remote} is not an address that can be connected to"))
+            }
+            _ => End::new(EndKind::Unreachable, format!("could not connect to {remote}: {e}")),
+        };
+        self.end_now(end);
+    }
+
+    /// Reading or writing the socket failed.
+    pub fn io_failed(&mut self, e: &io::Error) {
+        let end = match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                End::new(EndKind::Reset, format!("the connection with {} was reset", self.remote))
+            }
+            _ => End::new(EndKind::LocalError, format!("network error with {}: {e}", self.remote)),
+        };
+        self.end_now(end);
+    }
+
+    /// The driver ends the connection for a reason of its own (the
+    /// socket cannot be watched, say); no bye.
+    pub fn abort(&mut self, end: End) {
+        self.end_now(end);
+    }
+
+    /// We close the connection on purpose: a normal bye goes out, and
+    /// `Ended` comes once the peer has closed its side (or the linger
+    /// ran out). Before the hellos are done there is nobody to say bye to,
+    /// and it ends at once.
+    pub fn close(&mut self, reason: &str, said: &str, now: Instant) {
+        let end = End::new(EndKind::Closed, reason);
+        if self.is_closing() {
+            // Asked again while lingering: do not wait any longer.
+            self.end_now(end);
+        } else if self.has_peer() {
+            self.fail(end, Some((ByeCode::Normal, said.to_owned())), now);
+        } else {
+            self.end_now(end);
+        }
+    }
+
+    /// The peer closed its side (the read returned 0).
+    pub fn eof(&mut self, now: Instant) {
+        let _ = now;
+        let remote = self.remote;
+        let server = matches!(self.side, Side::Server { .. });
+        let failed = |kind, reason: String| End::new(kind, reason);
+        let end = match &mut self.phase {
+            Phase::Closing { ending, .. } => ending.take().unwrap_or_else(|| End::new(EndKind::Closed, "closed")),
+            Phase::Closed => return,
+            _ if !self.inbuf.is_empty() || self.link.channel.has_partial() => {
+                failed(EndKind::Reset, "the peer closed the connection in the middle of a message".into())
+            }
+            Phase::Connecting { .. } => failed(EndKind::Unreachable, format!("could not connect to {remote}")),
+            Phase::Hello { .. } if !self.link.channel.is_established() => {
+                failed(EndKind::Reset, format!("{remote} closed the connection during the handshake"))
+            }
+            Phase::Hello { .. } | Phase::Pairing { .. } if server => {
+                failed(EndKind::Reset, "closed before its hello".into())
+            }
+            Phase::Pairing { .. } => failed(EndKind::Reset, format!("{remote} closed the connection during pairing")),
+            Phase::Hello { .. } => failed(EndKind::Reset, format!("{remote} closed the connection before the hello")),
+            Phase::Open { .. } => {
+                failed(EndKind::Reset, "the peer closed the connection without saying goodbye".into())
+            }
+        };
+        self.end_now(end);
+    }
+
+    /// Bytes read from the socket. Handshake replies and answers go to the
+    /// output; frames are handled as they complete.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant, host: &mut Host, files: &mut dyn FileFrames) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.last_rx = now;
+        if !matches!(self.phase, Phase::Hello { .. } | Phase::Pairing { .. } | Phase::Open { .. }) {
+            return; // leaving (or not yet connected): what the peer still sends is dropped
+        }
+        let was_established = self.link.channel.is_established();
+        let received = self.link.channel.receive(bytes, &mut self.link.out, &mut self.inbuf);
+        if !was_established && self.link.channel.is_established() {
+            self.secured(host);
+        }
+        // Records that arrived intact before a damaged one are the peer's
+        // own words: they are handled, then the connection ends.
+        self.decode(now, host, files);
+        if let Err(e) = received {
+            if !self.is_closing() {
+                self.secure_error(e, now);
+            }
+        }
+        self.settle();
+    }
+
+    /// Decodes what is buffered after reading was paused for a full writer.
+    pub fn resume(&mut self, now: Instant, host: &mut Host, files: &mut dyn FileFrames) {
+        self.decode(now, host, files);
+        self.settle();
+    }
+
+    /// A chat message to the peer.
+    pub fn send_chat(&mut self, text: &str, now: Instant) -> Result<(), ChatRefused> {
+        match self.phase {
+            Phase::Open { .. } => {
+                let waiting = self.link.pending_output();
+                if waiting + text.len() > self.config.max_output_bytes {
+                    return Err(ChatRefused::Backlog(waiting / 1024));
+                }
+                self.link.queue(&Frame::Chat(text.to_owned()));
+                self.settle_at(now);
+                Ok(())
+            }
+            Phase::Closing { .. } | Phase::Closed => Err(ChatRefused::Closing),
+            _ => Err(ChatRefused::NotOpen),
+        }
+    }
+
+    /// Runs what is due at `now`: the ping, the heartbeat loss, the phase
+    /// deadlines, the stalled half message, the end of a linger.
+    /// `reading_paused`: the driver stopped reading for a full writer, so
+    /// the peer's silence is ours.
+    pub fn handle_timeout(&mut self, now: Instant, reading_paused: bool) {
+        if reading_paused {
+            self.last_rx = now;
+        }
+        let remote = self.remote;
+        let secs = |d: Duration| d.as_secs_f32();
+        let config = self.config;
+        let stalled = self.partial_since.is_some_and(|since| now >= since + config.frame_timeout);
+        let end = match &mut self.phase {
+            Phase::Connecting { deadline } if now >= *deadline => Some(End::new(
+                EndKind::TimedOut,
+                format!("no answer from {remote} within {} s", secs(config.connect_timeout)),
+            )),
+            Phase::Connecting { .. } | Phase::Closed => None,
+            Phase::Closing { deadline, ending, .. } if now >= *deadline => {
+                let mut end = ending.take().unwrap_or_else(|| End::new(EndKind::Closed, "closed"));
+                if self.link.pending_output() > 0 {
+                    end = End::new(EndKind::Limit, format!("{} (the peer did not take our last messages)", end.reason));
+                }
+                Some(end)
+            }
+            Phase::Closing { .. } => None,
+            _ if stalled => Some(End::new(
+                EndKind::TimedOut,
+                format!("{remote} sent part of a message and nothing more for {} s", secs(config.frame_timeout)),
+            )),
+            Phase::Hello { deadline } if now >= *deadline => Some(End::new(
+                EndKind::TimedOut,
+                format!(
+                    "{remote} did not complete the {} within {} s (is it a PeerConn?)",
+                    if self.link.channel.is_established() { "hello" } else { "encrypted handshake" },
+                    secs(config.hello_timeout)
+                ),
+            )),
+            Phase::Pairing { deadline, .. } if now >= *deadline => Some(End::new(
+                EndKind::TimedOut,
+                format!("{remote} did not complete the pairing within {} s", secs(config.hello_timeout)),
+            )),
+            Phase::Hello { .. } | Phase::Pairing { .. } => None,
+            Phase::Open { .. } if now >= self.last_rx + config.heartbeat_timeout => Some(End::new(
+                EndKind::TimedOut,
+                format!("the peer stopped answering (nothing received for {} s)", secs(config.heartbeat_timeout)),
+            )),
+            Phase::Open { .. } => {
+                if now >= self.last_tx + config.heartbeat_interval {
+                    self.ping_seq += 1;
+                    self.link.queue(&Frame::Ping(self.ping_seq));
+                }
+                None
+            }
+        };
+        if let Some(end) = end {
+            self.end_now(end);
+        }
+        self.settle_at(now);
+    }
+
+    /// After output was added from outside (file data, transfer frames):
+    /// resets the ping timer, and ends the connection if sealing failed or
+    /// the peer stopped reading.
+    pub fn settle_at(&mut self, now: Instant) {
+        if std::mem::take(&mut self.link.queued) {
+            self.last_tx = now;
+        }
+        self.settle();
+    }
+
+    // ----- inside ---------------------------------------------------------------
+
+    fn settle(&mut self) {
+        if self.is_closed() {
+            return;
+        }
+        if let Some(e) = self.link.broken.take() {
+            let end = End::new(EndKind::LocalError, format!("the connection with {} ended: {e}", self.remote));
+            return self.end_now(end);
+        }
+        let waiting = self.link.pending_output();
+        if waiting > self.config.max_output_bytes.saturating_add(OUTPUT_SLACK) {
+            // Replies (pongs, declines) pile up only if the peer never reads.
+            let end = End::new(
+                EndKind::Limit,
+                format!("the peer stopped reading ({} KiB were waiting for it)", waiting / 1024),
+            );
+            self.end_now(end);
+        }
+    }
+
+    /// Handles every complete frame in the input buffer, unless the
+    /// transfers paused reading.
+    fn decode(&mut self, now: Instant, host: &mut Host, files: &mut dyn FileFrames) {
+        // Out of `self` while frames are handled, so file data can be
+        // passed on as slices of it.
+        let inbuf = std::mem::take(&mut self.inbuf);
+        let mut used = 0;
+        loop {
+            if !matches!(self.phase, Phase::Hello { .. } | Phase::Pairing { .. } | Phase::Open { .. }) || files.paused()
+            {
+                break;
+            }
+            if let (Phase::Open { .. }, Some((wire, bytes, len))) = (&self.phase, frame::decode_data(&inbuf[used..])) {
+                used += len;
+                if let Err(Violation(what)) = files.data(wire, bytes, &mut self.link) {
+                    self.protocol_error(&what, now);
+                }
+                continue;
+            }
+            match frame::decode(&inbuf[used..]) {
+                Ok(Some((frame, len))) => {
+                    used += len;
+                    self.on_frame(frame, now, host, files);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.protocol_error(&e.to_string(), now);
+                    break;
+                }
+            }
+        }
+        self.inbuf = inbuf;
+        self.inbuf.drain(..used);
+        if std::mem::take(&mut self.link.queued) {
+            self.last_tx = now;
+        }
+        // A peer that sends half a message and stalls (slowloris) is cut off
+        // after `frame_timeout`, however it keeps the heartbeat alive.
+        let partial = self.link.channel.has_partial() || (!self.inbuf.is_empty() && !files.paused());
+        self.partial_since = if partial { self.partial_since.or(Some(now)) } else { None };
+    }
+
+    /// The handshake finished: the client says hello first.
+    fn secured(&mut self, host: &Host) {
+        let fingerprint = self.peer_key().map(|p| p.fingerprint()).unwrap_or_default();
+        self.events.push_back(SessionEvent::Secured { fingerprint });
+        if let Side::Client { pairing_code, .. } = &self.side {
+            let pairing = pairing_code.is_some();
+            self.link.queue(&Frame::Hello { version: frame::VERSION, pairing, name: host.name.to_owned() });
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant, host: &mut Host, files: &mut dyn FileFrames) {
+        match (&self.phase, frame) {
+            (Phase::Hello { .. }, Frame::Hello { version, pairing, name }) => {
+                if version != frame::VERSION {
+                    let what = format!(
+                        "the peer speaks protocol version {version}; this PeerConn speaks version {}",
+                        frame::VERSION
+                    );
+                    let end = End::new(EndKind::Refused, what.clone());
+                    return self.fail(end, Some((ByeCode::Unsupported, what)), now);
+                }
+                match self.side {
+                    Side::Server { .. } => self.hello_from_client(name, pairing, now, host),
+                    Side::Client { .. } => self.hello_from_server(name, pairing, now, host),
+                }
+            }
+            (Phase::Hello { .. } | Phase::Pairing { .. } | Phase::Open { .. }, Frame::Bye { code, reason }) => {
+                let end = self.peer_bye(code, &reason);
+                self.end_now(end);
+            }
+            (Phase::Hello { .. }, other) => {
+                self.protocol_error(&format!("sent a {} before the hello", other.kind_name()), now)
+            }
+            (Phase::Pairing { .. }, Frame::Pair(msg)) => self.pair_message(&msg, now),
+            (Phase::Pairing { .. }, Frame::Confirm(mac)) => self.pair_confirm(&mac, now, host),
+            (Phase::Pairing { .. }, other) => {
+                self.protocol_error(&format!("sent a {} during pairing", other.kind_name()), now)
+            }
+            (Phase::Open { .. }, Frame::Pair(_) | Frame::Confirm(_)) => {
+                self.protocol_error("sent a pairing message after pairing", now)
+            }
+            (Phase::Open { .. }, Frame::Chat(text)) => {
+                if self.chat_allowed(now) {
+                    self.events.push_back(SessionEvent::Message(text));
+                }
+            }
+            (Phase::Open { .. }, Frame::Ping(n)) => self.link.queue(&Frame::Pong(n)),
+            (Phase::Open { .. }, Frame::Pong(_)) => {}
+            (Phase::Open { .. }, Frame::Hello { .. }) => self.protocol_error("sent a second hello", now),
+            (Phase::Open { .. }, file_frame) => {
+                if let Err(Violation(what)) = files.frame(file_frame, &mut self.link) {
+                    self.protocol_error(&what, now);
+                }
+            }
+            // Frames are only decoded in the hello, pairing and open phases.
+            (Phase::Connecting { .. } | Phase::Closing { .. } | Phase::Closed, _) => {}
+        }
+    }
+
+    fn hello_from_client(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
+        let Side::Server { pairing_code } = &self.side else { return };
+        if host.busy {
+            let end = End::new(EndKind::Refused, "busy");
+            return self.fail(end, Some((ByeCode::Busy, "this peersocket is busy with another peer".into())), now);
+        }
+        let code = pairing_code.clone();
+        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
+        let check = host.known.check(&key, &peer_name, None);
+        if let Check::Changed { old } = check {
+            return self.key_changed(peer_name, old.key, key, now);
+        }
+        match (code, pairing) {
+            (Some(_), false) => {
+                let end = End::new(EndKind::Refused, "no pairing code");
+                let said = "this listener asks for a pairing code: connect again with the code its owner gives you";
+                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
+            }
+            (Some(code), true) => {
+                let guard = &mut *host.guard;
+                if guard.wrong_codes >= self.config.max_wrong_codes {
+                    let end = End::new(EndKind::Refused, "pairing refused: the code no longer works");
+                    let said = "too many wrong pairing codes were tried here; ask for a new code";
+                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
+                }
+                if let Some(until) = guard.blocked_until.filter(|u| *u > now) {
+                    let wait = until.saturating_duration_since(now).as_secs() + 1;
+                    let end = End::new(EndKind::Refused, "pairing refused: waiting after a wrong code");
+                    let said = format!("a wrong pairing code was tried: try again in {wait} s");
+                    return self.fail(end, Some((ByeCode::Pairing, said)), now);
+                }
+                let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
+                let (pairing, msg) = Pairing::start(&code, true, &hash);
+                self.link.queue(&Frame::Hello { version: frame::VERSION, pairing: true, name: host.name.to_owned() });
+                self.link.queue(&Frame::Pair(msg));
+                self.start_pairing(peer_name, pairing, now);
+            }
+            (None, _) => {
+                self.link.queue(&Frame::Hello { version: frame::VERSION, pairing: false, name: host.name.to_owned() });
+                let trust = remember(host.known, check, &key, &peer_name, None);
+                self.open(peer_name, trust, now);
+            }
+        }
+    }
+
+    fn hello_from_server(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
+        let Side::Client { dialled, pairing_code } = &self.side else { return };
+        let (dialled, code) = (dialled.to_string(), pairing_code.clone());
+        let remote = self.remote;
+        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
+        let check = host.known.check(&key, &peer_name, Some(&dialled));
+        if let Check::Changed { old } = check {
+            return self.key_changed(peer_name, old.key, key, now);
+        }
+        match (code, pairing) {
+            (None, true) => {
+                let end = End::new(
+                    EndKind::Refused,
+                    format!(
+                        "the listener at {remote} asks for a pairing code: connect again and type the code its owner \
+                         gives you"
+                    ),
+                );
+                self.fail(end, Some((ByeCode::Pairing, "no pairing code was given".into())), now)
+            }
+            (Some(_), false) => {
+                let end = End::new(
+                    EndKind::Refused,
+                    format!(
+                        "you gave a pairing code, but the listener at {remote} did not ask for one, so nothing was \
+                         checked and it may not be who you think (its owner should listen with a pairing code)"
+                    ),
+                );
+                let said = "the connecting side expected to prove a pairing code";
+                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
+            }
+            (Some(code), true) => {
+                let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
+                let (pairing, msg) = Pairing::start(&code, false, &hash);
+                self.link.queue(&Frame::Pair(msg));
+                self.start_pairing(peer_name, pairing, now);
+            }
+            (None, false) => {
+                let trust = remember(host.known, check, &key, &peer_name, Some(&dialled));
+                self.open(peer_name, trust, now);
+            }
+        }
+    }
+
+    fn start_pairing(&mut self, peer_name: String, pairing: Pairing, now: Instant) {
+        let deadline = match self.phase {
+            Phase::Hello { deadline } => deadline,
+            _ => now + self.config.hello_timeout,
+        };
+        self.phase = Phase::Pairing { deadline, peer_name, pairing: Box::new(pairing) };
+    }
+
+    /// The peer's SPAKE2 message.
+    fn pair_message(&mut self, msg: &[u8], now: Instant) {
+        let Phase::Pairing { pairing, .. } = &mut self.phase else { return };
+        if let Err(what) = pairing.receive(msg) {
+            return self.protocol_error(&what, now);
+        }
+        if let Side::Client { .. } = self.side {
+            if let Some(mac) = pairing.confirmation() {
+                self.link.queue(&Frame::Confirm(mac));
+            }
+        }
+    }
+
+    /// The peer's proof that it holds the same code on this connection.
+    fn pair_confirm(&mut self, mac: &[u8; 32], now: Instant, host: &mut Host) {
+        let Phase::Pairing { pairing, peer_name, .. } = &mut self.phase else { return };
+        let right = pairing.check(mac);
+        let confirmation = pairing.confirmation();
+        let peer_name = std::mem::take(peer_name);
+        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
+        let remote = self.remote;
+        match &self.side {
+            Side::Client { dialled, .. } => {
+                if !right {
+                    let end = End::new(
+                        EndKind::Refused,
+                        format!(
+                            "the listener at {remote} could not prove the same pairing code: someone may be in \
+                             between"
+                        ),
+                    );
+                    let said = "your pairing confirmation did not match";
+                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
+                }
+                let dialled = dialled.to_string();
+                host.known.remember(&key, &peer_name, Some(&dialled));
+                host.known.set_verified(&key, true);
+                self.open(peer_name, Trust::Verified, now);
+            }
+            Side::Server { .. } => {
+                if !right {
+                    let guard = &mut *host.guard;
+                    guard.wrong_codes += 1;
+                    let count = guard.wrong_codes;
+                    let wait = Duration::from_secs(1u64 << (count - 1).min(8));
+                    guard.blocked_until = Some(now + wait);
+                    let max = self.config.max_wrong_codes;
+                    self.events.push_back(SessionEvent::WrongCode { count, max, wait });
+                    let end = End::new(EndKind::Refused, "wrong pairing code");
+                    return self.fail(end, Some((ByeCode::Pairing, "wrong pairing code".into())), now);
+                }
+                if host.busy {
+                    let end = End::new(EndKind::Refused, "busy");
+                    let said = "this peersocket is busy with another peer";
+                    return self.fail(end, Some((ByeCode::Busy, said.into())), now);
+                }
+                *host.guard = PairingGuard::default();
+                if let Some(mac) = confirmation {
+                    self.link.queue(&Frame::Confirm(mac));
+                }
+                host.known.remember(&key, &peer_name, None);
+                host.known.set_verified(&key, true);
+                self.open(peer_name, Trust::Verified, now);
+            }
+        }
+    }
+
+    fn open(&mut self, peer_name: String, trust: Trust, now: Instant) {
+        let burst = f64::from(self.config.chat_burst);
+        self.phase = Phase::Open { chat: ChatBucket { allowance: burst, checked: now } };
+        let (key, safety_code) = self.peer_key().map(|p| (p.key, p.safety_code())).unwrap_or_default();
+        let peer = PeerIdentity { key, fingerprint: secure::fingerprint(&key), safety_code, trust };
+        self.events.push_back(SessionEvent::Connected { peer_name, peer });
+    }
+
+    /// Refills and spends the peer's chat allowance; ends the connection
+    /// when it is spent.
+    fn chat_allowed(&mut self, now: Instant) -> bool {
+        let Phase::Open { chat } = &mut self.phase else { return false };
+        let (burst, rate) = (f64::from(self.config.chat_burst), f64::from(self.config.chat_per_sec));
+        let refill = now.saturating_duration_since(chat.checked).as_secs_f64() * rate;
+        chat.allowance = (chat.allowance + refill).min(burst);
+        chat.checked = now;
+        if chat.allowance < 1.0 {
+            let what = format!("sent more than {} chat messages a second", self.config.chat_per_sec);
+            let end = End::new(EndKind::Limit, format!("the peer {what}; disconnected to keep PeerConn responsive"));
+            self.fail(end, Some((ByeCode::Limit, format!("you {what}"))), now);
+            return false;
+        }
+        chat.allowance -= 1.0;
+        true
+    }
+
+    /// The peer's key is not the one remembered: stop before anything moves.
+    fn key_changed(&mut self, peer_name: String, old_key: [u8; 32], key: [u8; 32], now: Instant) {
+        let address = match self.side {
+            Side::Client { dialled, .. } => dialled,
+            Side::Server { .. } => self.remote,
+        };
+        let (old_fingerprint, new_fingerprint) = (secure::fingerprint(&old_key), secure::fingerprint(&key));
+        let reason = format!(
+            "stopped: \"{}\" at {} presented the key {new_fingerprint}, not the key {old_fingerprint} you had \
+             before. It may have reinstalled PeerConn, or someone may be in between. Compare the safety code with \
+             them by voice; if it matches, choose Trust new key.",
+            printable(&peer_name),
+            self.remote
+        );
+        self.events.push_back(SessionEvent::KeyChanged { peer_name, address, key, old_key });
+        let said = "your key is not the one remembered for you here; the other person must choose to trust it";
+        self.fail(End::new(EndKind::KeyChanged, reason), Some((ByeCode::Untrusted, said.into())), now);
+    }
+
+    /// The `End` for a bye the peer sent.
+    fn peer_bye(&self, code: ByeCode, reason: &str) -> End {
+        let said = if reason.is_empty() { String::new() } else { format!(" (\"{}\")", printable(reason)) };
+        let refused = EndKind::PeerRefused(code);
+        match code {
+            ByeCode::Normal => End::new(EndKind::PeerClosed, format!("the peer closed the connection{said}")),
+            ByeCode::Busy => End::new(refused, format!("the peersocket at {} is busy with another peer", self.remote)),
+            ByeCode::ProtocolError => End::new(refused, format!("the peer reported a protocol error{said}")),
+            ByeCode::Unsupported => End::new(refused, format!("the peer refused our protocol version{said}")),
+            ByeCode::Untrusted => End::new(refused, format!("the peer refused our key{said}")),
+            ByeCode::Pairing => End::new(refused, format!("the peer refused the pairing{said}")),
+            ByeCode::Limit => End::new(refused, format!("the peer ended the connection: we went over a limit{said}")),
+        }
+    }
+
+    fn protocol_error(&mut self, what: &str, now: Instant) {
+        let end = End::new(EndKind::Protocol, format!("protocol error from {}: {what}", self.remote));
+        self.fail(end, Some((ByeCode::ProtocolError, what.to_owned())), now);
+    }
+
+    fn secure_error(&mut self, e: SecureError, now: Instant) {
+        if self.link.channel.is_established() {
+            let end = End::new(EndKind::Protocol, format!("the connection with {} ended: {e}", self.remote));
+            self.fail(end, Some((ByeCode::ProtocolError, e.to_string())), now);
+        } else {
+            self.end_now(End::new(EndKind::Protocol, format!("no secure connection with {}: {e}", self.remote)));
+        }
+    }
+
+    /// Ends the connection with a bye to say first (when the channel can
+    /// still carry one): a close of ours is reported once the peer closed
+    /// its side; anything else at once, the socket lingering only to
+    /// deliver the bye.
+    fn fail(&mut self, end: End, bye: Option<(ByeCode, String)>, now: Instant) {
+        if self.is_closing() {
+            return;
+        }
+        let can_say = self.link.channel.is_established() && self.link.broken.is_none();
+        let Some((code, text)) = bye.filter(|_| can_say) else {
+            return self.end_now(end);
+        };
+        self.link.queue(&Frame::Bye { code, reason: text });
+        self.end = Some(end.clone());
+        let deadline = now + self.config.close_linger;
+        let ending = if end.kind == EndKind::Closed {
+            Some(end)
+        } else {
+            self.report(end);
+            None
+        };
+        self.phase = Phase::Closing { deadline, shut: false, ending };
+    }
+
+    /// Nothing more: reported (unless it was already) and closed.
+    fn end_now(&mut self, end: End) {
+        if self.is_closed() {
+            return;
+        }
+        self.end.get_or_insert_with(|| end.clone());
+        self.phase = Phase::Closed;
+        self.report(end);
+    }
+
+    fn report(&mut self, end: End) {
+        if !self.reported {
+            self.reported = true;
+            self.events.push_back(SessionEvent::Ended(end));
+        }
+    }
+}
+
+/// Remembers the key of a peer just admitted; says how far it is trusted.
+fn remember(known: &mut KnownPeers, check: Check, key: &[u8; 32], name: &str, dialled: Option<&str>) -> Trust {
+    known.remember(key, name, dialled);
+    match check {
+        Check::Known { verified: true } => Trust::Verified,
+        Check::Known { verified: false } => Trust::Known,
+        Check::New | Check::Changed { .. } => Trust::New,
+    }
+}
