@@ -632,12 +632,11 @@ impl Session {
                 );
                 self.maybe_close();
             }
-            Event::FileFailed { transfer, name, reason, .. } => {
+            Event::FileFailed { transfer, name, kind, reason, .. } => {
                 self.transfers.remove(&transfer);
                 self.asking.retain(|t| *t != transfer);
-                self.out.print(json!({"event": "file_failed", "name": name, "reason": reason}), || {
-                    format!("file {} failed: {reason}", printable(&name))
-                });
+                let event = json!({"event": "file_failed", "name": name, "kind": kind.as_str(), "reason": reason});
+                self.out.print(event, || format!("file {} failed: {reason}", printable(&name)));
                 if let Some(sending) = self.sending.as_mut().filter(|s| s.ours.contains(&transfer)) {
                     sending.waiting = sending.waiting.saturating_sub(1);
                     sending.failures.push(format!("{}: {reason}", printable(&name)));

@@ -53,6 +53,87 @@ impl std::fmt::Display for TransferId {
     }
 }
 
+/// Why a transfer failed, for programs to match on; the reason that comes
+/// with it says the same in words (and may name local paths: only the
+/// kind's own sentence, [`FailKind::told_peer`], goes to the peer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// There was no connected peer to send it to.
+    NotConnected,
+    /// The person here declined the offer.
+    DeclinedHere,
+    /// The person here cancelled the transfer.
+    CancelledHere,
+    /// The peer declined our offer.
+    DeclinedByPeer,
+    /// The peer stopped the transfer.
+    CancelledByPeer,
+    /// Refused before anyone was asked: a name that cannot be stored here,
+    /// or too many offers at once.
+    Refused,
+    /// Not enough free space in the downloads folder.
+    NoSpace,
+    /// The file to send cannot be opened or read, or it changed while it
+    /// was sent.
+    Source,
+    /// The received file could not be written or saved.
+    Disk,
+    /// It arrived damaged: its BLAKE3 hash did not match.
+    Damaged,
+    /// The connection ended first.
+    ConnectionEnded,
+}
+
+impl FailKind {
+    /// A word for the kind, as the command line's JSON gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailKind::NotConnected => "not_connected",
+            FailKind::DeclinedHere => "declined_here",
+            FailKind::CancelledHere => "cancelled_here",
+            FailKind::DeclinedByPeer => "declined_by_peer",
+            FailKind::CancelledByPeer => "cancelled_by_peer",
+            FailKind::Refused => "refused",
+            FailKind::NoSpace => "no_space",
+            FailKind::Source => "source",
+            FailKind::Disk => "disk",
+            FailKind::Damaged => "damaged",
+            FailKind::ConnectionEnded => "connection_ended",
+        }
+    }
+
+    /// What the receiver tells the sender when its side failed: built from
+    /// the kind alone, so no local path or error text reaches the peer.
+    pub fn told_peer(self) -> &'static str {
+        match self {
+            FailKind::NoSpace => "not enough free space in the downloads folder",
+            FailKind::Damaged => "the file arrived damaged (its BLAKE3 hash does not match)",
+            FailKind::DeclinedHere => "declined",
+            FailKind::CancelledHere => "the receiver cancelled",
+            _ => "the receiver could not store the file",
+        }
+    }
+}
+
+/// A worker's failure: its kind and the words for the person here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailKind,
+    pub reason: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailKind, reason: impl Into<String>) -> Failure {
+        Failure { kind, reason: reason.into() }
+    }
+
+    /// Writing to the disk failed: a full disk or quota is `NoSpace`.
+    fn disk(e: &io::Error, reason: String) -> Failure {
+        let full = matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded);
+        Failure::new(if full { FailKind::NoSpace } else { FailKind::Disk }, reason)
+    }
+}
+
 /// What a worker reports to the reactor.
 #[derive(Debug)]
 pub enum DiskEvent {
@@ -70,7 +151,7 @@ pub enum DiskEvent {
     /// A writer verified and stored the file.
     Stored { key: TransferId, path: PathBuf, size: u64, hash: String },
     /// A writer failed; its temporary file is gone.
-    WriteFailed { key: TransferId, reason: String },
+    WriteFailed { key: TransferId, failure: Failure },
     /// A writer that was full took a block: the reactor may deliver more.
     Drained { key: TransferId },
     /// A writer has written `bytes` of the file so far.
@@ -377,14 +458,15 @@ pub fn spawn_writer(
                     notify.send(DiskEvent::Stored { key, path, size, hash });
                 }
                 Ok(None) => {} // aborted by the reactor
-                Err(reason) => notify.send(DiskEvent::WriteFailed { key, reason }),
+                Err(failure) => notify.send(DiskEvent::WriteFailed { key, failure }),
             }
         }
     });
     match spawned {
         Ok(thread) => (writer, Some(thread)),
         Err(e) => {
-            notify.send(DiskEvent::WriteFailed { key, reason: format!("cannot start a writer: {e}") });
+            let failure = Failure::new(FailKind::Disk, format!("cannot start a writer: {e}"));
+            notify.send(DiskEvent::WriteFailed { key, failure });
             (writer, None)
         }
     }
@@ -415,12 +497,13 @@ fn receive_file(
     stalled: &AtomicBool,
     abort: &AtomicBool,
     spent: &Sender<Vec<u8>>,
-) -> Result<Option<(PathBuf, String)>, String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create the downloads folder {}: {e}", dir.display()))?;
+) -> Result<Option<(PathBuf, String)>, Failure> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Failure::disk(&e, format!("cannot create the downloads folder {}: {e}", dir.display())))?;
     if let Some(refusal) = lacks_space(dir, size) {
-        return Err(refusal);
+        return Err(Failure::new(FailKind::NoSpace, refusal));
     }
-    let mut temp = create_temp(dir)?;
+    let mut temp = create_temp(dir).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
     notify.send(DiskEvent::ReadyToReceive { key });
     let mut hasher = blake3::Hasher::new();
     let mut writeback = Writeback::default();
@@ -441,16 +524,18 @@ fn receive_file(
                 }
                 written += bytes.len() as u64;
                 if written > size {
-                    return Err("the peer sent more than the size it announced".into());
+                    return Err(Failure::new(FailKind::Damaged, "the peer sent more than the size it announced"));
                 }
                 if faults.fail_writes_after.is_some_and(|limit| written > limit) {
-                    return Err(format!("cannot write {}: no space left on device (injected)", temp.path.display()));
+                    let reason = format!("cannot write {}: no space left on device (injected)", temp.path.display());
+                    return Err(Failure::new(FailKind::NoSpace, reason));
                 }
                 let file = temp.file.as_mut().expect("open until kept");
-                file.write_all(&bytes).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                let failed = |e: io::Error| Failure::disk(&e, format!("cannot write to {}: {e}", dir.display()));
+                file.write_all(&bytes).map_err(failed)?;
                 if !abort.load(Ordering::Acquire) {
                     // (Waiting for the disk is pointless for a file about to go.)
-                    writeback.wrote(file, written).map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
+                    writeback.wrote(file, written).map_err(failed)?;
                 }
                 hasher.update(&bytes);
                 let _ = spent.try_send(bytes);
@@ -461,19 +546,21 @@ fn receive_file(
             }
             WriteMsg::Done(expected) => {
                 if written != size {
-                    return Err(format!("the file ended after {written} of {size} bytes"));
+                    let reason = format!("the file ended after {written} of {size} bytes");
+                    return Err(Failure::new(FailKind::Damaged, reason));
                 }
                 let hash = hasher.finalize();
                 if hash.as_bytes() != &expected {
-                    return Err("the file arrived damaged (its BLAKE3 hash does not match); it was not kept".into());
+                    let reason = "the file arrived damaged (its BLAKE3 hash does not match); it was not kept";
+                    return Err(Failure::new(FailKind::Damaged, reason));
                 }
                 let file = temp.file.take().expect("open until kept");
-                file.sync_all().map_err(|e| format!("cannot save to {}: {e}", dir.display()))?;
+                file.sync_all().map_err(|e| Failure::disk(&e, format!("cannot save to {}: {e}", dir.display())))?;
                 drop(file);
                 if abort.load(Ordering::Acquire) {
-                    return Err("cancelled before the file was saved".into());
+                    return Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"));
                 }
-                let path = keep(&temp.path, dir, name)?;
+                let path = keep(&temp.path, dir, name).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
                 return Ok(Some((path, hash.to_hex().to_string())));
             }
         }

@@ -18,7 +18,7 @@ pub mod session;
 mod transfer;
 pub mod trust;
 
-pub use crate::files::{Faults, TransferId};
+pub use crate::files::{FailKind, Faults, TransferId};
 pub use secure::Identity;
 pub use session::{End, EndKind};
 pub use trust::{KnownPeerInfo, PeerIdentity, Trust};
@@ -136,8 +136,9 @@ pub enum Event {
     /// We verified and stored a file; `path` is where it is.
     FileReceived { id: PeerId, transfer: TransferId, name: String, path: PathBuf, size: u64, blake3: String },
     /// A transfer ended without the file arriving (declined, cancelled,
-    /// failed, connection lost). No partial file is left behind.
-    FileFailed { id: PeerId, transfer: TransferId, name: String, reason: String },
+    /// failed, connection lost). No partial file is left behind. `kind`
+    /// says why; `reason` says it in words.
+    FileFailed { id: PeerId, transfer: TransferId, name: String, kind: FailKind, reason: String },
 }
 
 impl Event {

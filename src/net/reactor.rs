@@ -31,7 +31,7 @@ use super::session::{ChatRefused, End, EndKind, Host, PairingGuard, Session, Ses
 use super::transfer::{ConnFiles, Files, SessionFiles, Transfers};
 use super::trust::KnownPeers;
 use super::{printable, Command, EngineConfig, Event, PeerId, PeerState, Role};
-use crate::files::{DiskEvent, Notify};
+use crate::files::{DiskEvent, FailKind, Notify};
 
 /// Outside the range of socket tokens, which count up from 0.
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -236,8 +236,12 @@ impl Reactor {
                 Command::AcceptFile { transfer } => {
                     self.on_transfer(transfer, |r, conn, label| r.transfers.accept(&mut conn.files, label, transfer))
                 }
-                Command::DeclineFile { transfer } => self.stop_file(transfer, "you declined the file"),
-                Command::CancelFile { transfer } => self.stop_file(transfer, "you cancelled the transfer"),
+                Command::DeclineFile { transfer } => {
+                    self.stop_file(transfer, FailKind::DeclinedHere, "you declined the file")
+                }
+                Command::CancelFile { transfer } => {
+                    self.stop_file(transfer, FailKind::CancelledHere, "you cancelled the transfer")
+                }
                 Command::SetDownloads { dir } => {
                     log::info!("downloads folder set to {}", dir.display());
                     self.transfers.downloads = dir.clone();
@@ -482,12 +486,12 @@ impl Reactor {
         }
     }
 
-    fn stop_file(&mut self, transfer: super::TransferId, why: &str) {
+    fn stop_file(&mut self, transfer: super::TransferId, kind: FailKind, why: &str) {
         self.on_transfer(transfer, |r, conn, label| {
             let conn_key = r.transfers.route(transfer).unwrap_or_default();
             if let Some(link) = conn.session.open_link() {
                 let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: conn_key, label };
-                r.transfers.stop(&mut c, link, transfer, why);
+                r.transfers.stop(&mut c, link, transfer, kind, why);
             }
         });
     }

@@ -21,7 +21,7 @@ use crossbeam_channel::{Sender, TryRecvError};
 use super::frame::{self, Frame};
 use super::session::{FileFrames, Link, Violation};
 use super::{printable, Event, PeerId};
-use crate::files::{self, Block, DiskEvent, Faults, Notify, Reader, TransferId, WriteMsg, Writer};
+use crate::files::{self, Block, DiskEvent, FailKind, Failure, Faults, Notify, Reader, TransferId, WriteMsg, Writer};
 
 /// File data is added to a connection's output only while less than this
 /// is waiting, so chat and control frames never queue behind more.
@@ -291,17 +291,19 @@ impl Transfers {
         let _ = self.events.send(event);
     }
 
-    fn failed(&mut self, id: PeerId, label: &str, transfer: TransferId, name: &str, reason: String) {
+    #[allow(clippy::too_many_arguments)]
+    fn failed(&mut self, id: PeerId, label: &str, transfer: TransferId, name: &str, kind: FailKind, reason: String) {
         self.routes.remove(&transfer);
         log::warn!("{label} transfer of \"{}\" failed: {reason}", printable(name));
-        self.emit(Event::FileFailed { id, transfer, name: name.to_owned(), reason });
+        self.emit(Event::FileFailed { id, transfer, name: name.to_owned(), kind, reason });
     }
 
     /// A file offered with no connection to carry it.
     pub fn not_sent(&self, id: PeerId, transfer: TransferId, path: &std::path::Path) {
         let name =
             path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
-        self.emit(Event::FileFailed { id, transfer, name, reason: "not sent: no peer is connected".into() });
+        let reason = "not sent: no peer is connected".into();
+        self.emit(Event::FileFailed { id, transfer, name, kind: FailKind::NotConnected, reason });
     }
 
     /// Queues the file at `path` on connection `conn`: it is opened when a
@@ -364,7 +366,7 @@ impl Transfers {
     }
 
     /// Declines or cancels a transfer in either direction and tells the peer.
-    pub fn stop(&mut self, c: &mut ConnFiles, link: &mut Link, transfer: TransferId, why: &str) {
+    pub fn stop(&mut self, c: &mut ConnFiles, link: &mut Link, transfer: TransferId, kind: FailKind, why: &str) {
         let (owner, label) = (c.owner, c.label);
         let f = &mut *c.files;
         if let Some(i) = f.out_by_key(transfer) {
@@ -372,7 +374,7 @@ impl Transfers {
             if !matches!(t.state, OutState::Queued(_) | OutState::Opening) {
                 link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: "the sender cancelled".into() });
             }
-            self.failed(owner, label, transfer, &t.name, why.to_owned());
+            self.failed(owner, label, transfer, &t.name, kind, why.to_owned());
             self.start_queued(f);
         } else if let Some(wire) = f.in_by_key(transfer) {
             let Some(t) = f.forget_incoming(wire) else { return };
@@ -388,7 +390,7 @@ impl Transfers {
             } else {
                 link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
             }
-            self.failed(owner, label, transfer, &t.name, why.to_owned());
+            self.failed(owner, label, transfer, &t.name, kind, why.to_owned());
         }
     }
 
@@ -427,8 +429,10 @@ impl Transfers {
                     }
                     Block::Failed(reason) => {
                         let t = f.outgoing.remove(i);
-                        link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: reason.clone() });
-                        self.failed(owner, label, t.key, &t.name, reason);
+                        // The peer hears no local path or error text.
+                        let told = "the sender could not read the file".into();
+                        link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: told });
+                        self.failed(owner, label, t.key, &t.name, FailKind::Source, reason);
                         self.start_queued(f);
                         continue;
                     }
@@ -485,7 +489,7 @@ impl Transfers {
                 if let Some(reason) = refusal {
                     link.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
                     f.forget_incoming(wire);
-                    self.failed(owner, label, key, &printable(&name), reason);
+                    self.failed(owner, label, key, &printable(&name), FailKind::Refused, reason);
                     return Ok(());
                 }
                 let name = safe.unwrap_or_default();
@@ -536,7 +540,8 @@ impl Transfers {
                 if let Some(i) = f.out_by_wire(wire) {
                     let t = f.outgoing.remove(i);
                     let said = if reason.is_empty() { String::new() } else { format!(" ({})", printable(&reason)) };
-                    self.failed(owner, label, t.key, &t.name, format!("the peer declined the file{said}"));
+                    let reason = format!("the peer declined the file{said}");
+                    self.failed(owner, label, t.key, &t.name, FailKind::DeclinedByPeer, reason);
                     self.start_queued(f);
                 }
             }
@@ -574,14 +579,16 @@ impl Transfers {
                         return Ok(());
                     }
                     let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
-                    self.failed(owner, label, t.key, &t.name, format!("the peer stopped the transfer{said}"));
+                    let reason = format!("the peer stopped the transfer{said}");
+                    self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, reason);
                 }
             }
             Frame::Cancel { transfer: wire, mine: false, reason } => {
                 if let Some(i) = f.out_by_wire(wire) {
                     let t = f.outgoing.remove(i);
                     let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(&reason)) };
-                    self.failed(owner, label, t.key, &t.name, format!("the peer stopped the transfer{said}"));
+                    let reason = format!("the peer stopped the transfer{said}");
+                    self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, reason);
                     self.start_queued(f);
                 }
             }
@@ -665,7 +672,10 @@ impl Transfers {
             DiskEvent::Stored { path, size, hash, .. } => {
                 self.emit(Event::FileReceived { id, transfer: key, name, path, size, blake3: hash })
             }
-            DiskEvent::WriteFailed { reason, .. } => self.emit(Event::FileFailed { id, transfer: key, name, reason }),
+            DiskEvent::WriteFailed { failure, .. } => {
+                let Failure { kind, reason } = failure;
+                self.emit(Event::FileFailed { id, transfer: key, name, kind, reason })
+            }
             _ => {
                 self.orphans.insert(key, (id, name));
             }
@@ -693,7 +703,7 @@ impl Transfers {
             DiskEvent::OpenFailed { key, reason } => {
                 if let Some(i) = f.out_by_key(key) {
                     let t = f.outgoing.remove(i);
-                    self.failed(owner, label, key, &t.name, reason);
+                    self.failed(owner, label, key, &t.name, FailKind::Source, reason);
                     self.start_queued(f);
                 }
             }
@@ -725,16 +735,19 @@ impl Transfers {
                 log::info!("{label} received \"{}\" into {} (blake3 {hash})", printable(&t.name), path.display());
                 self.emit(Event::FileReceived { id: owner, transfer: key, name: t.name, path, size, blake3: hash });
             }
-            DiskEvent::WriteFailed { key, reason } => {
+            DiskEvent::WriteFailed { key, failure } => {
                 let Some(wire) = f.in_by_key(key) else { return after };
                 let Some(t) = f.forget_incoming(wire) else { return after };
+                // The peer hears what kind of failure it was, never our
+                // error text (it names local paths).
+                let told = failure.kind.told_peer().to_owned();
                 if t.state == InState::Preparing {
-                    link.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                    link.queue(&Frame::Decline { transfer: wire, reason: told });
                 } else {
-                    link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: reason.clone() });
+                    link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: told });
                 }
                 let was_paused = !t.stalled.is_empty();
-                self.failed(owner, label, key, &t.name, reason);
+                self.failed(owner, label, key, &t.name, failure.kind, failure.reason);
                 after.resume_reading = was_paused && !f.paused();
             }
             DiskEvent::Drained { key } => {
@@ -789,10 +802,10 @@ impl Transfers {
             None => t.state = InState::Offered,
             Some(reason) => {
                 // The peer learns only that it does not fit, not how much is free.
-                let told = "not enough free space in the downloads folder";
-                link.queue(&Frame::Decline { transfer: wire, reason: told.into() });
+                let told = FailKind::NoSpace.told_peer().into();
+                link.queue(&Frame::Decline { transfer: wire, reason: told });
                 f.forget_incoming(wire);
-                self.failed(owner, label, key, &name, reason);
+                self.failed(owner, label, key, &name, FailKind::NoSpace, reason);
             }
         }
     }
@@ -813,7 +826,7 @@ impl Transfers {
         let (owner, label) = (c.owner, c.label);
         let why = format!("the connection ended: {reason}");
         for t in std::mem::take(&mut c.files.outgoing) {
-            self.failed(owner, label, t.key, &t.name, why.clone());
+            self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
         }
         for (_, t) in std::mem::take(&mut c.files.incoming) {
             if t.state == InState::Checking {
@@ -822,7 +835,7 @@ impl Transfers {
                 self.routes.remove(&t.key);
                 self.orphans.insert(t.key, (owner, t.name));
             } else {
-                self.failed(owner, label, t.key, &t.name, why.clone());
+                self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
             }
         }
     }

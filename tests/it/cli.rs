@@ -179,8 +179,12 @@ fn listen_and_connect_exchange_lines_with_json_events() {
     bob.end_input();
     assert_eq!(alice.event_named("message")["text"], "one more");
     assert_eq!(alice.event_named("message")["text"], "and the last");
-    assert_eq!(alice.event_named("lost")["reason"], "the peer closed the connection");
-    assert_eq!(bob.event_named("lost")["reason"], "you closed the connection");
+    let (alice_lost, bob_lost) = (alice.event_named("lost"), bob.event_named("lost"));
+    assert_eq!(
+        (&alice_lost["kind"], &alice_lost["reason"]),
+        (&"peer_closed".into(), &"the peer closed the connection".into())
+    );
+    assert_eq!((&bob_lost["kind"], &bob_lost["reason"]), (&"closed".into(), &"you closed the connection".into()));
     let (status, err) = bob.finish();
     assert!(status.success(), "bob: {status} {err}");
     let (status, err) = alice.finish();
@@ -232,6 +236,7 @@ fn connect_to_a_closed_port_exits_1_with_the_reason() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     let lost: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(lost["event"], "lost");
+    assert_eq!(lost["kind"], "unreachable");
     assert!(lost["reason"].as_str().unwrap().contains("refused"));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("connection refused by 127.0.0.1"), "{stderr}");
@@ -465,6 +470,26 @@ fn send_to_a_peer_that_declines_exits_1_with_the_reason() {
     assert!(stderr.contains("declined"), "{stderr}");
     assert!(stdout.contains("0 of 1 files sent"), "{stdout}");
     assert!(std::fs::read_dir(&down.0).unwrap().next().is_none());
+}
+
+#[test]
+fn a_declined_file_is_a_file_failed_event_with_its_kind_in_json() {
+    let down = downloads_dir();
+    let down_path = down.0.display().to_string();
+    let (_alice, addr) = listen_json(&["--once", "--downloads", &down_path]);
+    let outbox = temp_dir();
+    let file = outbox.0.join("nope.txt");
+    std::fs::write(&file, b"unwanted").unwrap();
+    let (status, stdout, stderr) = run(&["send", &addr, file.to_str().unwrap(), "--json"]);
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    let failed = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["event"] == "file_failed")
+        .unwrap_or_else(|| panic!("no file_failed in {stdout}"));
+    assert_eq!(failed["name"], "nope.txt");
+    assert_eq!(failed["kind"], "declined_by_peer");
+    assert!(failed["reason"].as_str().unwrap().starts_with("the peer declined the file"), "{failed}");
 }
 
 #[test]

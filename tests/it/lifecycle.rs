@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use peerconn::net::frame::{ByeCode, Frame};
-use peerconn::net::{EngineConfig, Event, ListenOptions, PeerState};
+use peerconn::net::{EndKind, EngineConfig, Event, ListenOptions, PeerState};
 
 use crate::support::{pair, Node, RawPeer};
 
@@ -23,9 +23,9 @@ fn connect_to_a_closed_port_is_lost_with_a_reason_within_3_s() {
     let addr = closed_port();
     let started = Instant::now();
     let c = b.engine.connect("client", addr).unwrap();
-    let (reason, clean) = b.lost_within(c, Duration::from_secs(3));
+    let (kind, reason) = b.ended(c);
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(!clean);
+    assert_eq!(kind, EndKind::Unreachable);
     assert_eq!(reason, format!("connection refused by {addr} (nothing is listening there)"));
 }
 
@@ -36,8 +36,8 @@ fn graceful_disconnect_is_a_clean_end_on_both_sides() {
     b.engine.send_text(c, "last words").unwrap();
     b.engine.disconnect(c);
     assert_eq!(a.message(s), "last words");
-    assert_eq!(a.lost(s), ("the peer closed the connection".to_owned(), true));
-    assert_eq!(b.lost(c), ("you closed the connection".to_owned(), true));
+    assert_eq!(a.ended(s), (EndKind::PeerClosed, "the peer closed the connection".to_owned()));
+    assert_eq!(b.ended(c), (EndKind::Closed, "you closed the connection".to_owned()));
 }
 
 #[test]
@@ -75,8 +75,8 @@ fn busy_server_refuses_a_second_client_and_keeps_the_first() {
     b.connected(first);
     a.connected(s);
     let second = c.engine.connect("second", addr).unwrap();
-    let (reason, clean) = c.lost(second);
-    assert!(!clean);
+    let (kind, reason) = c.ended(second);
+    assert_eq!(kind, EndKind::PeerRefused(ByeCode::Busy));
     assert_eq!(reason, format!("the peersocket at {addr} is busy with another peer"));
     b.engine.send_text(first, "still mine?").unwrap();
     assert_eq!(a.message(s), "still mine?");

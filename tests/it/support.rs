@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use peerconn::net::frame::{self, Frame};
 use peerconn::net::secure::{Channel, Identity};
-use peerconn::net::{Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState};
+use peerconn::net::{EndKind, Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState};
 
 /// How long any test waits for an event before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -97,6 +97,16 @@ impl Node {
         self.wait_within(within, &format!("{id} lost"), |e| match e {
             Event::State { id: i, state: PeerState::Lost { reason, clean, .. } } if *i == id => {
                 Some((reason.clone(), *clean))
+            }
+            _ => None,
+        })
+    }
+
+    /// How `id` ended: the kind and the reason.
+    pub fn ended(&mut self, id: PeerId) -> (EndKind, String) {
+        self.wait_within(PATIENCE, &format!("{id} lost"), |e| match e {
+            Event::State { id: i, state: PeerState::Lost { reason, kind, .. } } if *i == id => {
+                Some((*kind, reason.clone()))
             }
             _ => None,
         })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use peerconn::net::frame::Frame;
-use peerconn::net::{EngineConfig, Event, Faults, PeerId, TransferId};
+use peerconn::net::{EngineConfig, Event, FailKind, Faults, PeerId, TransferId};
 
 use crate::support::{fast_config, noise, pair, Node, RawPeer, TempDir};
 
@@ -72,8 +72,13 @@ fn sent(node: &mut Node, transfer: TransferId) -> u64 {
 }
 
 fn failed(node: &mut Node, transfer: TransferId) -> String {
+    failure(node, transfer).1
+}
+
+/// How `transfer` failed: its kind and its reason.
+fn failure(node: &mut Node, transfer: TransferId) -> (FailKind, String) {
     node.wait_within(Duration::from_secs(30), &format!("{transfer} failed"), |e| match e {
-        Event::FileFailed { transfer: t, reason, .. } if *t == transfer => Some(reason.clone()),
+        Event::FileFailed { transfer: t, kind, reason, .. } if *t == transfer => Some((*kind, reason.clone())),
         Event::FileSent { transfer: t, .. } | Event::FileReceived { transfer: t, .. } if *t == transfer => {
             panic!("{transfer} succeeded but should have failed")
         }
@@ -220,8 +225,8 @@ fn declined_file_is_reported_to_the_sender_and_nothing_is_written() {
     let t_out = link.a.engine.send_file(link.sa, &path);
     let (t_in, _, _) = incoming(&mut link.b, link.sb);
     link.b.engine.decline_file(t_in);
-    assert_eq!(failed(&mut link.b, t_in), "you declined the file");
-    assert!(failed(&mut link.a, t_out).contains("declined"));
+    assert_eq!(failure(&mut link.b, t_in), (FailKind::DeclinedHere, "you declined the file".into()));
+    assert_eq!(failure(&mut link.a, t_out), (FailKind::DeclinedByPeer, "the peer declined the file (declined)".into()));
     settles_to(&link.down_b, &[]);
     link.a.engine.send_text(link.sa, "ok, fine").unwrap();
     assert_eq!(link.b.message(link.sb), "ok, fine");
@@ -241,8 +246,12 @@ fn sender_cancels_mid_transfer_and_the_partial_file_is_removed() {
     let mut link = Link::new();
     let (t_out, t_in) = start_big(&mut link);
     link.a.engine.cancel_file(t_out);
-    assert_eq!(failed(&mut link.a, t_out), "you cancelled the transfer");
-    assert!(failed(&mut link.b, t_in).contains("the peer stopped the transfer"));
+    assert_eq!(failure(&mut link.a, t_out), (FailKind::CancelledHere, "you cancelled the transfer".into()));
+    let (kind, reason) = failure(&mut link.b, t_in);
+    assert_eq!(
+        (kind, reason.as_str()),
+        (FailKind::CancelledByPeer, "the peer stopped the transfer: the sender cancelled")
+    );
     settles_to(&link.down_b, &[]);
     link.b.engine.send_text(link.sb, "still talking").unwrap();
     assert_eq!(link.a.message(link.sa), "still talking");
@@ -255,8 +264,12 @@ fn receiver_cancels_mid_transfer_and_the_partial_file_is_removed() {
     let mut link = Link::new();
     let (t_out, t_in) = start_big(&mut link);
     link.b.engine.cancel_file(t_in);
-    assert_eq!(failed(&mut link.b, t_in), "you cancelled the transfer");
-    assert!(failed(&mut link.a, t_out).contains("the peer stopped the transfer"));
+    assert_eq!(failure(&mut link.b, t_in), (FailKind::CancelledHere, "you cancelled the transfer".into()));
+    let (kind, reason) = failure(&mut link.a, t_out);
+    assert_eq!(
+        (kind, reason.as_str()),
+        (FailKind::CancelledByPeer, "the peer stopped the transfer: the receiver cancelled")
+    );
     settles_to(&link.down_b, &[]);
     link.a.engine.send_text(link.sa, "understood").unwrap();
     assert_eq!(link.b.message(link.sb), "understood");
@@ -269,7 +282,9 @@ fn peer_gone_mid_transfer_fails_the_transfer_and_leaves_no_partial_file() {
     let (_t_out, t_in) = start_big(&mut link);
     let Link { a, mut b, sb, down_b, .. } = link;
     drop(a);
-    assert!(failed(&mut b, t_in).contains("the connection ended"));
+    let (kind, reason) = failure(&mut b, t_in);
+    assert_eq!(kind, FailKind::ConnectionEnded);
+    assert!(reason.starts_with("the connection ended"), "{reason}");
     b.lost(sb);
     settles_to(&down_b, &[]);
 }
@@ -283,10 +298,13 @@ fn a_file_that_shrinks_while_sent_fails_on_both_sides() {
     link.b.engine.accept_file(t_in);
     first_progress(&mut link.b, t_in);
     fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1024 * 1024).unwrap();
-    let reason = failed(&mut link.a, t_out);
+    let (kind, reason) = failure(&mut link.a, t_out);
+    assert_eq!(kind, FailKind::Source);
     assert!(reason.contains("shrank") || reason.contains("changed"), "{reason}");
-    let reason = failed(&mut link.b, t_in);
-    assert!(reason.contains("the peer stopped the transfer"), "{reason}");
+    let (kind, reason) = failure(&mut link.b, t_in);
+    assert_eq!(kind, FailKind::CancelledByPeer);
+    // What the sender's reader said (it may name the sender's paths) stays there.
+    assert_eq!(reason, "the peer stopped the transfer: the sender could not read the file");
     settles_to(&link.down_b, &[]);
 }
 
@@ -300,10 +318,14 @@ fn a_full_disk_fails_the_transfer_removes_the_partial_file_and_keeps_the_connect
     let t_out = link.a.engine.send_file(link.sa, &path);
     let (t_in, _, _) = incoming(&mut link.b, link.sb);
     link.b.engine.accept_file(t_in);
-    let reason = failed(&mut link.b, t_in);
+    let (kind, reason) = failure(&mut link.b, t_in);
+    assert_eq!(kind, FailKind::NoSpace);
     assert!(reason.contains("no space left"), "{reason}");
-    let reason = failed(&mut link.a, t_out);
-    assert!(reason.contains("no space left"), "{reason}");
+    // The sender hears the kind of failure, never the receiver's error text
+    // with its paths.
+    let (kind, reason) = failure(&mut link.a, t_out);
+    assert_eq!(kind, FailKind::CancelledByPeer);
+    assert_eq!(reason, "the peer stopped the transfer: not enough free space in the downloads folder");
     settles_to(&link.down_b, &[]);
     link.a.engine.send_text(link.sa, "disk full?").unwrap();
     assert_eq!(link.b.message(link.sb), "disk full?");
@@ -453,9 +475,11 @@ fn leftover_temporary_files_are_removed_at_start_and_others_are_kept() {
 fn sending_a_missing_file_or_a_folder_fails_with_a_clear_reason() {
     let mut link = Link::new();
     let missing = link.a.engine.send_file(link.sa, link.outbox.path().join("nope.txt"));
-    assert!(failed(&mut link.a, missing).contains("cannot open"));
+    let (kind, reason) = failure(&mut link.a, missing);
+    assert!(kind == FailKind::Source && reason.contains("cannot open"), "{kind:?} {reason}");
     let folder = link.a.engine.send_file(link.sa, link.outbox.path());
-    assert!(failed(&mut link.a, folder).contains("is a folder"));
+    let (kind, reason) = failure(&mut link.a, folder);
+    assert!(kind == FailKind::Source && reason.contains("is a folder"), "{kind:?} {reason}");
     // The connection is unaffected.
     send_one(&mut link, "fine.txt", b"fine");
 }
@@ -465,5 +489,5 @@ fn sending_without_a_peer_fails_at_once() {
     let mut node = Node::new();
     let (id, _) = node.listen("alone");
     let t = node.engine.send_file(id, Path::new("whatever.txt"));
-    assert!(failed(&mut node, t).contains("no peer is connected"));
+    assert_eq!(failure(&mut node, t), (FailKind::NotConnected, "not sent: no peer is connected".into()));
 }
