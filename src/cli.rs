@@ -292,7 +292,6 @@ struct Session {
     server: bool,
     once: bool,
     out: Output,
-    accept_files: bool,
     /// Files offered to us, waiting for a y/N typed at the terminal.
     asking: VecDeque<TransferId>,
     interactive: bool,
@@ -371,6 +370,8 @@ impl Session {
             }
             config.downloads = dir.clone();
         }
+        // The engine accepts by itself: no round trip through this loop.
+        config.accept_files_from_everyone = common.accept_files;
         let sending = match &command {
             Command::Send { files, .. } => {
                 for file in files {
@@ -427,7 +428,6 @@ impl Session {
             server,
             once,
             out,
-            accept_files: common.accept_files,
             asking: VecDeque::new(),
             interactive: io::stdin().is_terminal() && sending.is_none(),
             transfers: HashMap::new(),
@@ -566,16 +566,16 @@ impl Session {
                 self.out.text_only(&format!("offering {} ({})", printable(&name), human_size(size)));
                 self.transfers.insert(transfer, Shown { name, size, tenths: 0 });
             }
-            Event::FileIncoming { transfer, name, size, refused, .. } => {
-                self.out
-                    .print(json!({"event": "file_offered", "name": name, "size": size, "refused": refused}), || {
-                        format!("the peer offers {} ({})", printable(&name), human_size(size))
-                    });
+            Event::FileIncoming { transfer, name, size, refused, accepted, .. } => {
+                let offered = json!({"event": "file_offered", "name": name, "size": size, "refused": refused, "accepted": accepted});
+                self.out.print(offered, || {
+                    let accepting = if accepted { ", accepting" } else { "" };
+                    format!("the peer offers {} ({}){accepting}", printable(&name), human_size(size))
+                });
                 self.transfers.insert(transfer, Shown { name: name.clone(), size, tenths: 0 });
-                if refused.is_some() {
-                    // Already declined; the failure that follows says why.
-                } else if self.accept_files {
-                    self.engine.accept_file(transfer);
+                if refused.is_some() || accepted {
+                    // Already declined (the failure that follows says why),
+                    // or accepted by the engine (--accept-files).
                 } else if self.interactive && !self.stdin_done {
                     self.asking.push_back(transfer);
                     if self.asking.len() == 1 {

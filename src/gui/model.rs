@@ -100,6 +100,10 @@ fn transfer_id(n: i32) -> TransferId {
 
 impl Peersockets {
     pub fn new(engine: Engine, window: Weak<AppWindow>, settings: Settings) -> Peersockets {
+        // The engine accepts these peers' files by itself.
+        for fingerprint in &settings.always_accept {
+            engine.accept_files_from(fingerprint, true);
+        }
         Peersockets {
             engine,
             window,
@@ -436,6 +440,7 @@ impl Peersockets {
         }
         if self.settings.always_accept.iter().any(|k| k == fingerprint) {
             self.settings.always_accept.retain(|k| k != fingerprint);
+            self.engine.accept_files_from(fingerprint, false);
             self.settings.save();
             self.show_settings();
         }
@@ -452,6 +457,7 @@ impl Peersockets {
         } else {
             self.settings.always_accept.retain(|k| k != fingerprint);
         }
+        self.engine.accept_files_from(fingerprint, always);
         self.settings.save();
         self.show_settings();
     }
@@ -462,6 +468,7 @@ impl Peersockets {
             let key = self.peers.iter().find(|p| p.files.contains_key(&t)).and_then(|p| p.peer_key.clone());
             if let Some(key) = key {
                 if !self.settings.always_accept.contains(&key) {
+                    self.engine.accept_files_from(&key, true);
                     self.settings.always_accept.push(key);
                     self.settings.save();
                     self.show_settings();
@@ -645,7 +652,7 @@ impl Peersockets {
             Event::FileOutgoing { transfer, name, size, .. } => {
                 self.add_file(i, transfer, &name, size, false);
             }
-            Event::FileIncoming { transfer, name, size, refused, .. } => {
+            Event::FileIncoming { transfer, name, size, refused, accepted, .. } => {
                 self.add_file(i, transfer, &name, size, true);
                 if let Some(reason) = &refused {
                     // Never shown with Accept, even for a moment.
@@ -653,13 +660,17 @@ impl Peersockets {
                         item.state = FAILED;
                         item.detail = reason.as_str().into();
                     });
+                } else if accepted {
+                    // The engine accepted it (files from this peer are
+                    // accepted without asking): never shown with Accept.
+                    self.update_file(transfer, |item| {
+                        item.state = RUNNING;
+                        item.detail = "starting…".into();
+                    });
                 }
                 // A refused offer was already declined: the failure that
                 // follows says why.
-                let always = self.peers[i].peer_key.as_ref().is_some_and(|k| self.settings.always_accept.contains(k));
-                if refused.is_some() {
-                } else if always {
-                    self.accept(transfer.0 as i32, false);
+                if refused.is_some() || accepted {
                 } else if self.selected != Some(id) {
                     self.peers[i].unread += 1;
                     self.list.set_row_data(i, self.item(i));

@@ -126,8 +126,11 @@ pub enum Event {
     /// The peer offers a file; answer with `accept_file` or `decline_file`.
     /// `name` is already made safe for the downloads folder. When `refused`
     /// says why, the offer was already declined (it cannot fit in the free
-    /// space) and a `FileFailed` follows: nothing to answer.
-    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64, refused: Option<String> },
+    /// space) and a `FileFailed` follows: nothing to answer. When
+    /// `accepted`, the engine accepted it by itself (files from this peer's
+    /// key, or from everyone, are accepted without asking: see
+    /// [`Engine::accept_files_from`]); progress follows.
+    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64, refused: Option<String>, accepted: bool },
     /// Bytes moved so far, at most ten times a second per transfer and once
     /// at the end.
     FileProgress { id: PeerId, transfer: TransferId, bytes: u64, total: u64, bytes_per_sec: u64, eta: Option<Duration> },
@@ -210,6 +213,10 @@ pub struct EngineConfig {
     pub known_peers: Option<PathBuf>,
     /// Where received files go.
     pub downloads: PathBuf,
+    /// Accept every file offered, from any peer, without asking (the
+    /// command line's `--accept-files`). Offers that cannot fit are still
+    /// refused.
+    pub accept_files_from_everyone: bool,
     /// Faults to inject (tests only).
     pub faults: Faults,
 }
@@ -232,6 +239,7 @@ impl Default for EngineConfig {
             identity: Identity::generate(),
             known_peers: None,
             downloads: default_downloads(),
+            accept_files_from_everyone: false,
             faults: Faults::default(),
         }
     }
@@ -289,6 +297,7 @@ pub(crate) enum Command {
     DeclineFile { transfer: TransferId },
     CancelFile { transfer: TransferId },
     SetDownloads { dir: PathBuf },
+    AcceptFilesFrom { fingerprint: String, accept: bool },
     Shutdown,
 }
 
@@ -486,6 +495,13 @@ impl Engine {
     /// again. A `KnownPeers` event follows.
     pub fn forget_key(&self, fingerprint: &str) {
         self.command(Command::ForgetKey { fingerprint: fingerprint.to_owned() });
+    }
+
+    /// Files offered by the peer with this key fingerprint are accepted
+    /// without asking (`accept`), or asked about again. The engine holds
+    /// the list while it runs; whoever keeps settings gives it at start.
+    pub fn accept_files_from(&self, fingerprint: &str, accept: bool) {
+        self.command(Command::AcceptFilesFrom { fingerprint: fingerprint.to_owned(), accept });
     }
 
     /// Where files accepted from now on are stored.

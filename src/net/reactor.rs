@@ -97,8 +97,9 @@ impl Reactor {
         let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
         let (disk_tx, disk_events) = crossbeam_channel::unbounded();
         let notify = Notify { events: disk_tx, waker: waker.clone() };
-        let transfers =
+        let mut transfers =
             Transfers::new(notify, next_transfer, config.downloads.clone(), config.faults.clone(), events.clone());
+        transfers.policy.everyone = config.accept_files_from_everyone;
         let reactor = Reactor {
             poll,
             session_config: config.session(),
@@ -241,6 +242,16 @@ impl Reactor {
                 }
                 Command::CancelFile { transfer } => {
                     self.stop_file(transfer, FailKind::CancelledHere, "you cancelled the transfer")
+                }
+                Command::AcceptFilesFrom { fingerprint, accept } => {
+                    log::info!(
+                        "files from {fingerprint} are {}",
+                        if accept { "accepted without asking" } else { "asked about" }
+                    );
+                    match accept {
+                        true => self.transfers.policy.keys.insert(fingerprint),
+                        false => self.transfers.policy.keys.remove(&fingerprint),
+                    };
                 }
                 Command::SetDownloads { dir } => {
                     log::info!("downloads folder set to {}", dir.display());
@@ -489,8 +500,9 @@ impl Reactor {
     fn stop_file(&mut self, transfer: super::TransferId, kind: FailKind, why: &str) {
         self.on_transfer(transfer, |r, conn, label| {
             let conn_key = r.transfers.route(transfer).unwrap_or_default();
+            let peer = conn.session.peer_key().map(|p| p.key);
             if let Some(link) = conn.session.open_link() {
-                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: conn_key, label };
+                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: conn_key, peer, label };
                 r.transfers.stop(&mut c, link, transfer, kind, why);
             }
         });
@@ -504,8 +516,10 @@ impl Reactor {
             };
             self.with_conn(token, |r, conn| {
                 let label = r.label(conn.owner);
+                let peer = conn.session.peer_key().map(|p| p.key);
                 if let Some(link) = conn.session.open_link() {
-                    let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, label: &label };
+                    let mut c =
+                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
                     if r.transfers.disk_event(&mut c, link, event).resume_reading {
                         r.read_again.push(token);
                     }
@@ -609,7 +623,8 @@ impl Reactor {
             if conn.session.is_closing() && !conn.files.is_empty() {
                 let reason = conn.session.end().map(|e| e.reason.clone()).unwrap_or_default();
                 let label = self.label(conn.owner);
-                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, label: &label };
+                let peer = conn.session.peer_key().map(|p| p.key);
+                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
                 self.transfers.end_all(&mut c, &reason);
             }
             if conn.session.is_closed() {
@@ -654,9 +669,11 @@ impl Reactor {
         loop {
             let mut added = 0;
             if !conn.files.outgoing.is_empty() {
+                let peer = conn.session.peer_key().map(|p| p.key);
                 if let Some(link) = conn.session.open_link() {
                     let label = self.label(conn.owner);
-                    let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, label: &label };
+                    let mut c =
+                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
                     added = self.transfers.pump(&mut c, link);
                 }
             }
@@ -734,9 +751,10 @@ impl Reactor {
         };
         let label = format!("[{} {}]", printable(&name), conn.owner);
         let mut host = Host { name: &name, known: &mut self.known, busy, guard };
+        let peer = conn.session.peer_key().map(|p| p.key);
         let mut files = SessionFiles {
             registry: &mut self.transfers,
-            conn: ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, label: &label },
+            conn: ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label },
         };
         match bytes {
             Some(bytes) => conn.session.receive(bytes, now, &mut host, &mut files),
@@ -851,9 +869,11 @@ impl Reactor {
             .collect();
         for token in due {
             self.with_conn(token, |r, conn| {
+                let peer = conn.session.peer_key().map(|p| p.key);
                 if let Some(link) = conn.session.open_link() {
                     let label = r.label(conn.owner);
-                    let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, label: &label };
+                    let mut c =
+                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
                     r.transfers.timers(&mut c, link, now);
                 }
                 conn.session.handle_timeout(now, conn.files.paused());

@@ -243,6 +243,22 @@ pub(crate) struct Transfers {
     pub downloads: PathBuf,
     faults: Faults,
     events: Sender<Event>,
+    /// Whose files are accepted without asking.
+    pub policy: AcceptPolicy,
+}
+
+/// Whose offers the engine accepts by itself (once they are known to fit).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AcceptPolicy {
+    pub everyone: bool,
+    /// Key fingerprints.
+    pub keys: std::collections::HashSet<String>,
+}
+
+impl AcceptPolicy {
+    fn accepts(&self, peer: Option<&[u8; 32]>) -> bool {
+        self.everyone || peer.is_some_and(|key| self.keys.contains(&super::secure::fingerprint(key)))
+    }
 }
 
 /// What the reactor should do after a disk event.
@@ -271,6 +287,7 @@ impl Transfers {
             downloads,
             faults,
             events,
+            policy: AcceptPolicy::default(),
         }
     }
 
@@ -796,10 +813,25 @@ impl Transfers {
         }
         let (name, size) = (t.name.clone(), t.size);
         let refused = refusal.map(|why| format!("declined: {why}"));
+        let accepted = refused.is_none() && self.policy.accepts(c.peer.as_ref());
         // Shown either way, so the person knows what was offered.
-        self.emit(Event::FileIncoming { id: owner, transfer: key, name: name.clone(), size, refused: refused.clone() });
+        let shown = Event::FileIncoming {
+            id: owner,
+            transfer: key,
+            name: name.clone(),
+            size,
+            refused: refused.clone(),
+            accepted,
+        };
+        self.emit(shown);
         match refused {
-            None => t.state = InState::Offered,
+            None => {
+                t.state = InState::Offered;
+                if accepted {
+                    log::info!("{label} accepts files from this peer without asking");
+                    self.accept(f, label, key);
+                }
+            }
             Some(reason) => {
                 // The peer learns only that it does not fit, not how much is free.
                 let told = FailKind::NoSpace.told_peer().into();
@@ -846,6 +878,8 @@ pub(crate) struct ConnFiles<'a> {
     pub files: &'a mut Files,
     pub owner: PeerId,
     pub conn: ConnKey,
+    /// The peer's key, once the handshake proved it.
+    pub peer: Option<[u8; 32]>,
     /// The peersocket as the log names it.
     pub label: &'a str,
 }

@@ -218,6 +218,63 @@ fn transfers_in_both_directions_at_once_with_chat_between() {
     assert_eq!(blake3::hash(&fs::read(pa).unwrap()), blake3::hash(&to_a));
 }
 
+/// Waits for the offer of `id` and says whether the engine accepted it by itself.
+fn offer_accepted(node: &mut Node, id: PeerId) -> (TransferId, bool) {
+    node.wait("a file offer", |e| match e {
+        Event::FileIncoming { id: i, transfer, accepted, .. } if *i == id => Some((*transfer, *accepted)),
+        _ => None,
+    })
+}
+
+#[test]
+fn files_from_a_key_accepted_without_asking_arrive_with_no_answer_and_others_are_asked() {
+    let mut link = Link::new();
+    let bytes = b"from a trusted key";
+    // b accepts a's files without asking: the engine holds that policy.
+    link.b.engine.accept_files_from(link.a.engine.fingerprint(), true);
+    let path = link.file("trusted.txt", bytes);
+    let t_out = link.a.engine.send_file(link.sa, &path);
+    let (t_in, accepted) = offer_accepted(&mut link.b, link.sb);
+    assert!(accepted, "accepted by the engine, with no accept_file call");
+    let (stored, _, _) = received(&mut link.b, t_in);
+    assert_eq!(fs::read(&stored).unwrap(), bytes);
+    assert_eq!(sent(&mut link.a, t_out), bytes.len() as u64);
+    // Taken back: the next offer waits for the person again.
+    link.b.engine.accept_files_from(link.a.engine.fingerprint(), false);
+    let path = link.file("asked.txt", b"ask me");
+    link.a.engine.send_file(link.sa, &path);
+    let (t_in, accepted) = offer_accepted(&mut link.b, link.sb);
+    assert!(!accepted);
+    link.b.engine.decline_file(t_in);
+    assert_eq!(failure(&mut link.b, t_in).0, FailKind::DeclinedHere);
+}
+
+#[test]
+fn an_engine_that_accepts_from_everyone_still_refuses_what_cannot_fit() {
+    let mut link = Link::with_b_config(|c| EngineConfig { accept_files_from_everyone: true, ..c });
+    let path = link.file("anyone.txt", b"welcome");
+    link.a.engine.send_file(link.sa, &path);
+    let (t_in, accepted) = offer_accepted(&mut link.b, link.sb);
+    assert!(accepted);
+    received(&mut link.b, t_in);
+    let down = TempDir::new("everyone");
+    let mut node = Node::with_config(EngineConfig {
+        downloads: down.path().into(),
+        accept_files_from_everyone: true,
+        ..fast_config()
+    });
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "liar");
+    node.connected(id);
+    raw.send(&Frame::Offer { transfer: 1, size: u64::MAX / 4, name: "huge.bin".into() });
+    let (refused, accepted) = node.wait("the offer", |e| match e {
+        Event::FileIncoming { id: i, refused, accepted, .. } if *i == id => Some((refused.clone(), *accepted)),
+        _ => None,
+    });
+    assert!(refused.is_some() && !accepted, "{refused:?} {accepted}");
+    assert!(matches!(raw.recv(), Some(Frame::Decline { transfer: 1, .. })));
+}
+
 #[test]
 fn declined_file_is_reported_to_the_sender_and_nothing_is_written() {
     let mut link = Link::new();

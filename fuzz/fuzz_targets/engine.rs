@@ -1,5 +1,9 @@
-//! The whole engine, over real loopback TCP, against a peer that completes
-//! the encrypted handshake and then says anything at all.
+//! `engine`: the whole engine (reactor, peersockets, sessions, transfers
+//! and the disk), over real loopback TCP with its threads and real time,
+//! against a peer that completes the encrypted handshake and then says
+//! anything at all. (Until 2026-12-04 this target was called `session`;
+//! that name is now the in-memory target that drives `net::session::Session`
+//! alone on a virtual clock, some hundred times faster.)
 //!
 //! One engine is started per fuzz process (in a `OnceLock`) with short
 //! timers and its downloads in a temporary folder. It listens twice (a
@@ -259,7 +263,7 @@ impl World {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         }
-        let root = std::env::temp_dir().join(format!("peerconn-fuzz-session-{}", std::process::id()));
+        let root = std::env::temp_dir().join(format!("peerconn-fuzz-engine-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let downloads = root.join("downloads");
         let outbox = root.join("outbox");
