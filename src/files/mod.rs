@@ -27,9 +27,6 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub const BLOCK: usize = 256 * 1024;
 /// Buffers a reader may have ready ahead of the network.
 const READ_AHEAD: usize = 8;
-/// Buffers the network may have waiting for a writer: the whole flow-control
-/// window fits, so a peer that keeps to the window never stalls the reactor.
-const WRITE_BEHIND: usize = (crate::net::frame::WINDOW as usize).div_ceil(BLOCK) + 4;
 /// Temporary files younger than this are never taken for crash leftovers.
 const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 /// A writer reports its progress every this many bytes, which lets the
@@ -174,17 +171,19 @@ impl DiskEvent {
     }
 }
 
-/// How a worker tells the reactor something happened.
+/// How a worker tells whoever drives it that something happened: the
+/// event goes on the channel, then `wake` is called (the reactor's
+/// `mio::Waker`; this module knows nothing of it).
 #[derive(Clone)]
 pub struct Notify {
     pub events: Sender<DiskEvent>,
-    pub waker: Arc<mio::Waker>,
+    pub wake: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl Notify {
     fn send(&self, event: DiskEvent) {
         if self.events.send(event).is_ok() {
-            let _ = self.waker.wake();
+            (self.wake)();
         }
     }
 }
@@ -434,17 +433,22 @@ impl Writer {
 }
 
 /// Starts a writer for a file of `size` bytes called `name` (already made
-/// safe by [`names::safe_name`]) in `dir`. The thread handle is for joining
-/// at shutdown; the thread ends on its own when the `Writer` is dropped.
+/// safe by [`names::safe_name`]) in `dir`. `window` is the most the sender
+/// may have in flight (the protocol's flow-control window): the writer's
+/// channel holds all of it, so a peer that keeps to the window never fills
+/// the writer. The thread handle is for joining at shutdown; the thread
+/// ends on its own when the `Writer` is dropped.
 pub fn spawn_writer(
     key: TransferId,
     dir: PathBuf,
     name: String,
     size: u64,
+    window: u64,
     faults: Faults,
     notify: Notify,
 ) -> (Writer, Option<std::thread::JoinHandle<()>>) {
-    let (tx, rx) = crossbeam_channel::bounded(WRITE_BEHIND);
+    let behind = usize::try_from(window).unwrap_or(usize::MAX).div_ceil(BLOCK).saturating_add(4);
+    let (tx, rx) = crossbeam_channel::bounded(behind);
     let stalled = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
     let (spent_tx, spent) = crossbeam_channel::bounded(4);

@@ -96,7 +96,12 @@ impl Reactor {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE_TOKEN)?);
         let (disk_tx, disk_events) = crossbeam_channel::unbounded();
-        let notify = Notify { events: disk_tx, waker: waker.clone() };
+        let wake_reactor = waker.clone();
+        let wake = Arc::new(move || {
+            // Fails only once the reactor is gone, and then nobody waits.
+            let _ = wake_reactor.wake();
+        });
+        let notify = Notify { events: disk_tx, wake };
         let mut transfers =
             Transfers::new(notify, next_transfer, config.downloads.clone(), config.faults.clone(), events.clone());
         transfers.policy.everyone = config.accept_files_from_everyone;

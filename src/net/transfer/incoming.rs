@@ -1,0 +1,401 @@
+//! Their offers: files the peer sends us, from the offer to the verdict.
+//!
+//! An offer is first measured against the free space (on the free-space
+//! checker's thread, at most [`SPACE_CHECK_PATIENCE`] before the person is
+//! asked anyway); then the person (or the engine's accept policy) accepts,
+//! a writer thread makes its temporary file (`ReadyToReceive`: ACCEPT goes
+//! out), DATA is checked against the offer and the window and gathered into
+//! blocks for the writer, which reports what it wrote so the window moves
+//! on. DONE hands the hash to the writer; `Stored` sends RECEIVED.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{ConnFiles, Files, Meter, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
+use crate::files::{self, FailKind, Failure, TransferId, WriteMsg, Writer};
+use crate::net::frame::{self, Frame};
+use crate::net::session::{Link, Violation};
+use crate::net::{printable, Event, PeerId};
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum InState {
+    /// Offered; being measured against the free space before the person
+    /// is asked (a file that cannot fit is declined at once).
+    Checking,
+    /// Waiting for the person to accept or decline.
+    Offered,
+    /// Accepted; the writer is checking space and creating its file.
+    Preparing,
+    Receiving,
+    /// DONE delivered to the writer, which is checking the hash.
+    Verifying,
+}
+
+pub(crate) struct Incoming {
+    pub key: TransferId,
+    pub name: String,
+    pub size: u64,
+    pub state: InState,
+    pub writer: Option<Writer>,
+    /// Data collected into a block for the writer.
+    pub pending: Vec<u8>,
+    /// Messages the writer had no room for; reading pauses until it does.
+    pub stalled: VecDeque<WriteMsg>,
+    pub received: u64,
+    /// We allow data up to this byte.
+    pub granted: u64,
+    pub meter: Meter,
+    /// When the offer came (a free-space check that takes too long is
+    /// given up on: see `SPACE_CHECK_PATIENCE`).
+    pub offered: std::time::Instant,
+}
+
+impl Incoming {
+    /// Gives the writer what is stalled, then `msg`; keeps what does not fit.
+    pub fn deliver(&mut self, msg: Option<WriteMsg>) {
+        self.stalled.extend(msg);
+        let Some(writer) = &self.writer else {
+            self.stalled.clear();
+            return;
+        };
+        while let Some(msg) = self.stalled.pop_front() {
+            if let Err(msg) = writer.offer(msg) {
+                self.stalled.push_front(msg);
+                break;
+            }
+        }
+    }
+}
+
+impl Transfers {
+    /// The person accepted an offer: a writer prepares the file.
+    pub fn accept(&mut self, f: &mut Files, label: &str, transfer: TransferId) {
+        let Some(wire) = f.in_by_key(transfer) else { return };
+        let Some(t) = f.incoming.get_mut(&wire) else { return };
+        if t.state != InState::Offered {
+            return;
+        }
+        log::info!("{label} accepted \"{}\"", printable(&t.name));
+        self.writers.retain(|w| !w.is_finished());
+        let (writer, thread) = files::spawn_writer(
+            transfer,
+            self.downloads.clone(),
+            t.name.clone(),
+            t.size,
+            frame::WINDOW,
+            self.faults.clone(),
+            self.notify.clone(),
+        );
+        self.writers.extend(thread);
+        t.writer = Some(writer);
+        t.state = InState::Preparing;
+    }
+
+    /// The peer's OFFER.
+    pub(super) fn offer(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        wire: u32,
+        size: u64,
+        name: String,
+    ) -> Result<(), Violation> {
+        let (owner, label) = (c.owner, c.label);
+        let f = &mut *c.files;
+        if f.incoming.contains_key(&wire) || f.was_cancelled_in(wire) {
+            return Err(Violation(format!("offered transfer number {wire} twice")));
+        }
+        let key = TransferId(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // Every incoming transfer counts, accepted ones included: each
+        // may hold a window of data and a writer thread.
+        let waiting = f.incoming.len();
+        let safe = files::names::safe_name(&name).map_err(|e| e.to_string());
+        let refusal = match &safe {
+            Err(why) => Some(format!("refused \"{}\": {why}", printable(&name))),
+            Ok(_) if waiting >= MAX_PENDING_OFFERS => {
+                Some(format!("declined: {MAX_PENDING_OFFERS} offers from this peer are already waiting or under way"))
+            }
+            Ok(_) => None,
+        };
+        if let Some(reason) = refusal {
+            link.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+            f.forget_incoming(wire);
+            self.failed(owner, label, key, &printable(&name), FailKind::Refused, reason);
+            return Ok(());
+        }
+        let name = safe.unwrap_or_default();
+        log::info!("{label} offered \"{}\" ({size} bytes)", printable(&name));
+        f.incoming.insert(
+            wire,
+            Incoming {
+                key,
+                name,
+                size,
+                state: InState::Checking,
+                writer: None,
+                pending: Vec::new(),
+                stalled: Default::default(),
+                received: 0,
+                granted: 0,
+                meter: Meter::new(),
+                offered: Instant::now(),
+            },
+        );
+        self.routes.insert(key, c.conn);
+        // The person is asked once the file is known to fit.
+        if self.space_checker.is_none() && !self.space_checker_failed {
+            self.space_checker = files::SpaceChecker::spawn(self.notify.clone(), &self.faults)
+                .inspect_err(|e| log::warn!("cannot start the free-space checker: {e}"))
+                .ok();
+            self.space_checker_failed = self.space_checker.is_none();
+        }
+        let asked = self.space_checker.as_ref().is_some_and(|s| s.check(key, self.downloads.clone(), size));
+        if !asked {
+            // The writer checks again before it creates anything.
+            self.space_checked(c, link, key, None);
+        }
+        Ok(())
+    }
+
+    /// File data for an incoming transfer: checked against the offer and
+    /// the window, gathered into blocks for the writer.
+    pub(super) fn data(&mut self, c: &mut ConnFiles, wire: u32, bytes: &[u8]) -> Result<(), Violation> {
+        let f = &mut *c.files;
+        let Some(t) = f.incoming.get_mut(&wire) else {
+            if f.was_cancelled_in(wire) {
+                return Ok(()); // in flight when we stopped it
+            }
+            return Err(Violation("sent data for a file it never offered".into()));
+        };
+        if t.state != InState::Receiving {
+            let what = match t.state {
+                InState::Checking | InState::Offered | InState::Preparing => {
+                    "sent file data before the file was accepted"
+                }
+                _ => "sent file data after the end of the file",
+            };
+            return Err(Violation(what.into()));
+        }
+        t.received += bytes.len() as u64;
+        if t.received > t.size {
+            return Err(Violation("sent more file data than the size it offered".into()));
+        }
+        if t.received > t.granted {
+            return Err(Violation("sent more file data than its window allows".into()));
+        }
+        if t.pending.capacity() == 0 {
+            t.pending = t.writer.as_ref().map(|w| w.buffer()).unwrap_or_default();
+        }
+        t.pending.extend_from_slice(bytes);
+        if t.pending.len() >= files::BLOCK {
+            let block = std::mem::take(&mut t.pending);
+            t.deliver(Some(WriteMsg::Data(block)));
+        }
+        if let Some(r) = t.meter.add(bytes.len() as u64, t.received, t.size) {
+            let event = Event::FileProgress {
+                id: c.owner,
+                transfer: t.key,
+                bytes: t.received,
+                total: t.size,
+                bytes_per_sec: r.bytes_per_sec,
+                eta: r.eta,
+            };
+            self.emit(event);
+        }
+        Ok(())
+    }
+
+    /// The sender's DONE: the writer checks the hash.
+    pub(super) fn done(f: &mut Files, wire: u32, hash: [u8; 32]) -> Result<(), Violation> {
+        let Some(t) = f.incoming.get_mut(&wire) else {
+            if f.was_cancelled_in(wire) {
+                return Ok(());
+            }
+            return Err(Violation("ended a file it never offered".into()));
+        };
+        if t.state != InState::Receiving {
+            return Err(Violation("ended a file that was not being received".into()));
+        }
+        if t.received != t.size {
+            return Err(Violation(format!("ended the file after {} of {} bytes", t.received, t.size)));
+        }
+        let last = std::mem::take(&mut t.pending);
+        if !last.is_empty() {
+            t.deliver(Some(WriteMsg::Data(last)));
+        }
+        t.deliver(Some(WriteMsg::Done(hash)));
+        t.state = InState::Verifying;
+        Ok(())
+    }
+
+    /// The sender's CANCEL of a file it sends us.
+    pub(super) fn sender_cancelled(&mut self, c: &mut ConnFiles, wire: u32, reason: &str) {
+        let (owner, label) = (c.owner, c.label);
+        let Some(t) = c.files.forget_incoming(wire) else { return };
+        if t.state == InState::Verifying {
+            return self.abort_verifying(owner, t);
+        }
+        if t.state == InState::Checking {
+            // Withdrawn before the person ever saw it.
+            self.routes.remove(&t.key);
+            log::info!("{label} withdrew its offer of \"{}\"", printable(&t.name));
+            return;
+        }
+        let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(reason)) };
+        let reason = format!("the peer stopped the transfer{said}");
+        self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, reason);
+    }
+
+    /// The writer made its temporary file: ACCEPT goes out.
+    pub(super) fn ready_to_receive(f: &mut Files, link: &mut Link, key: TransferId) {
+        let Some(wire) = f.in_by_key(key) else { return };
+        if let Some(t) = f.incoming.get_mut(&wire) {
+            t.state = InState::Receiving;
+            t.granted = frame::WINDOW;
+            link.queue(&Frame::Accept { transfer: wire });
+        }
+    }
+
+    /// The writer has written `bytes`: the window moves on.
+    pub(super) fn consumed(f: &mut Files, link: &mut Link, key: TransferId, bytes: u64) {
+        let Some(wire) = f.in_by_key(key) else { return };
+        if let Some(t) = f.incoming.get_mut(&wire) {
+            let granted = bytes.saturating_add(frame::WINDOW).min(t.size);
+            if t.state == InState::Receiving && granted > t.granted {
+                t.granted = granted;
+                link.queue(&Frame::Window { transfer: wire, granted });
+            }
+        }
+    }
+
+    /// The writer verified and stored the file: RECEIVED goes out.
+    pub(super) fn stored(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        key: TransferId,
+        path: std::path::PathBuf,
+        size: u64,
+        hash: String,
+    ) {
+        let Some(wire) = c.files.in_by_key(key) else { return };
+        let Some(t) = c.files.incoming.remove(&wire) else { return };
+        self.routes.remove(&key);
+        link.queue(&Frame::Received { transfer: wire });
+        log::info!("{} received \"{}\" into {} (blake3 {hash})", c.label, printable(&t.name), path.display());
+        self.emit(Event::FileReceived { id: c.owner, transfer: key, name: t.name, path, size, blake3: hash });
+    }
+
+    /// The writer failed. Returns whether reading, paused for it, may go on.
+    pub(super) fn write_failed(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        key: TransferId,
+        failure: Failure,
+    ) -> bool {
+        let f = &mut *c.files;
+        let Some(wire) = f.in_by_key(key) else { return false };
+        let Some(t) = f.forget_incoming(wire) else { return false };
+        // The peer hears what kind of failure it was, never our error text
+        // (it names local paths).
+        let told = failure.kind.told_peer().to_owned();
+        if t.state == InState::Preparing {
+            link.queue(&Frame::Decline { transfer: wire, reason: told });
+        } else {
+            link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: told });
+        }
+        let was_paused = !t.stalled.is_empty();
+        self.failed(c.owner, c.label, key, &t.name, failure.kind, failure.reason);
+        was_paused && !f.paused()
+    }
+
+    /// A full writer took a block. Returns whether reading may go on.
+    pub(super) fn drained(f: &mut Files, key: TransferId) -> bool {
+        let Some(wire) = f.in_by_key(key) else { return false };
+        if let Some(t) = f.incoming.get_mut(&wire) {
+            t.deliver(None);
+        }
+        !f.paused()
+    }
+
+    /// When the next free-space check of this connection's offers runs out
+    /// of patience.
+    pub fn deadline(f: &Files) -> Option<Instant> {
+        f.incoming.values().filter(|t| t.state == InState::Checking).map(|t| t.offered + SPACE_CHECK_PATIENCE).min()
+    }
+
+    /// A free-space check that hangs (a stuck network share) must not hide
+    /// offers: past its patience the person is asked anyway, and the
+    /// writer checks again before it creates anything.
+    pub fn timers(&mut self, c: &mut ConnFiles, link: &mut Link, now: Instant) {
+        let overdue: Vec<TransferId> = c
+            .files
+            .incoming
+            .values()
+            .filter(|t| t.state == InState::Checking && now >= t.offered + SPACE_CHECK_PATIENCE)
+            .map(|t| t.key)
+            .collect();
+        for key in overdue {
+            log::warn!("{} the free space could not be measured in time; asking anyway", c.label);
+            self.space_checked(c, link, key, None);
+        }
+    }
+
+    /// An offer was measured against the free space: the person is asked,
+    /// or it is declined at once if it cannot fit.
+    pub(super) fn space_checked(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        key: TransferId,
+        refusal: Option<String>,
+    ) {
+        let (owner, label) = (c.owner, c.label);
+        let f = &mut *c.files;
+        let Some(wire) = f.in_by_key(key) else { return };
+        let Some(t) = f.incoming.get_mut(&wire) else { return };
+        if t.state != InState::Checking {
+            return;
+        }
+        let (name, size) = (t.name.clone(), t.size);
+        let refused = refusal.map(|why| format!("declined: {why}"));
+        let accepted = refused.is_none() && self.policy.accepts(c.peer.as_ref());
+        // Shown either way, so the person knows what was offered.
+        let shown = Event::FileIncoming {
+            id: owner,
+            transfer: key,
+            name: name.clone(),
+            size,
+            refused: refused.clone(),
+            accepted,
+        };
+        self.emit(shown);
+        match refused {
+            None => {
+                t.state = InState::Offered;
+                if accepted {
+                    log::info!("{label} accepts files from this peer without asking");
+                    self.accept(f, label, key);
+                }
+            }
+            Some(reason) => {
+                // The peer learns only that it does not fit, not how much is free.
+                let told = FailKind::NoSpace.told_peer().into();
+                link.queue(&Frame::Decline { transfer: wire, reason: told });
+                f.forget_incoming(wire);
+                self.failed(owner, label, key, &name, FailKind::NoSpace, reason);
+            }
+        }
+    }
+
+    /// Stops a transfer whose writer already has all its data; the writer's
+    /// own report (stored, or failed) is what the person will see.
+    pub(super) fn abort_verifying(&mut self, owner: PeerId, t: Incoming) {
+        if let Some(writer) = &t.writer {
+            writer.abort();
+        }
+        self.routes.remove(&t.key);
+        self.orphans.insert(t.key, (owner, t.name));
+    }
+}

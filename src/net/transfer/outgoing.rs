@@ -1,0 +1,249 @@
+//! Our offers: files we send, from the queue to the peer's verdict.
+//!
+//! A file waits in the queue until one of [`MAX_ACTIVE_OUT`] slots is free,
+//! then a reader thread opens it (`Opened`: the OFFER goes out), the peer
+//! accepts and grants a window, and [`Transfers::pump`] cuts the reader's
+//! blocks into DATA frames while little waits on the connection. DONE
+//! carries the BLAKE3 hash; RECEIVED from the peer ends it.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::TryRecvError;
+
+use super::{ConnFiles, ConnKey, Files, Meter, Transfers, HIGH_WATER, MAX_ACTIVE_OUT};
+use crate::files::{self, Block, FailKind, Reader, TransferId};
+use crate::net::frame::{self, Frame};
+use crate::net::session::Link;
+use crate::net::{printable, Event};
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// Waiting for a free slot; the file is not open yet.
+    Queued(PathBuf),
+    /// The reader is opening the file.
+    Opening,
+    /// OFFER sent; waiting for ACCEPT or DECLINE.
+    Offered,
+    Sending,
+    /// DONE sent; waiting for the receiver's verdict.
+    Finishing,
+}
+
+pub(crate) struct Outgoing {
+    pub key: TransferId,
+    pub wire: u32,
+    pub name: String,
+    pub size: u64,
+    pub state: OutState,
+    pub reader: Option<Reader>,
+    /// The block being cut into DATA frames, and how far.
+    pub current: Option<(Vec<u8>, usize)>,
+    pub sent: u64,
+    /// The receiver allows data up to this byte.
+    pub granted: u64,
+    pub meter: Meter,
+}
+
+impl Outgoing {
+    /// Has data it may send now, or its end to take from the reader.
+    pub fn can_send(&self) -> bool {
+        self.state == OutState::Sending && (self.sent < self.granted || self.sent >= self.size)
+    }
+}
+
+impl Transfers {
+    /// Queues the file at `path` on connection `conn`: it is opened when a
+    /// slot is free.
+    pub fn send(&mut self, f: &mut Files, conn: ConnKey, transfer: TransferId, path: PathBuf) {
+        let name =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string());
+        self.routes.insert(transfer, conn);
+        f.outgoing.push(Outgoing {
+            key: transfer,
+            wire: 0,
+            name,
+            size: 0,
+            state: OutState::Queued(path),
+            reader: None,
+            current: None,
+            sent: 0,
+            granted: 0,
+            meter: Meter::new(),
+        });
+        self.start_queued(f);
+    }
+
+    /// Opens queued files while fewer than [`MAX_ACTIVE_OUT`] are active.
+    pub(super) fn start_queued(&mut self, f: &mut Files) {
+        let mut active = f.active_out();
+        for t in f.outgoing.iter_mut() {
+            if active >= MAX_ACTIVE_OUT {
+                break;
+            }
+            if let OutState::Queued(_) = t.state {
+                if let OutState::Queued(path) = std::mem::replace(&mut t.state, OutState::Opening) {
+                    t.reader = Some(files::spawn_reader(t.key, path, self.notify.clone()));
+                    active += 1;
+                }
+            }
+        }
+    }
+
+    /// Moves file data from readers into the connection's output while
+    /// little is waiting there. Returns the bytes added.
+    pub fn pump(&mut self, c: &mut ConnFiles, link: &mut Link) -> usize {
+        let (owner, label) = (c.owner, c.label);
+        let f = &mut *c.files;
+        let mut added = 0;
+        while link.pending_output() < HIGH_WATER {
+            let Some(i) = f.outgoing.iter().position(Outgoing::can_send) else { break };
+            let t = &mut f.outgoing[i];
+            if t.current.is_none() {
+                let Some(reader) = t.reader.as_ref() else { break };
+                let block = match reader.blocks.try_recv() {
+                    Ok(block) => block,
+                    Err(TryRecvError::Empty) => {
+                        // Ask for a Readable, then look once more in case the
+                        // block arrived in between.
+                        reader.waiting.store(true, Ordering::Release);
+                        match reader.blocks.try_recv() {
+                            Ok(block) => block,
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => Block::Failed("the file reader stopped".into()),
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => Block::Failed("the file reader stopped".into()),
+                };
+                match block {
+                    Block::Data(bytes) => t.current = Some((bytes, 0)),
+                    Block::End(hash) => {
+                        t.state = OutState::Finishing;
+                        t.reader = None;
+                        link.queue(&Frame::Done { transfer: t.wire, hash });
+                        continue;
+                    }
+                    Block::Failed(reason) => {
+                        let t = f.outgoing.remove(i);
+                        // The peer hears no local path or error text.
+                        let told = "the sender could not read the file".into();
+                        link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: told });
+                        self.failed(owner, label, t.key, &t.name, FailKind::Source, reason);
+                        self.start_queued(f);
+                        continue;
+                    }
+                }
+            }
+            let Some((bytes, pos)) = t.current.as_mut() else { break };
+            let allowed = (t.granted - t.sent).min(frame::MAX_DATA as u64) as usize;
+            let n = (bytes.len() - *pos).min(allowed);
+            if !link.queue_data(t.wire, &bytes[*pos..*pos + n]) {
+                break;
+            }
+            *pos += n;
+            if *pos == bytes.len() {
+                if let (Some((buf, _)), Some(reader)) = (t.current.take(), t.reader.as_ref()) {
+                    reader.recycle(buf);
+                }
+            }
+            t.sent += n as u64;
+            added += n;
+            if let Some(r) = t.meter.add(n as u64, t.sent, t.size) {
+                self.emit(Event::FileProgress {
+                    id: owner,
+                    transfer: t.key,
+                    bytes: t.sent,
+                    total: t.size,
+                    bytes_per_sec: r.bytes_per_sec,
+                    eta: r.eta,
+                });
+            }
+        }
+        added
+    }
+
+    /// A reader opened its file: the offer goes out.
+    pub(super) fn opened(&mut self, c: &mut ConnFiles, link: &mut Link, key: TransferId, name: String, size: u64) {
+        let f = &mut *c.files;
+        let Some(i) = f.out_by_key(key) else { return };
+        let wire = f.next_wire;
+        f.next_wire = f.next_wire.wrapping_add(1);
+        let t = &mut f.outgoing[i];
+        t.wire = wire;
+        t.name = name.clone();
+        t.size = size;
+        t.state = OutState::Offered;
+        link.queue(&Frame::Offer { transfer: wire, size, name: name.clone() });
+        self.emit(Event::FileOutgoing { id: c.owner, transfer: key, name, size });
+    }
+
+    /// A reader could not open its file.
+    pub(super) fn open_failed(&mut self, c: &mut ConnFiles, key: TransferId, reason: String) {
+        let f = &mut *c.files;
+        if let Some(i) = f.out_by_key(key) {
+            let t = f.outgoing.remove(i);
+            self.failed(c.owner, c.label, key, &t.name, FailKind::Source, reason);
+            self.start_queued(f);
+        }
+    }
+
+    /// The peer's ACCEPT: data may flow, up to the first window.
+    pub(super) fn peer_accepted(&mut self, f: &mut Files, wire: u32) {
+        if let Some(i) = f.out_by_wire(wire) {
+            let t = &mut f.outgoing[i];
+            if t.state == OutState::Offered {
+                t.state = OutState::Sending;
+                t.granted = frame::WINDOW;
+                if let Some(reader) = t.reader.as_mut() {
+                    reader.start();
+                }
+            }
+        }
+    }
+
+    /// The peer's DECLINE.
+    pub(super) fn peer_declined(&mut self, c: &mut ConnFiles, wire: u32, reason: &str) {
+        let f = &mut *c.files;
+        if let Some(i) = f.out_by_wire(wire) {
+            let t = f.outgoing.remove(i);
+            let said = if reason.is_empty() { String::new() } else { format!(" ({})", printable(reason)) };
+            let reason = format!("the peer declined the file{said}");
+            self.failed(c.owner, c.label, t.key, &t.name, FailKind::DeclinedByPeer, reason);
+            self.start_queued(f);
+        }
+    }
+
+    /// The receiver's CANCEL of a file we send.
+    pub(super) fn receiver_cancelled(&mut self, c: &mut ConnFiles, wire: u32, reason: &str) {
+        let f = &mut *c.files;
+        if let Some(i) = f.out_by_wire(wire) {
+            let t = f.outgoing.remove(i);
+            let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(reason)) };
+            let reason = format!("the peer stopped the transfer{said}");
+            self.failed(c.owner, c.label, t.key, &t.name, FailKind::CancelledByPeer, reason);
+            self.start_queued(f);
+        }
+    }
+
+    /// The receiver's WINDOW: more data may go.
+    pub(super) fn window(f: &mut Files, wire: u32, granted: u64) {
+        if let Some(i) = f.out_by_wire(wire) {
+            let t = &mut f.outgoing[i];
+            t.granted = t.granted.max(granted);
+        }
+    }
+
+    /// The receiver's RECEIVED: it verified and stored the file.
+    pub(super) fn peer_received(&mut self, c: &mut ConnFiles, wire: u32) {
+        let f = &mut *c.files;
+        let Some(i) = f.out_by_wire(wire) else { return };
+        if f.outgoing[i].state != OutState::Finishing {
+            return;
+        }
+        let t = f.outgoing.remove(i);
+        self.routes.remove(&t.key);
+        log::info!("{} sent \"{}\" ({} bytes), verified by the peer", c.label, printable(&t.name), t.size);
+        self.emit(Event::FileSent { id: c.owner, transfer: t.key, name: t.name, size: t.size });
+        self.start_queued(f);
+    }
+}
