@@ -18,65 +18,27 @@
 //! `tcp_connected`…), and the session decides.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod admission;
+mod config;
+mod end;
+mod host;
+
+pub use config::SessionConfig;
+pub use end::{End, EndKind};
+pub use host::{FileFrames, Host, NoFiles, PairingGuard, Violation};
+
 use super::frame::{self, ByeCode, Frame};
 use super::pairing::Pairing;
-use super::printable;
 use super::secure::{self, Channel, Identity, SecureError};
-use super::trust::{Check, KnownPeers, PeerIdentity, Trust};
+use super::trust::{PeerIdentity, Trust};
 
 /// Output waiting beyond `max_output_bytes` by more than this means the
 /// peer stopped reading (file data is only added below it, see the pump).
 pub const OUTPUT_SLACK: usize = 256 * 1024;
-
-/// The timers and limits one session keeps to (from `EngineConfig`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionConfig {
-    /// How long a client waits for the TCP connection to be established.
-    pub connect_timeout: Duration,
-    /// How long a new connection has to complete the handshake and hello
-    /// (and the pairing, when there is one).
-    pub hello_timeout: Duration,
-    /// A ping is sent after this long without sending anything.
-    pub heartbeat_interval: Duration,
-    /// The peer is lost after this long without receiving anything.
-    pub heartbeat_timeout: Duration,
-    /// How long a graceful close waits for the peer to take our last bytes.
-    pub close_linger: Duration,
-    /// How long a peer may leave a record or frame half sent.
-    pub frame_timeout: Duration,
-    /// Chat messages a peer may send in a burst, and per second after it.
-    pub chat_burst: u32,
-    pub chat_per_sec: u32,
-    /// Wrong pairing codes a listener takes before its code stops working.
-    pub max_wrong_codes: u32,
-    /// Bytes waiting to go out before a chat message is refused.
-    pub max_output_bytes: usize,
-    /// Transport messages either direction may carry.
-    pub nonce_limit: u64,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        SessionConfig {
-            connect_timeout: Duration::from_secs(10),
-            hello_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(5),
-            heartbeat_timeout: Duration::from_secs(15),
-            close_linger: Duration::from_secs(3),
-            frame_timeout: Duration::from_secs(30),
-            chat_burst: 2000,
-            chat_per_sec: 500,
-            max_wrong_codes: 10,
-            max_output_bytes: 8 * 1024 * 1024,
-            nonce_limit: secure::DEFAULT_NONCE_LIMIT,
-        }
-    }
-}
 
 /// Which end of the connection this session is, with what only that end
 /// knows.
@@ -87,136 +49,6 @@ pub enum Side {
     Client { dialled: SocketAddr, pairing_code: Option<String> },
     /// We accepted the connection; a peer must prove the code, when set.
     Server { pairing_code: Option<String> },
-}
-
-/// What kind of end a connection came to. [`End`] carries the sentence a
-/// person reads; the kind is what programs match on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndKind {
-    /// We closed it on purpose (Disconnect, Remove, quitting).
-    Closed,
-    /// The peer said a normal bye.
-    PeerClosed,
-    /// The peer ended it with a bye that gives another reason.
-    PeerRefused(ByeCode),
-    /// Nothing listens at the address, or it cannot be reached.
-    Unreachable,
-    /// A deadline passed: the connect, the handshake, the hello or the
-    /// pairing did not complete, or the peer went silent.
-    TimedOut,
-    /// The peer presented a key other than the one remembered.
-    KeyChanged,
-    /// We refused the peer: busy, wrong or missing pairing code, another
-    /// protocol version.
-    Refused,
-    /// The peer broke the protocol (or the encryption failed).
-    Protocol,
-    /// The peer sent faster than allowed, or stopped reading.
-    Limit,
-    /// The connection was cut: reset, or closed without a bye.
-    Reset,
-    /// The local network stack failed.
-    LocalError,
-}
-
-impl EndKind {
-    /// A word for the kind, as the command line's JSON gives it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndKind::Closed => "closed",
-            EndKind::PeerClosed => "peer_closed",
-            EndKind::PeerRefused(_) => "peer_refused",
-            EndKind::Unreachable => "unreachable",
-            EndKind::TimedOut => "timed_out",
-            EndKind::KeyChanged => "key_changed",
-            EndKind::Refused => "refused",
-            EndKind::Protocol => "protocol",
-            EndKind::Limit => "limit",
-            EndKind::Reset => "reset",
-            EndKind::LocalError => "local_error",
-        }
-    }
-
-    /// The connection ended on purpose (a normal bye from either side).
-    pub fn is_clean(self) -> bool {
-        matches!(self, EndKind::Closed | EndKind::PeerClosed)
-    }
-}
-
-/// How a connection ended: its kind and the sentence for a person.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct End {
-    pub kind: EndKind,
-    pub reason: String,
-}
-
-impl End {
-    pub fn new(kind: EndKind, reason: impl Into<String>) -> End {
-        End { kind, reason: reason.into() }
-    }
-
-    pub fn is_clean(&self) -> bool {
-        self.kind.is_clean()
-    }
-}
-
-impl fmt::Display for End {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
-    }
-}
-
-/// A server peersocket's memory of wrong pairing codes, kept across its
-/// connections (each failure doubles the wait before the next try).
-#[derive(Clone, Debug, Default)]
-pub struct PairingGuard {
-    pub wrong_codes: u32,
-    pub blocked_until: Option<Instant>,
-}
-
-/// What a session needs from its peersocket while it handles input.
-pub struct Host<'a> {
-    /// Our peersocket's name now (the hello says it).
-    pub name: &'a str,
-    /// The trust store: keys remembered by name and address.
-    pub known: &'a mut KnownPeers,
-    /// Server: the peersocket already has its peer.
-    pub busy: bool,
-    /// Server: the listener's wrong-code count and back-off.
-    pub guard: &'a mut PairingGuard,
-}
-
-/// A peer's file frame that breaks the protocol: the connection ends with
-/// this as the protocol error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation(pub String);
-
-/// Whoever keeps a connection's transfers. The session hands it every
-/// file frame of an open connection, and file data as slices of what it
-/// decrypted (never copied first).
-pub trait FileFrames {
-    /// While true, the session decodes no more input (a writer is full);
-    /// the reactor calls [`Session::resume`] when it has room.
-    fn paused(&self) -> bool;
-    /// OFFER, ACCEPT, DECLINE, DONE, CANCEL, RECEIVED and WINDOW.
-    fn frame(&mut self, frame: Frame, link: &mut Link) -> Result<(), Violation>;
-    /// The bytes of one DATA frame.
-    fn data(&mut self, transfer: u32, bytes: &[u8], link: &mut Link) -> Result<(), Violation>;
-}
-
-/// A connection with no transfers: file frames are a protocol error.
-pub struct NoFiles;
-
-impl FileFrames for NoFiles {
-    fn paused(&self) -> bool {
-        false
-    }
-    fn frame(&mut self, frame: Frame, _: &mut Link) -> Result<(), Violation> {
-        Err(Violation(format!("sent a {} on a connection that takes no files", frame.kind_name())))
-    }
-    fn data(&mut self, _: u32, _: &[u8], _: &mut Link) -> Result<(), Violation> {
-        Err(Violation("sent file data on a connection that takes no files".into()))
-    }
 }
 
 /// What a session reports. Drained with [`Session::poll_event`].
@@ -850,170 +682,6 @@ impl Session {
         }
     }
 
-    fn hello_from_client(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
-        let Side::Server { pairing_code } = &self.side else { return };
-        if host.busy {
-            let end = End::new(EndKind::Refused, "busy");
-            return self.fail(end, Some((ByeCode::Busy, "this peersocket is busy with another peer".into())), now);
-        }
-        let code = pairing_code.clone();
-        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
-        let check = host.known.check(&key, &peer_name, None);
-        if let Check::Changed { old } = check {
-            return self.key_changed(peer_name, old.key, key, now);
-        }
-        match (code, pairing) {
-            (Some(_), false) => {
-                let end = End::new(EndKind::Refused, "no pairing code");
-                let said = "this listener asks for a pairing code: connect again with the code its owner gives you";
-                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
-            }
-            (Some(code), true) => {
-                let guard = &mut *host.guard;
-                if guard.wrong_codes >= self.config.max_wrong_codes {
-                    let end = End::new(EndKind::Refused, "pairing refused: the code no longer works");
-                    let said = "too many wrong pairing codes were tried here; ask for a new code";
-                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
-                }
-                if let Some(until) = guard.blocked_until.filter(|u| *u > now) {
-                    let wait = until.saturating_duration_since(now).as_secs() + 1;
-                    let end = End::new(EndKind::Refused, "pairing refused: waiting after a wrong code");
-                    let said = format!("a wrong pairing code was tried: try again in {wait} s");
-                    return self.fail(end, Some((ByeCode::Pairing, said)), now);
-                }
-                let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
-                let (pairing, msg) = Pairing::start(&code, true, &hash);
-                self.link.queue(&Frame::Hello { version: frame::VERSION, pairing: true, name: host.name.to_owned() });
-                self.link.queue(&Frame::Pair(msg));
-                self.start_pairing(peer_name, pairing, now);
-            }
-            (None, _) => {
-                self.link.queue(&Frame::Hello { version: frame::VERSION, pairing: false, name: host.name.to_owned() });
-                let trust = remember(host.known, check, &key, &peer_name, None);
-                self.open(peer_name, trust, now);
-            }
-        }
-    }
-
-    fn hello_from_server(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
-        let Side::Client { dialled, pairing_code } = &self.side else { return };
-        let (dialled, code) = (dialled.to_string(), pairing_code.clone());
-        let remote = self.remote;
-        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
-        let check = host.known.check(&key, &peer_name, Some(&dialled));
-        if let Check::Changed { old } = check {
-            return self.key_changed(peer_name, old.key, key, now);
-        }
-        match (code, pairing) {
-            (None, true) => {
-                let end = End::new(
-                    EndKind::Refused,
-                    format!(
-                        "the listener at {remote} asks for a pairing code: connect again and type the code its owner \
-                         gives you"
-                    ),
-                );
-                self.fail(end, Some((ByeCode::Pairing, "no pairing code was given".into())), now)
-            }
-            (Some(_), false) => {
-                let end = End::new(
-                    EndKind::Refused,
-                    format!(
-                        "you gave a pairing code, but the listener at {remote} did not ask for one, so nothing was \
-                         checked and it may not be who you think (its owner should listen with a pairing code)"
-                    ),
-                );
-                let said = "the connecting side expected to prove a pairing code";
-                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
-            }
-            (Some(code), true) => {
-                let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
-                let (pairing, msg) = Pairing::start(&code, false, &hash);
-                self.link.queue(&Frame::Pair(msg));
-                self.start_pairing(peer_name, pairing, now);
-            }
-            (None, false) => {
-                let trust = remember(host.known, check, &key, &peer_name, Some(&dialled));
-                self.open(peer_name, trust, now);
-            }
-        }
-    }
-
-    fn start_pairing(&mut self, peer_name: String, pairing: Pairing, now: Instant) {
-        let deadline = match self.phase {
-            Phase::Hello { deadline } => deadline,
-            _ => now + self.config.hello_timeout,
-        };
-        self.phase = Phase::Pairing { deadline, peer_name, pairing: Box::new(pairing) };
-    }
-
-    /// The peer's SPAKE2 message.
-    fn pair_message(&mut self, msg: &[u8], now: Instant) {
-        let Phase::Pairing { pairing, .. } = &mut self.phase else { return };
-        if let Err(what) = pairing.receive(msg) {
-            return self.protocol_error(&what, now);
-        }
-        if let Side::Client { .. } = self.side {
-            if let Some(mac) = pairing.confirmation() {
-                self.link.queue(&Frame::Confirm(mac));
-            }
-        }
-    }
-
-    /// The peer's proof that it holds the same code on this connection.
-    fn pair_confirm(&mut self, mac: &[u8; 32], now: Instant, host: &mut Host) {
-        let Phase::Pairing { pairing, peer_name, .. } = &mut self.phase else { return };
-        let right = pairing.check(mac);
-        let confirmation = pairing.confirmation();
-        let peer_name = std::mem::take(peer_name);
-        let key = self.peer_key().map(|p| p.key).unwrap_or_default();
-        let remote = self.remote;
-        match &self.side {
-            Side::Client { dialled, .. } => {
-                if !right {
-                    let end = End::new(
-                        EndKind::Refused,
-                        format!(
-                            "the listener at {remote} could not prove the same pairing code: someone may be in \
-                             between"
-                        ),
-                    );
-                    let said = "your pairing confirmation did not match";
-                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
-                }
-                let dialled = dialled.to_string();
-                host.known.remember(&key, &peer_name, Some(&dialled));
-                host.known.set_verified(&key, true);
-                self.open(peer_name, Trust::Verified, now);
-            }
-            Side::Server { .. } => {
-                if !right {
-                    let guard = &mut *host.guard;
-                    guard.wrong_codes += 1;
-                    let count = guard.wrong_codes;
-                    let wait = Duration::from_secs(1u64 << (count - 1).min(8));
-                    guard.blocked_until = Some(now + wait);
-                    let max = self.config.max_wrong_codes;
-                    self.events.push_back(SessionEvent::WrongCode { count, max, wait });
-                    let end = End::new(EndKind::Refused, "wrong pairing code");
-                    return self.fail(end, Some((ByeCode::Pairing, "wrong pairing code".into())), now);
-                }
-                if host.busy {
-                    let end = End::new(EndKind::Refused, "busy");
-                    let said = "this peersocket is busy with another peer";
-                    return self.fail(end, Some((ByeCode::Busy, said.into())), now);
-                }
-                *host.guard = PairingGuard::default();
-                if let Some(mac) = confirmation {
-                    self.link.queue(&Frame::Confirm(mac));
-                }
-                host.known.remember(&key, &peer_name, None);
-                host.known.set_verified(&key, true);
-                self.open(peer_name, Trust::Verified, now);
-            }
-        }
-    }
-
     fn open(&mut self, peer_name: String, trust: Trust, now: Instant) {
         let burst = f64::from(self.config.chat_burst);
         self.phase = Phase::Open { chat: ChatBucket { allowance: burst, checked: now } };
@@ -1038,40 +706,6 @@ impl Session {
         }
         chat.allowance -= 1.0;
         true
-    }
-
-    /// The peer's key is not the one remembered: stop before anything moves.
-    fn key_changed(&mut self, peer_name: String, old_key: [u8; 32], key: [u8; 32], now: Instant) {
-        let address = match self.side {
-            Side::Client { dialled, .. } => dialled,
-            Side::Server { .. } => self.remote,
-        };
-        let (old_fingerprint, new_fingerprint) = (secure::fingerprint(&old_key), secure::fingerprint(&key));
-        let reason = format!(
-            "stopped: \"{}\" at {} presented the key {new_fingerprint}, not the key {old_fingerprint} you had \
-             before. It may have reinstalled PeerConn, or someone may be in between. Compare the safety code with \
-             them by voice; if it matches, choose Trust new key.",
-            printable(&peer_name),
-            self.remote
-        );
-        self.events.push_back(SessionEvent::KeyChanged { peer_name, address, key, old_key });
-        let said = "your key is not the one remembered for you here; the other person must choose to trust it";
-        self.fail(End::new(EndKind::KeyChanged, reason), Some((ByeCode::Untrusted, said.into())), now);
-    }
-
-    /// The `End` for a bye the peer sent.
-    fn peer_bye(&self, code: ByeCode, reason: &str) -> End {
-        let said = if reason.is_empty() { String::new() } else { format!(" (\"{}\")", printable(reason)) };
-        let refused = EndKind::PeerRefused(code);
-        match code {
-            ByeCode::Normal => End::new(EndKind::PeerClosed, format!("the peer closed the connection{said}")),
-            ByeCode::Busy => End::new(refused, format!("the peersocket at {} is busy with another peer", self.remote)),
-            ByeCode::ProtocolError => End::new(refused, format!("the peer reported a protocol error{said}")),
-            ByeCode::Unsupported => End::new(refused, format!("the peer refused our protocol version{said}")),
-            ByeCode::Untrusted => End::new(refused, format!("the peer refused our key{said}")),
-            ByeCode::Pairing => End::new(refused, format!("the peer refused the pairing{said}")),
-            ByeCode::Limit => End::new(refused, format!("the peer ended the connection: we went over a limit{said}")),
-        }
     }
 
     fn protocol_error(&mut self, what: &str, now: Instant) {
@@ -1127,15 +761,5 @@ impl Session {
             self.reported = true;
             self.events.push_back(SessionEvent::Ended(end));
         }
-    }
-}
-
-/// Remembers the key of a peer just admitted; says how far it is trusted.
-fn remember(known: &mut KnownPeers, check: Check, key: &[u8; 32], name: &str, dialled: Option<&str>) -> Trust {
-    known.remember(key, name, dialled);
-    match check {
-        Check::Known { verified: true } => Trust::Verified,
-        Check::Known { verified: false } => Trust::Known,
-        Check::New | Check::Changed { .. } => Trust::New,
     }
 }

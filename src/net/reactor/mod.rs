@@ -6,16 +6,21 @@
 //! ends on `Shutdown` (or if the OS poller itself fails).
 //!
 //! The reactor only moves bytes and routes what the layers say: each
-//! connection's protocol is its [`Session`] (no I/O, see `session.rs`),
+//! connection's protocol is its [`Session`] (no I/O, see `session/`),
 //! which peersocket a connection belongs to is [`Peersockets`]'s business,
 //! and file transfers are [`Transfers`]'. The reactor reads into the
 //! session, writes what the session has to send, keeps `WRITABLE` interest
 //! in line with it, sleeps until the earliest deadline any session or
 //! transfer has, and hands what the session reports to the layer it is for.
+//! Commands from the `Engine` handle are routed in `commands.rs`; socket
+//! set-up is `sockets.rs`.
+
+mod commands;
+mod sockets;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,14 +29,14 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::event::Event as MioEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use socket2::{Domain, Protocol, SockRef, TcpKeepalive, Type};
 
-use super::peersocket::{Detached, Peer, Peersockets};
-use super::session::{ChatRefused, End, EndKind, Host, PairingGuard, Session, SessionConfig, SessionEvent};
+use super::peersocket::{Detached, Peersockets};
+use super::session::{End, EndKind, Host, PairingGuard, Session, SessionConfig, SessionEvent};
 use super::transfer::{ConnFiles, Files, SessionFiles, Transfers};
 use super::trust::KnownPeers;
-use super::{printable, Command, EngineConfig, Event, PeerId, PeerState, Role};
-use crate::files::{DiskEvent, FailKind, Notify};
+use super::{printable, Command, EngineConfig, Event, PeerId, PeerState};
+use crate::files::{DiskEvent, Notify};
+use sockets::tune_stream;
 
 /// Outside the range of socket tokens, which count up from 0.
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -41,8 +46,6 @@ const READ_CHUNK: usize = 256 * 1024;
 const READ_BUDGET: usize = 1024 * 1024;
 /// How long shutdown waits for byes to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Backlog of a listening socket.
-const LISTEN_BACKLOG: i32 = 128;
 /// File bytes one connection may write before others get their turn.
 const PUMP_BUDGET: usize = 4 * 1024 * 1024;
 
@@ -178,339 +181,6 @@ impl Reactor {
             self.known_reported = Some(self.known.generation());
             self.emit(Event::KnownPeers { peers: self.known.summary() });
         }
-    }
-
-    // ----- commands ---------------------------------------------------------
-
-    fn drain_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
-            if self.shutdown_deadline.is_some() {
-                continue;
-            }
-            match command {
-                Command::Listen { id, name, bind, options } => {
-                    let with_code = if options.pairing_code.is_some() { " with a pairing code" } else { "" };
-                    let peer = Peer::server(name, bind, options);
-                    log::info!("{} listen on {bind}{with_code}", peer.label(id));
-                    self.peers.insert(id, peer);
-                    self.start_listening(id);
-                }
-                Command::Connect { id, name, remote, pairing_code } => {
-                    let with_code = if pairing_code.is_some() { " with a pairing code" } else { "" };
-                    let peer = Peer::client(name, remote, pairing_code);
-                    log::info!("{} connect to {remote}{with_code}", peer.label(id));
-                    self.peers.insert(id, peer);
-                    self.start_connecting(id);
-                }
-                Command::Send { id, text } => self.send_text(id, text),
-                Command::Disconnect { id } => self.disconnect(id),
-                Command::Restart { id } => match self.peers.get(id) {
-                    None => self.error(id, "there is no such peersocket"),
-                    Some(peer) if !peer.lost => self.error(id, "the peersocket is already active"),
-                    Some(peer) if peer.role == Role::Server => self.start_listening(id),
-                    Some(_) => self.start_connecting(id),
-                },
-                Command::Rename { id, name } => match self.peers.rename(id, &name) {
-                    false => self.error(id, "there is no such peersocket"),
-                    true => self.emit(Event::Renamed { id, name }),
-                },
-                Command::Remove { id } => self.remove(id),
-                Command::TrustNewKey { id } => self.trust_new_key(id),
-                Command::SetVerified { id, verified } => self.set_verified(id, verified),
-                Command::ForgetKey { fingerprint } => {
-                    if self.known.forget_fingerprint(&fingerprint) {
-                        log::info!("forgot the peer key {fingerprint}");
-                    }
-                }
-                Command::SendFile { id, transfer, path } => {
-                    let token = self
-                        .peers
-                        .get(id)
-                        .and_then(|p| p.conn)
-                        .map(Token)
-                        .filter(|t| matches!(self.sockets.get(t), Some(Socket::Stream(c)) if c.session.is_open()));
-                    match token {
-                        None => self.transfers.not_sent(id, transfer, &path),
-                        Some(token) => {
-                            log::info!("{} queued {} to send", self.label(id), path.display());
-                            self.with_conn(token, |r, conn| {
-                                r.transfers.send(&mut conn.files, token.0, transfer, path);
-                            });
-                        }
-                    }
-                }
-                Command::AcceptFile { transfer } => {
-                    self.on_transfer(transfer, |r, conn, label| r.transfers.accept(&mut conn.files, label, transfer))
-                }
-                Command::DeclineFile { transfer } => {
-                    self.stop_file(transfer, FailKind::DeclinedHere, "you declined the file")
-                }
-                Command::CancelFile { transfer } => {
-                    self.stop_file(transfer, FailKind::CancelledHere, "you cancelled the transfer")
-                }
-                Command::AcceptFilesFrom { fingerprint, accept } => {
-                    log::info!(
-                        "files from {fingerprint} are {}",
-                        if accept { "accepted without asking" } else { "asked about" }
-                    );
-                    match accept {
-                        true => self.transfers.policy.keys.insert(fingerprint),
-                        false => self.transfers.policy.keys.remove(&fingerprint),
-                    };
-                }
-                Command::SetDownloads { dir } => {
-                    log::info!("downloads folder set to {}", dir.display());
-                    self.transfers.downloads = dir.clone();
-                    self.config.downloads = dir;
-                }
-                Command::Shutdown => self.shutdown(),
-            }
-        }
-    }
-
-    fn start_listening(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get(id) else {
-            return;
-        };
-        let addr = peer.addr;
-        let label = peer.label(id);
-        let bound = bind_listener(addr).and_then(|mut listener| {
-            let local = listener.local_addr()?;
-            let token = self.new_token();
-            self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
-            Ok((listener, local, token))
-        });
-        match bound {
-            Ok((listener, local, token)) => {
-                log::info!("{label} listening on {local}");
-                self.sockets.insert(token, Socket::Listener { owner: id, listener });
-                self.peers.listening(id, token.0, local);
-                self.set_state(id, PeerState::Listening { local });
-            }
-            Err(e) => {
-                let reason = listen_error(addr, &e);
-                log::warn!("{label} {reason}");
-                self.set_state(id, PeerState::lost(End::new(EndKind::LocalError, reason)));
-            }
-        }
-    }
-
-    fn start_connecting(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get(id) else {
-            return;
-        };
-        let remote = peer.addr;
-        let label = peer.label(id);
-        let code = peer.pairing_code.clone();
-        let connecting = TcpStream::connect(remote).and_then(|mut stream| {
-            let token = self.new_token();
-            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-            Ok((stream, token))
-        });
-        match connecting {
-            Ok((stream, token)) => {
-                let session = Session::client(&self.config.identity, self.session_config, remote, code, Instant::now());
-                let conn = Conn { owner: id, stream, session, files: Files::default(), wants_write: true };
-                self.sockets.insert(token, Socket::Stream(Box::new(conn)));
-                self.peers.attach(id, token.0);
-                self.set_state(id, PeerState::Connecting { remote });
-            }
-            Err(e) => {
-                let mut session =
-                    Session::client(&self.config.identity, self.session_config, remote, None, Instant::now());
-                session.connect_failed(&e);
-                let end = session.end().cloned().unwrap_or_else(|| End::new(EndKind::Unreachable, e.to_string()));
-                log::warn!("{label} {}", end.reason);
-                self.set_state(id, PeerState::lost(end));
-            }
-        }
-    }
-
-    fn send_text(&mut self, id: PeerId, text: String) {
-        let Some(peer) = self.peers.get(id) else { return self.error(id, "there is no such peersocket") };
-        let lost = peer.lost;
-        let token = peer.conn.map(Token);
-        let sent = match token.and_then(|t| self.sockets.get_mut(&t)) {
-            Some(Socket::Stream(conn)) => conn.session.send_chat(&text, Instant::now()),
-            _ => Err(ChatRefused::NotOpen),
-        };
-        match sent {
-            Ok(()) => {
-                if let Some(token) = token {
-                    self.drive(token, false, true);
-                }
-            }
-            Err(refused) => {
-                let reason = match refused {
-                    ChatRefused::Backlog(kib) => {
-                        format!("message not sent: {kib} KiB are already waiting to go out to this peer")
-                    }
-                    ChatRefused::Closing => "message not sent: the connection is closing".to_owned(),
-                    ChatRefused::NotOpen if lost => "message not sent: the peersocket is not connected".to_owned(),
-                    ChatRefused::NotOpen => "message not sent: no peer is connected yet".to_owned(),
-                };
-                self.error(id, &reason);
-            }
-        }
-    }
-
-    fn disconnect(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get(id) else {
-            return self.error(id, "there is no such peersocket");
-        };
-        if peer.lost {
-            return self.error(id, "the peersocket is not active");
-        }
-        let label = peer.label(id);
-        let token = peer.conn.map(Token);
-        let has_peer = token.and_then(|t| match self.sockets.get(&t) {
-            Some(Socket::Stream(c)) => Some(c.session.has_peer()),
-            _ => None,
-        });
-        match (token, has_peer) {
-            (Some(token), Some(true)) => {
-                log::info!("{label} closing the connection");
-                self.with_conn(token, |_, conn| conn.session.close("you closed the connection", "", Instant::now()));
-            }
-            (Some(token), _) => {
-                // Still connecting or in the hello: nothing to say goodbye to.
-                self.sockets.remove(&token);
-                self.peers.detach_quietly(id);
-                log::info!("{label} connection attempt cancelled");
-                self.set_state(id, PeerState::lost(End::new(EndKind::Closed, "you cancelled the connection")));
-            }
-            (None, _) => {
-                log::info!("{label} stopped listening");
-                self.close_listener(id);
-                self.set_state(id, PeerState::lost(End::new(EndKind::Closed, "you stopped listening")));
-            }
-        }
-    }
-
-    fn remove(&mut self, id: PeerId) {
-        if self.peers.get(id).is_none() {
-            return self.error(id, "there is no such peersocket");
-        }
-        self.close_listener(id);
-        let Some(peer) = self.peers.remove(id) else {
-            return;
-        };
-        log::info!("{} removed", peer.label(id));
-        if let Some(token) = peer.conn.map(Token) {
-            let (open, closing) = match self.sockets.get(&token) {
-                Some(Socket::Stream(c)) => (c.session.is_open(), c.session.is_closing()),
-                _ => (false, false),
-            };
-            if open {
-                // The owner is gone, so nothing is reported when this ends.
-                self.with_conn(token, |_, conn| conn.session.close("removed", "", Instant::now()));
-            } else if !closing {
-                self.sockets.remove(&token);
-            }
-        }
-        self.emit(Event::Removed { id });
-    }
-
-    fn shutdown(&mut self) {
-        log::info!("shutting down: saying bye to every peer");
-        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-        let tokens: Vec<Token> = self.sockets.keys().copied().collect();
-        for token in tokens {
-            let has_peer = matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if c.session.has_peer());
-            if has_peer {
-                self.with_conn(token, |_, conn| {
-                    conn.session.close("PeerConn closed", "PeerConn is closing", Instant::now())
-                });
-            } else {
-                self.sockets.remove(&token);
-            }
-        }
-        // Nobody is listening for events any more.
-        self.peers.clear();
-    }
-
-    /// Last resort when the poller itself fails.
-    fn fail_everything(&mut self, reason: &str) {
-        for id in self.peers.ids() {
-            self.set_state(id, PeerState::lost(End::new(EndKind::LocalError, reason)));
-        }
-    }
-
-    fn close_listener(&mut self, id: PeerId) {
-        for token in self.peers.stop_listening(id) {
-            self.sockets.remove(&Token(token));
-        }
-    }
-
-    fn trust_new_key(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(id) else { return self.error(id, "there is no such peersocket") };
-        let Some(rejected) = peer.rejected.take() else {
-            return self.error(id, "there is no changed key to trust on this peersocket");
-        };
-        let client = peer.role == Role::Client;
-        let lost = peer.lost;
-        let dialled = rejected.address.to_string();
-        self.known.replace(&rejected.key, &rejected.name, client.then_some(dialled.as_str()));
-        log::warn!(
-            "{} the person trusted the new key {} for \"{}\"",
-            self.label(id),
-            super::secure::fingerprint(&rejected.key),
-            printable(&rejected.name)
-        );
-        if client && lost {
-            self.start_connecting(id);
-        }
-    }
-
-    fn set_verified(&mut self, id: PeerId, verified: bool) {
-        let token = self.peers.get(id).and_then(|p| p.conn).map(Token);
-        let key = match token.and_then(|t| self.sockets.get(&t)) {
-            Some(Socket::Stream(conn)) if conn.session.is_open() => conn.session.peer_key().map(|p| p.key),
-            _ => None,
-        };
-        let Some(key) = key else { return self.error(id, "no peer is connected to verify") };
-        if !self.known.contains(&key) {
-            return self.error(
-                id,
-                "this peer's key is not remembered (it was forgotten, or 1000 keys are remembered already); \
-                 connect again to remember it, then verify it",
-            );
-        }
-        self.known.set_verified(&key, verified);
-        log::info!(
-            "{} key {} marked {}",
-            self.label(id),
-            super::secure::fingerprint(&key),
-            if verified { "verified" } else { "unverified" }
-        );
-        let trust = if verified { super::Trust::Verified } else { super::Trust::Known };
-        self.emit(Event::Trust { id, trust });
-    }
-
-    // ----- transfers --------------------------------------------------------
-
-    /// Runs `f` on the connection that carries `transfer`, if it still exists.
-    fn on_transfer(&mut self, transfer: super::TransferId, f: impl FnOnce(&mut Reactor, &mut Conn, &str)) {
-        match self.transfers.route(transfer) {
-            Some(token) => {
-                self.with_conn(Token(token), |r, conn| {
-                    let label = r.label(conn.owner);
-                    f(r, conn, &label)
-                });
-            }
-            None => log::debug!("no transfer {transfer} (it has already ended)"),
-        }
-    }
-
-    fn stop_file(&mut self, transfer: super::TransferId, kind: FailKind, why: &str) {
-        self.on_transfer(transfer, |r, conn, label| {
-            let conn_key = r.transfers.route(transfer).unwrap_or_default();
-            let peer = conn.session.peer_key().map(|p| p.key);
-            if let Some(link) = conn.session.open_link() {
-                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: conn_key, peer, label };
-                r.transfers.stop(&mut c, link, transfer, kind, why);
-            }
-        });
     }
 
     fn drain_disk(&mut self) {
@@ -928,46 +598,5 @@ fn write_out(stream: &mut TcpStream, session: &mut Session) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// A listening socket made with socket2 so its options are set before bind.
-fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // On Windows SO_REUSEADDR lets another program steal the port; its
-    // default already allows a quick rebind.
-    #[cfg(not(windows))]
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // "::" then accepts IPv4 peers too, where the OS allows it.
-        let _ = socket.set_only_v6(false);
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(socket.into()))
-}
-
-/// Chat wants small messages out at once; keepalive lets the OS notice a
-/// vanished peer even between our own heartbeats.
-fn tune_stream(stream: &TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        log::debug!("TCP_NODELAY not set: {e}");
-    }
-    let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
-    if let Err(e) = SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-        log::debug!("keepalive not set: {e}");
-    }
-}
-
-fn listen_error(addr: SocketAddr, e: &io::Error) -> String {
-    let port = addr.port();
-    match e.kind() {
-        io::ErrorKind::AddrInUse => format!("port {port} is already in use on {}", addr.ip()),
-        io::ErrorKind::PermissionDenied if port != 0 && port < 1024 => {
-            format!("port {port} is below 1024 and needs administrator rights; choose a port from 1024 to 65535")
-        }
-        io::ErrorKind::AddrNotAvailable => format!("{} is not an address of this computer", addr.ip()),
-        _ => format!("cannot listen on {addr}: {e}"),
     }
 }
