@@ -308,13 +308,27 @@ pub fn default_downloads() -> PathBuf {
         .unwrap_or_else(|| crate::logging::data_dir().join("downloads"))
 }
 
-/// A mistake in what the caller asked for, found before anything was created.
+/// A mistake in what the caller asked for, found before anything was
+/// created: which input it was, and why in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InputError(pub String);
+pub enum InputError {
+    /// The peersocket's name.
+    Name(String),
+    /// The pairing code.
+    PairingCode(String),
+    /// The address to connect to.
+    Address(String),
+    /// The chat message.
+    Chat(String),
+}
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            InputError::Name(why) | InputError::PairingCode(why) | InputError::Address(why) | InputError::Chat(why) => {
+                f.write_str(why)
+            }
+        }
     }
 }
 
@@ -383,9 +397,9 @@ impl Engine {
     /// Creates a server peersocket bound to `bind` (port 0: the system picks
     /// one; the real address comes in the `Listening` state).
     pub fn listen(&self, name: &str, bind: SocketAddr, options: ListenOptions) -> Result<PeerId, InputError> {
-        frame::check_name(name).map_err(InputError)?;
+        frame::check_name(name).map_err(InputError::Name)?;
         if let Some(code) = &options.pairing_code {
-            pairing::check_code(code).map_err(InputError)?;
+            pairing::check_code(code).map_err(InputError::PairingCode)?;
         }
         let id = self.new_id();
         self.command(Command::Listen { id, name: name.to_owned(), bind, options });
@@ -406,15 +420,15 @@ impl Engine {
         remote: SocketAddr,
         pairing_code: Option<&str>,
     ) -> Result<PeerId, InputError> {
-        frame::check_name(name).map_err(InputError)?;
+        frame::check_name(name).map_err(InputError::Name)?;
         if let Some(code) = pairing_code {
-            pairing::check_code(code).map_err(InputError)?;
+            pairing::check_code(code).map_err(InputError::PairingCode)?;
         }
         if remote.port() == 0 {
-            return Err(InputError("port 0 cannot be connected to; give the server's port".into()));
+            return Err(InputError::Address("port 0 cannot be connected to; give the server's port".into()));
         }
         if remote.ip().is_unspecified() {
-            return Err(InputError(format!("{} is not an address to connect to", remote.ip())));
+            return Err(InputError::Address(format!("{} is not an address to connect to", remote.ip())));
         }
         let id = self.new_id();
         self.command(Command::Connect {
@@ -428,7 +442,7 @@ impl Engine {
 
     /// Queues a chat message to the peer of `id`.
     pub fn send_text(&self, id: PeerId, text: &str) -> Result<(), InputError> {
-        frame::check_chat(text).map_err(InputError)?;
+        frame::check_chat(text).map_err(InputError::Chat)?;
         self.command(Command::Send { id, text: text.to_owned() });
         Ok(())
     }
@@ -445,7 +459,7 @@ impl Engine {
     }
 
     pub fn rename(&self, id: PeerId, name: &str) -> Result<(), InputError> {
-        frame::check_name(name).map_err(InputError)?;
+        frame::check_name(name).map_err(InputError::Name)?;
         self.command(Command::Rename { id, name: name.to_owned() });
         Ok(())
     }

@@ -1,0 +1,202 @@
+//! The headless command line: `peerconn listen` and `peerconn connect`.
+//!
+//! It drives the same [`Engine`] as the window, one peersocket per process.
+//! Lines on standard input become chat messages; what happens is printed as
+//! readable lines or, with `--json`, as one JSON object per line. This is
+//! also the surface black-box tests use, so its output is kept stable.
+//!
+//! Exit status: 0 on a normal end, 1 on a runtime failure (refused, lost),
+//! 2 on a usage error; the failure's reason goes to standard error.
+//!
+//! The arguments are checked once (`plan`), then a `session` runs the loop;
+//! every word printed, as text or JSON, is in `render`.
+
+mod plan;
+mod render;
+mod session;
+mod stdin;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use peerconn::net::trust::KnownPeers;
+use peerconn::net::{known_peers_path, printable, EngineConfig};
+
+use plan::Plan;
+use session::Session;
+
+/// Chat over direct TCP connections between computers.
+#[derive(Parser, Debug)]
+#[command(name = "peerconn", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Wait for a peer to connect (a server peersocket).
+    Listen {
+        /// Address to listen on: 0.0.0.0 for every IPv4 interface, :: for IPv6 (and IPv4 where the system allows).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+        bind: IpAddr,
+        /// Port to listen on; 0 or none lets the system pick a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Exit after the first peer leaves.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect to a peer that is listening (a client peersocket).
+    Connect {
+        /// The peer's address and port, e.g. 192.168.1.7:50000 or [fe80::1]:50000.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Connect, send files, wait until the peer has verified each one, and exit.
+    Send {
+        /// The peer's address and port.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        /// The files to send.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        /// The name the peer sees (default: this computer's host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print one JSON object per line instead of readable text.
+        #[arg(long)]
+        json: bool,
+        /// Prove this pairing code to the listener (which must ask for it).
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+    },
+    /// Show this installation's key and the peers' keys it remembers.
+    Keys,
+    /// Forget a remembered peer key (by fingerprint or name), e.g. to accept a peer's new key.
+    Forget {
+        /// The fingerprint (like 3f2a-9b1c-0d4e-77a1-c0de) or the name the peer used.
+        which: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// The name the peer sees (default: this computer's host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder for received files.
+    #[arg(long, value_name = "DIR")]
+    downloads: Option<PathBuf>,
+    /// Accept every file the peer offers without asking.
+    #[arg(long)]
+    accept_files: bool,
+    /// Print one JSON object per line instead of readable text.
+    #[arg(long)]
+    json: bool,
+    /// Listen: only let in a peer that types this pairing code ("new" makes one up).
+    /// Connect: prove this code to the listener. A correct code marks the peer verified.
+    #[arg(long, value_name = "CODE")]
+    code: Option<String>,
+}
+
+/// Parses the arguments. `Ok(None)`: no subcommand, open the window.
+/// `Err`: help, version or a usage error was printed; exit with the code.
+pub fn parse() -> Result<Option<Command>, ExitCode> {
+    let log = peerconn::logging::log_path();
+    let command = Cli::command().after_help(format!(
+        "The log is written to {}\n(set PEERCONN_LOG=debug for more detail, PEERCONN_DATA_DIR to move it).",
+        log.display()
+    ));
+    let matches = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    match matches {
+        Ok(cli) => Ok(cli.command),
+        Err(e) => {
+            let _ = e.print();
+            Err(ExitCode::from(e.exit_code() as u8))
+        }
+    }
+}
+
+/// Runs a subcommand to its end.
+pub fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Keys => return keys(),
+        Command::Forget { which } => return forget(&which),
+        _ => {}
+    }
+    match Plan::check(command).and_then(Session::start) {
+        Ok(session) => session.run(),
+        Err(Failure::Usage(why)) => {
+            eprintln!("peerconn: {why}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(why)) => {
+            eprintln!("peerconn: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub(crate) enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+/// `peerconn keys`.
+fn keys() -> ExitCode {
+    let config = match EngineConfig::installed() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("peerconn: cannot read this installation's key: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("this installation: {}", config.identity.fingerprint());
+    match KnownPeers::open(&known_peers_path()) {
+        Ok(store) if store.peers().is_empty() => println!("no peers remembered yet"),
+        Ok(store) => {
+            for p in store.peers() {
+                let verified = if p.verified { "verified" } else { "unverified" };
+                let at = p.address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default();
+                let key = peerconn::net::secure::fingerprint(&p.key);
+                println!("{key}  {verified:10}  \"{}\"{at}", printable(&p.name));
+            }
+        }
+        Err(e) => {
+            eprintln!("peerconn: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `peerconn forget`.
+fn forget(which: &str) -> ExitCode {
+    match KnownPeers::open(&known_peers_path()) {
+        Ok(mut store) => match store.forget(which.trim()) {
+            0 => {
+                eprintln!("peerconn: no remembered key has the fingerprint or name '{}'", printable(which));
+                ExitCode::from(1)
+            }
+            n => {
+                println!(
+                    "forgot {n} key{}; the next connection is trusted on first use again",
+                    if n == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+        },
+        Err(e) => {
+            eprintln!("peerconn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

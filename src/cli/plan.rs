@@ -1,0 +1,130 @@
+//! What the arguments ask for, checked once before anything starts: the
+//! address resolved, the downloads folder and the files to send found, a
+//! pairing code made up for `--code new`. The name and a given code are
+//! checked by the engine itself when the peersocket is made (its
+//! `InputError` says which input was wrong).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use peerconn::net::{frame, pairing};
+
+use super::{Command, Common, Failure};
+
+/// Which peersocket to make.
+pub(super) enum Role {
+    Listen {
+        bind: SocketAddr,
+        once: bool,
+    },
+    Connect {
+        remote: SocketAddr,
+    },
+    /// Connect, send these files, and leave.
+    Send {
+        remote: SocketAddr,
+        files: Vec<PathBuf>,
+    },
+}
+
+/// A command line that made sense.
+pub(super) struct Plan {
+    pub role: Role,
+    pub name: String,
+    pub code: Option<String>,
+    pub downloads: Option<PathBuf>,
+    pub accept_files: bool,
+    pub json: bool,
+}
+
+impl Plan {
+    /// Checks `listen`, `connect` or `send` (`keys` and `forget` need no plan).
+    pub fn check(command: Command) -> Result<Plan, Failure> {
+        let (role, common) = match command {
+            Command::Listen { bind, port, once, common } => {
+                (Role::Listen { bind: SocketAddr::new(bind, port), once }, common)
+            }
+            Command::Connect { address, common } => (Role::Connect { remote: resolve(&address)? }, common),
+            Command::Send { address, files, name, json, code } => {
+                for file in &files {
+                    if !file.is_file() {
+                        return Err(Failure::Usage(format!("{} is not a file", file.display())));
+                    }
+                }
+                let common = Common { name, downloads: None, accept_files: false, json, code };
+                (Role::Send { remote: resolve(&address)?, files }, common)
+            }
+            Command::Keys | Command::Forget { .. } => unreachable!("keys and forget need no engine"),
+        };
+        if let Some(dir) = &common.downloads {
+            if !dir.is_dir() {
+                return Err(Failure::Usage(format!("the downloads folder {} does not exist", dir.display())));
+            }
+        }
+        let listening = matches!(role, Role::Listen { .. });
+        let code = match common.code.as_deref().map(str::trim) {
+            Some("new") if listening => Some(pairing::new_code()),
+            Some(code) => Some(code.to_owned()),
+            None => None,
+        };
+        Ok(Plan {
+            role,
+            name: common.name.unwrap_or_else(default_name),
+            code,
+            downloads: common.downloads,
+            accept_files: common.accept_files,
+            json: common.json,
+        })
+    }
+}
+
+/// Turns "HOST:PORT" into a socket address, with errors a person can act on.
+fn resolve(address: &str) -> Result<SocketAddr, Failure> {
+    let address = address.trim();
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return check_port(addr);
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(Failure::Usage(format!("'{address}' has no port; write HOST:PORT, for example 192.168.1.7:50000")));
+    };
+    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+        return Err(Failure::Usage(format!(
+            "'{address}' is not an address; write HOST:PORT, for example 192.168.1.7:50000 or [fe80::1]:50000"
+        )));
+    }
+    let port: u16 = match port.parse::<u32>() {
+        Ok(p) if p <= u16::MAX as u32 => p as u16,
+        Ok(p) => return Err(Failure::Usage(format!("port {p} is out of range; ports go from 1 to 65535"))),
+        Err(_) => return Err(Failure::Usage(format!("'{port}' is not a port number; ports go from 1 to 65535"))),
+    };
+    let found = (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .map_err(|e| Failure::Runtime(format!("cannot find the computer '{host}': {e}")))?;
+    let mut found: Vec<SocketAddr> = found.collect();
+    // Prefer IPv4: it is what the host bar shows and what most LANs route.
+    found.sort_by_key(|a| !a.is_ipv4());
+    match found.first() {
+        Some(addr) => check_port(*addr),
+        None => Err(Failure::Runtime(format!("cannot find the computer '{host}'"))),
+    }
+}
+
+fn check_port(addr: SocketAddr) -> Result<SocketAddr, Failure> {
+    if addr.port() == 0 {
+        return Err(Failure::Usage("port 0 cannot be connected to; ports go from 1 to 65535".into()));
+    }
+    Ok(addr)
+}
+
+fn default_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mut name: String = host.chars().filter(|c| !c.is_control()).collect();
+    while name.len() > frame::MAX_NAME {
+        name.pop();
+    }
+    if name.trim().is_empty() {
+        "peer".to_owned()
+    } else {
+        name
+    }
+}

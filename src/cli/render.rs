@@ -1,0 +1,197 @@
+//! Every word the command line prints, in one place: each engine event as
+//! a JSON object ([`json`]) and as a line of text ([`text`]), and the few
+//! lines that are not events. The session decides *whether* to print;
+//! this module decides *what*.
+
+use std::io::{self, Write};
+
+use serde_json::{json, Value};
+
+use peerconn::files::human_size;
+use peerconn::net::{printable, Event, PeerState, Trust};
+
+/// Where output goes: JSON lines or readable text.
+pub(super) struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `event` in the chosen form (some events have only one form).
+    pub fn event(&self, event: &Event, seen: &Seen) {
+        let line = if self.json { json(event, seen).map(|v| v.to_string()) } else { text(event, seen) };
+        if let Some(line) = line {
+            self.line(&line);
+        }
+    }
+
+    /// A line with both forms, for what is not an engine event.
+    pub fn print(&self, value: Value, text: impl FnOnce() -> String) {
+        self.line(&if self.json { value.to_string() } else { text() });
+    }
+
+    /// A progress line that has no JSON form.
+    pub fn text_only(&self, text: &str) {
+        if !self.json {
+            self.line(text);
+        }
+    }
+
+    pub fn error(&self, reason: &str) {
+        self.print(json!({"event": "error", "reason": reason}), || format!("error: {reason}"));
+    }
+
+    fn line(&self, line: &str) {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// What the session knows that an event does not say.
+pub(super) struct Seen<'a> {
+    /// The connected peer's name.
+    pub peer_name: &'a str,
+    /// The name of the transfer the event is about, when it is known.
+    pub transfer: Option<&'a str>,
+}
+
+/// The event as one JSON object; `None` for events that have no JSON form.
+pub(super) fn json(event: &Event, seen: &Seen) -> Option<Value> {
+    Some(match event {
+        Event::State { state: PeerState::Listening { local }, .. } => {
+            json!({"event": "listening", "addr": local.to_string()})
+        }
+        Event::State { state: PeerState::Connected { peer_name, peer_addr, peer, .. }, .. } => json!({
+            "event": "connected",
+            "peer_name": peer_name,
+            "peer_addr": peer_addr.to_string(),
+            "fingerprint": peer.fingerprint,
+            "safety_code": peer.safety_code,
+            "trust": trust_word(peer.trust),
+        }),
+        Event::State { state: PeerState::Lost { reason, kind, .. }, .. } => {
+            json!({"event": "lost", "kind": kind.as_str(), "reason": reason})
+        }
+        Event::Message { text, .. } => json!({"event": "message", "from": seen.peer_name, "text": text}),
+        Event::Error { reason, .. } => json!({"event": "error", "reason": reason}),
+        Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => json!({
+            "event": "key_changed",
+            "peer_name": peer_name,
+            "address": address.to_string(),
+            "old_fingerprint": old_fingerprint,
+            "new_fingerprint": new_fingerprint,
+        }),
+        Event::FileIncoming { name, size, refused, accepted, .. } => {
+            json!({"event": "file_offered", "name": name, "size": size, "refused": refused, "accepted": accepted})
+        }
+        Event::FileProgress { bytes, total, .. } => {
+            json!({"event": "file_progress", "name": seen.transfer?, "bytes": bytes, "total": total})
+        }
+        Event::FileSent { name, size, .. } => json!({"event": "file_sent", "name": name, "size": size}),
+        Event::FileReceived { name, path, size, blake3, .. } => json!({
+            "event": "file_received",
+            "name": name,
+            "path": path.display().to_string(),
+            "size": size,
+            "blake3": blake3,
+        }),
+        Event::FileFailed { name, kind, reason, .. } => {
+            json!({"event": "file_failed", "name": name, "kind": kind.as_str(), "reason": reason})
+        }
+        Event::State { state: PeerState::Connecting { .. }, .. }
+        | Event::FileOutgoing { .. }
+        | Event::Trust { .. }
+        | Event::Renamed { .. }
+        | Event::Removed { .. }
+        | Event::KnownPeers { .. } => return None,
+    })
+}
+
+/// The event as a line a person reads; `None` for events not printed.
+pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
+    Some(match event {
+        Event::State { state: PeerState::Listening { local }, .. } => {
+            let hint = if local.ip().is_unspecified() {
+                let host = peerconn::hostinfo::HostInfo::detect();
+                format!(" (other computers can connect to {}:{})", host.primary(), local.port())
+            } else {
+                String::new()
+            };
+            format!("listening on {local}{hint}")
+        }
+        Event::State { state: PeerState::Connecting { remote }, .. } => format!("connecting to {remote}"),
+        Event::State { state: PeerState::Connected { peer_name, peer_addr, peer, .. }, .. } => format!(
+            "connected to {} at {peer_addr}, encrypted\n  peer key {} ({})\n  safety code {} (the peer sees the \
+             same digits unless someone is in between)",
+            printable(peer_name),
+            peer.fingerprint,
+            trust_word(peer.trust),
+            peer.safety_code
+        ),
+        Event::State { state: PeerState::Lost { reason, .. }, .. } => format!("lost: {reason}"),
+        Event::Message { text, .. } => format!("{}: {}", printable(seen.peer_name), printable(text)),
+        Event::Error { reason, .. } => format!("error: {reason}"),
+        Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => format!(
+            "WARNING: \"{}\" at {address} presented a different key ({new_fingerprint}) from the one remembered \
+             ({old_fingerprint}). Nothing was exchanged. If you have checked with them that the key really \
+             changed, run `peerconn forget {old_fingerprint}` and connect again.",
+            printable(peer_name)
+        ),
+        Event::FileOutgoing { name, size, .. } => format!("offering {} ({})", printable(name), human_size(*size)),
+        Event::FileIncoming { name, size, accepted, .. } => {
+            let accepting = if *accepted { ", accepting" } else { "" };
+            format!("the peer offers {} ({}){accepting}", printable(name), human_size(*size))
+        }
+        Event::FileProgress { bytes, total, bytes_per_sec, eta, .. } => {
+            let left = eta.map(|d| format!(", {} s left", d.as_secs())).unwrap_or_default();
+            // A transfer's first reading has no speed yet.
+            let speed =
+                if *bytes_per_sec == 0 { String::new() } else { format!(" ({}/s{left})", human_size(*bytes_per_sec)) };
+            let name = printable(seen.transfer?);
+            format!("{name}: {}% of {}{speed}", tenths(*bytes, *total) * 10, human_size(*total))
+        }
+        Event::FileSent { name, size, .. } => {
+            format!("sent {} ({}), verified by the peer", printable(name), human_size(*size))
+        }
+        Event::FileReceived { name, path, size, .. } => {
+            format!("received {} ({}) into {}", printable(name), human_size(*size), path.display())
+        }
+        Event::FileFailed { name, reason, .. } => format!("file {} failed: {reason}", printable(name)),
+        Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } | Event::KnownPeers { .. } => return None,
+    })
+}
+
+/// Tenths of a transfer done (text mode prints each tenth once).
+pub(super) fn tenths(bytes: u64, total: u64) -> u64 {
+    bytes.saturating_mul(10).checked_div(total).unwrap_or(10)
+}
+
+fn trust_word(trust: Trust) -> &'static str {
+    match trust {
+        Trust::New => "new, unverified",
+        Trust::Known => "unverified",
+        Trust::Verified => "verified",
+    }
+}
+
+/// This installation's key, printed first.
+pub(super) fn key(out: &Output, fingerprint: &str) {
+    out.print(json!({"event": "key", "fingerprint": fingerprint}), || {
+        format!("this installation's key: {fingerprint}")
+    });
+}
+
+/// The pairing code a listener made up or was given.
+pub(super) fn pairing_code(out: &Output, code: &str) {
+    out.print(json!({"event": "pairing_code", "code": code}), || {
+        format!("pairing code: {code} (the person connecting must type it)")
+    });
+}
+
+/// The y/N question for an offer.
+pub(super) fn ask(name: &str, size: u64) -> String {
+    format!("accept {} ({})? [y/N]", printable(name), human_size(size))
+}
+
+pub(super) const DECLINED_WITHOUT_TERMINAL: &str =
+    "declined: start with --accept-files to receive files without a terminal";
