@@ -6,8 +6,16 @@
 //! [`Event`]s on another channel that the caller drains when it suits it
 //! (the GUI on a `slint::Timer`, the command line in its select loop).
 //!
-//! Nothing here knows about Slint. The threading model is written up in
-//! `docs/THREADING.md`, the wire format in `docs/PROTOCOL.md`.
+//! Inside, the layers each own their part and never call back up: the
+//! reactor (`reactor/`) only moves bytes and routes; each connection's
+//! protocol is a [`session::Session`] with no I/O; the peersockets'
+//! lifecycle is `peersocket.rs`; file transfers are `transfer/`, split by
+//! direction; below them sit the Noise channel ([`secure`]), the frames
+//! ([`frame`]), the trust store ([`trust`]) and pairing ([`pairing`]).
+//!
+//! Nothing here knows about Slint. The layers are drawn in
+//! `docs/ARCHITECTURE.md`, the threads in `docs/THREADING.md`, the wire
+//! format in `docs/PROTOCOL.md`.
 
 pub mod frame;
 pub mod pairing;
