@@ -764,3 +764,42 @@ fn the_end_of_the_stream_mid_record_or_before_the_hello_says_where_it_was_cut() 
         (EndKind::Reset, "the peer closed the connection in the middle of a message")
     );
 }
+
+#[test]
+fn pairing_attempts_held_at_the_proof_and_released_together_wait_their_turn() {
+    // Sixteen clients with a wrong code each get through the hellos while
+    // the listener has no wrong code on record, then all prove their code
+    // at once: only the first is checked; the rest must wait like attempts
+    // one after the other, and none counts against the limit.
+    let code = "4821-0937";
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut wire = Wire::new(config(), Some("1111-2222"), Some(code));
+        for to_server in [true, false, true, false] {
+            let (from, to) =
+                if to_server { (&mut wire.client, &mut wire.server) } else { (&mut wire.server, &mut wire.client) };
+            let out = from.take_output();
+            to.receive(&out, wire.now);
+        }
+        let proof = wire.client.take_output();
+        assert!(!proof.is_empty(), "the client's pairing message and proof wait to go out");
+        held.push((wire, proof));
+    }
+    let mut guard = PairingGuard::default();
+    let mut checked = 0;
+    for (wire, proof) in &mut held {
+        wire.server.guard = std::mem::take(&mut guard);
+        wire.server.receive(proof, wire.now);
+        guard = std::mem::take(&mut wire.server.guard);
+        let end = wire.server.ended().expect("refused");
+        assert!(wire.server.connected().is_none());
+        if wire.server.events.iter().any(|e| matches!(e, SessionEvent::WrongCode { .. })) {
+            checked += 1;
+            assert_eq!(end.reason, "wrong pairing code");
+        } else {
+            assert_eq!(end.reason, "pairing refused: waiting after a wrong code");
+        }
+    }
+    assert_eq!(checked, 1, "only one code was checked");
+    assert_eq!(guard.wrong_codes, 1);
+}

@@ -32,16 +32,7 @@ impl Session {
                 self.fail(end, Some((ByeCode::Pairing, said.into())), now)
             }
             (Some(code), true) => {
-                let guard = &mut *host.guard;
-                if guard.wrong_codes >= self.config.max_wrong_codes {
-                    let end = End::new(EndKind::Refused, "pairing refused: the code no longer works");
-                    let said = "too many wrong pairing codes were tried here; ask for a new code";
-                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
-                }
-                if let Some(until) = guard.blocked_until.filter(|u| *u > now) {
-                    let wait = until.saturating_duration_since(now).as_secs() + 1;
-                    let end = End::new(EndKind::Refused, "pairing refused: waiting after a wrong code");
-                    let said = format!("a wrong pairing code was tried: try again in {wait} s");
+                if let Some((end, said)) = self.guard_refusal(host.guard, now) {
                     return self.fail(end, Some((ByeCode::Pairing, said)), now);
                 }
                 let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
@@ -110,6 +101,19 @@ impl Session {
         self.phase = Phase::Pairing { deadline, peer_name, pairing: Box::new(pairing) };
     }
 
+    /// Why the listener's code may not be tried now: too many wrong codes
+    /// were tried, or the wait after the last one is not over.
+    fn guard_refusal(&self, guard: &PairingGuard, now: Instant) -> Option<(End, String)> {
+        if guard.wrong_codes >= self.config.max_wrong_codes {
+            let end = End::new(EndKind::Refused, "pairing refused: the code no longer works");
+            return Some((end, "too many wrong pairing codes were tried here; ask for a new code".into()));
+        }
+        let until = guard.blocked_until.filter(|u| *u > now)?;
+        let wait = until.saturating_duration_since(now).as_secs() + 1;
+        let end = End::new(EndKind::Refused, "pairing refused: waiting after a wrong code");
+        Some((end, format!("a wrong pairing code was tried: try again in {wait} s")))
+    }
+
     /// The peer's SPAKE2 message.
     pub(super) fn pair_message(&mut self, msg: &[u8], now: Instant) {
         let Phase::Pairing { pairing, .. } = &mut self.phase else { return };
@@ -150,6 +154,12 @@ impl Session {
                 self.open(peer_name, Trust::Verified, now);
             }
             Side::Server { .. } => {
+                // Asked again at the proof, not only at the hello: attempts
+                // held open together must wait their turn and count against
+                // the limit like attempts one after the other.
+                if let Some((end, said)) = self.guard_refusal(host.guard, now) {
+                    return self.fail(end, Some((ByeCode::Pairing, said)), now);
+                }
                 if !right {
                     let guard = &mut *host.guard;
                     guard.wrong_codes += 1;
