@@ -227,7 +227,7 @@ impl Session {
                 self.peer_name = Some(peer_name);
                 self.on_connected();
             }
-            Event::State { state: PeerState::Lost { reason, clean, .. }, .. } => {
+            Event::State { state: PeerState::Lost { reason, kind, .. }, .. } => {
                 let was_connected = self.peer_name.take().is_some();
                 self.close_when_sent = false;
                 self.closing = false;
@@ -237,7 +237,8 @@ impl Session {
                 }
                 let ends = !self.server || self.once || self.quitting || !was_connected;
                 if ends {
-                    return Some(if clean { Ok(()) } else { Err(reason) });
+                    // Exit 0 only when the connection ended on purpose.
+                    return Some(if kind.is_clean() { Ok(()) } else { Err(reason) });
                 }
             }
             Event::FileOutgoing { transfer, name, size, .. } => {

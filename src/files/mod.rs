@@ -432,21 +432,29 @@ impl Writer {
     }
 }
 
+/// What a writer is to receive.
+pub struct WriteJob {
+    pub key: TransferId,
+    /// The downloads folder.
+    pub dir: PathBuf,
+    /// Already made safe by [`names::safe_name`].
+    pub name: String,
+    pub size: u64,
+    /// The most the sender may have in flight.
+    pub window: u64,
+    /// Bytes promised to other files still arriving: the free space must
+    /// hold them too.
+    pub reserved: u64,
+}
+
 /// Starts a writer for a file of `size` bytes called `name` (already made
 /// safe by [`names::safe_name`]) in `dir`. `window` is the most the sender
 /// may have in flight (the protocol's flow-control window): the writer's
 /// channel holds all of it, so a peer that keeps to the window never fills
 /// the writer. The thread handle is for joining at shutdown; the thread
 /// ends on its own when the `Writer` is dropped.
-pub fn spawn_writer(
-    key: TransferId,
-    dir: PathBuf,
-    name: String,
-    size: u64,
-    window: u64,
-    faults: Faults,
-    notify: Notify,
-) -> (Writer, Option<std::thread::JoinHandle<()>>) {
+pub fn spawn_writer(job: WriteJob, faults: Faults, notify: Notify) -> (Writer, Option<std::thread::JoinHandle<()>>) {
+    let WriteJob { key, dir, name, size, window, reserved } = job;
     let behind = usize::try_from(window).unwrap_or(usize::MAX).div_ceil(BLOCK).saturating_add(4);
     let (tx, rx) = crossbeam_channel::bounded(behind);
     let stalled = Arc::new(AtomicBool::new(false));
@@ -456,7 +464,8 @@ pub fn spawn_writer(
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
-            let result = receive_file(key, &dir, &name, size, &faults, &notify, &rx, &stalled, &abort, &spent_tx);
+            let target = (dir.as_path(), name.as_str(), size, reserved);
+            let result = receive_file(key, target, &faults, &notify, &rx, &stalled, &abort, &spent_tx);
             match result {
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size, hash });
@@ -492,9 +501,7 @@ impl Drop for TempFile {
 #[allow(clippy::too_many_arguments)]
 fn receive_file(
     key: TransferId,
-    dir: &Path,
-    name: &str,
-    size: u64,
+    (dir, name, size, reserved): (&Path, &str, u64, u64),
     faults: &Faults,
     notify: &Notify,
     rx: &Receiver<WriteMsg>,
@@ -504,7 +511,7 @@ fn receive_file(
 ) -> Result<Option<(PathBuf, String)>, Failure> {
     fs::create_dir_all(dir)
         .map_err(|e| Failure::disk(&e, format!("cannot create the downloads folder {}: {e}", dir.display())))?;
-    if let Some(refusal) = lacks_space(dir, size) {
+    if let Some(refusal) = lacks_space(dir, size, reserved) {
         return Err(Failure::new(FailKind::NoSpace, refusal));
     }
     let mut temp = create_temp(dir).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
@@ -728,13 +735,17 @@ pub fn free_space(_dir: &Path) -> Option<u64> {
 /// Why a file of `size` bytes cannot fit in `dir` (or in the folder that
 /// will hold it, if `dir` does not exist yet), or `None` if it fits or the
 /// space cannot be known. The words go to the peer too: no path in them.
-pub fn lacks_space(dir: &Path, size: u64) -> Option<String> {
+pub fn lacks_space(dir: &Path, size: u64, reserved: u64) -> Option<String> {
     // Leave a little room for the file system itself.
     const MARGIN: u64 = 16 * 1024 * 1024;
     let free = dir.ancestors().find(|d| d.is_dir()).and_then(free_space)?;
-    (size.saturating_add(MARGIN) > free).then(|| {
+    (size.saturating_add(reserved).saturating_add(MARGIN) > free).then(|| {
+        let promised = match reserved {
+            0 => String::new(),
+            _ => format!(", and {} of that will be taken by files still arriving", human_size(reserved)),
+        };
         format!(
-            "not enough free space in the downloads folder: the file needs {}, {} are free",
+            "not enough free space in the downloads folder: the file needs {}, {} are free{promised}",
             human_size(size),
             human_size(free)
         )
@@ -750,27 +761,29 @@ const SPACE_CHECKS_WAITING: usize = 64;
 /// (asking a disk, or a network share, may take a while) and reports each
 /// as a [`DiskEvent::SpaceChecked`]. The thread ends with this handle.
 pub struct SpaceChecker {
-    requests: Sender<(TransferId, PathBuf, u64)>,
+    requests: Sender<(TransferId, PathBuf, u64, u64)>,
 }
 
 impl SpaceChecker {
     pub fn spawn(notify: Notify, faults: &Faults) -> io::Result<SpaceChecker> {
-        let (requests, rx) = crossbeam_channel::bounded::<(TransferId, PathBuf, u64)>(SPACE_CHECKS_WAITING);
+        let (requests, rx) = crossbeam_channel::bounded::<(TransferId, PathBuf, u64, u64)>(SPACE_CHECKS_WAITING);
         let delay = faults.space_check_delay;
         std::thread::Builder::new().name("peerconn-space".into()).spawn(move || {
-            for (key, dir, size) in rx {
+            for (key, dir, size, reserved) in rx {
                 if let Some(delay) = delay {
                     std::thread::sleep(delay);
                 }
-                notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size) });
+                notify.send(DiskEvent::SpaceChecked { key, refusal: lacks_space(&dir, size, reserved) });
             }
         })?;
         Ok(SpaceChecker { requests })
     }
 
-    /// Asks for a check; `false` if it cannot be made (too many waiting).
-    pub fn check(&self, key: TransferId, dir: PathBuf, size: u64) -> bool {
-        self.requests.try_send((key, dir, size)).is_ok()
+    /// Asks whether `size` bytes fit beside the `reserved` bytes promised
+    /// to files still arriving; `false` if it cannot be asked (too many
+    /// waiting).
+    pub fn check(&self, key: TransferId, dir: PathBuf, size: u64, reserved: u64) -> bool {
+        self.requests.try_send((key, dir, size, reserved)).is_ok()
     }
 }
 

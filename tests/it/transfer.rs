@@ -445,6 +445,94 @@ fn an_offer_larger_than_the_free_space_is_declined_before_any_data_moves() {
     settles_to(&down, &[]);
 }
 
+/// A real 64 MiB file system (tmpfs), mounted for one test and gone after
+/// it; `None` where mounting is not allowed (not root).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(tag: &str) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("peerconn-small-{tag}-{}", std::process::id()));
+        fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let _ = fs::remove_dir(&dir);
+            eprintln!("skipped: cannot mount a 64 MiB tmpfs here (the test needs root, as on CI)");
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn an_offer_that_fits_only_without_the_files_still_arriving_is_refused() {
+    let Some(disk) = SmallDisk::mount("sum") else { return };
+    let mut node = Node::receiving_into(&disk.0);
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "sender");
+    node.connected(id);
+    raw.send(&Frame::Offer { transfer: 1, size: 40 * MIB, name: "first.zip".into() });
+    let (t1, _, _) = incoming(&mut node, id);
+    node.engine.accept_file(t1);
+    assert!(matches!(raw.recv(), Some(Frame::Accept { transfer: 1 })));
+    // 40 MiB are promised to the first file, none of it written yet: the
+    // second 40 MiB cannot fit beside it on 64 MiB.
+    raw.send(&Frame::Offer { transfer: 2, size: 40 * MIB, name: "second.zip".into() });
+    let refused = node.wait("the second offer", |e| match e {
+        Event::FileIncoming { name, refused, .. } if name == "second.zip" => Some(refused.clone()),
+        _ => None,
+    });
+    let refused = refused.expect("refused before anyone is asked");
+    assert!(refused.contains("files still arriving"), "{refused}");
+    assert!(matches!(raw.recv(), Some(Frame::Decline { transfer: 2, .. })));
+    // A small one still fits beside it.
+    raw.send(&Frame::Offer { transfer: 3, size: MIB, name: "small.txt".into() });
+    let small = node.wait("the small offer", |e| match e {
+        Event::FileIncoming { name, refused, .. } if name == "small.txt" => Some(refused.is_none()),
+        _ => None,
+    });
+    assert!(small, "a file that fits beside the promised one is offered to the person");
+}
+
+#[test]
+fn accepting_two_offers_that_do_not_fit_together_fails_the_second_before_it_writes() {
+    let Some(disk) = SmallDisk::mount("both") else { return };
+    let mut node = Node::receiving_into(&disk.0);
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "sender");
+    node.connected(id);
+    // Both are offered (and each fits alone) before either is accepted.
+    raw.send(&Frame::Offer { transfer: 1, size: 40 * MIB, name: "first.zip".into() });
+    raw.send(&Frame::Offer { transfer: 2, size: 40 * MIB, name: "second.zip".into() });
+    let (t1, _, _) = incoming(&mut node, id);
+    let (t2, _, _) = incoming(&mut node, id);
+    node.engine.accept_file(t1);
+    assert!(matches!(raw.recv(), Some(Frame::Accept { transfer: 1 })));
+    node.engine.accept_file(t2);
+    let (kind, reason) = failure(&mut node, t2);
+    assert_eq!(kind, FailKind::NoSpace);
+    assert!(reason.contains("files still arriving"), "{reason}");
+    match raw.recv() {
+        Some(Frame::Decline { transfer: 2, reason }) => {
+            assert_eq!(reason, "not enough free space in the downloads folder");
+        }
+        other => panic!("expected the second to be declined, got {other:?}"),
+    }
+}
+
 #[test]
 fn an_offer_is_shown_even_when_the_free_space_cannot_be_measured_in_time() {
     let down = TempDir::new("slowcheck");

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{ConnFiles, Files, Meter, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
-use crate::files::{self, FailKind, Failure, TransferId, WriteMsg, Writer};
+use crate::files::{self, FailKind, Failure, TransferId, WriteJob, WriteMsg, Writer};
 use crate::net::frame::{self, Frame};
 use crate::net::session::{Link, Violation};
 use crate::net::{printable, Event, PeerId};
@@ -77,15 +77,18 @@ impl Transfers {
         }
         log::info!("{label} accepted \"{}\"", printable(&t.name));
         self.writers.retain(|w| !w.is_finished());
-        let (writer, thread) = files::spawn_writer(
-            transfer,
-            self.downloads.clone(),
-            t.name.clone(),
-            t.size,
-            frame::WINDOW,
-            self.faults.clone(),
-            self.notify.clone(),
-        );
+        let job = WriteJob {
+            key: transfer,
+            dir: self.downloads.clone(),
+            name: t.name.clone(),
+            size: t.size,
+            window: frame::WINDOW,
+            reserved: self.reserved(),
+        };
+        // From now on this file's bytes are promised: later offers must fit
+        // beside them.
+        self.promised.insert(transfer, t.size);
+        let (writer, thread) = files::spawn_writer(job, self.faults.clone(), self.notify.clone());
         self.writers.extend(thread);
         t.writer = Some(writer);
         t.state = InState::Preparing;
@@ -149,7 +152,8 @@ impl Transfers {
                 .ok();
             self.space_checker_failed = self.space_checker.is_none();
         }
-        let asked = self.space_checker.as_ref().is_some_and(|s| s.check(key, self.downloads.clone(), size));
+        let reserved = self.reserved();
+        let asked = self.space_checker.as_ref().is_some_and(|s| s.check(key, self.downloads.clone(), size, reserved));
         if !asked {
             // The writer checks again before it creates anything.
             self.space_checked(c, link, key, None);
@@ -257,9 +261,14 @@ impl Transfers {
     }
 
     /// The writer has written `bytes`: the window moves on.
-    pub(super) fn consumed(f: &mut Files, link: &mut Link, key: TransferId, bytes: u64) {
+    pub(super) fn consumed(&mut self, f: &mut Files, link: &mut Link, key: TransferId, bytes: u64) {
         let Some(wire) = f.in_by_key(key) else { return };
         if let Some(t) = f.incoming.get_mut(&wire) {
+            // What is written is on the disk already: only the rest is
+            // still promised.
+            if let Some(left) = self.promised.get_mut(&key) {
+                *left = t.size.saturating_sub(bytes);
+            }
             let granted = bytes.saturating_add(frame::WINDOW).min(t.size);
             if t.state == InState::Receiving && granted > t.granted {
                 t.granted = granted;
@@ -281,6 +290,7 @@ impl Transfers {
         let Some(wire) = c.files.in_by_key(key) else { return };
         let Some(t) = c.files.incoming.remove(&wire) else { return };
         self.routes.remove(&key);
+        self.promised.remove(&key);
         link.queue(&Frame::Received { transfer: wire });
         log::info!("{} received \"{}\" into {} (blake3 {hash})", c.label, printable(&t.name), path.display());
         self.emit(Event::FileReceived { id: c.owner, transfer: key, name: t.name, path, size, blake3: hash });

@@ -168,6 +168,9 @@ pub(crate) struct Transfers {
     events: Sender<Event>,
     /// Whose files are accepted without asking.
     pub policy: AcceptPolicy,
+    /// Accepted incoming files still arriving, and the bytes each has yet
+    /// to write: an offer must fit in the free space beside all of them.
+    promised: HashMap<TransferId, u64>,
 }
 
 /// Whose offers the engine accepts by itself (once they are known to fit).
@@ -211,6 +214,7 @@ impl Transfers {
             faults,
             events,
             policy: AcceptPolicy::default(),
+            promised: HashMap::new(),
         }
     }
 
@@ -234,8 +238,14 @@ impl Transfers {
     #[allow(clippy::too_many_arguments)]
     fn failed(&mut self, id: PeerId, label: &str, transfer: TransferId, name: &str, kind: FailKind, reason: String) {
         self.routes.remove(&transfer);
+        self.promised.remove(&transfer);
         log::warn!("{label} transfer of \"{}\" failed: {reason}", printable(name));
         self.emit(Event::FileFailed { id, transfer, name: name.to_owned(), kind, reason });
+    }
+
+    /// Bytes promised to accepted files still arriving.
+    fn reserved(&self) -> u64 {
+        self.promised.values().fold(0u64, |sum, left| sum.saturating_add(*left))
     }
 
     /// A file offered with no connection to carry it.
@@ -298,6 +308,9 @@ impl Transfers {
     pub fn orphan_event(&mut self, event: DiskEvent) {
         let key = event.key();
         let Some((id, name)) = self.orphans.remove(&key) else { return };
+        if matches!(event, DiskEvent::Stored { .. } | DiskEvent::WriteFailed { .. }) {
+            self.promised.remove(&key);
+        }
         match event {
             DiskEvent::Stored { path, size, hash, .. } => {
                 self.emit(Event::FileReceived { id, transfer: key, name, path, size, blake3: hash })
@@ -321,7 +334,7 @@ impl Transfers {
             DiskEvent::Readable { .. } => {} // the pump after this takes it
             DiskEvent::SpaceChecked { key, refusal } => self.space_checked(c, link, key, refusal),
             DiskEvent::ReadyToReceive { key } => Transfers::ready_to_receive(c.files, link, key),
-            DiskEvent::Consumed { key, bytes } => Transfers::consumed(c.files, link, key, bytes),
+            DiskEvent::Consumed { key, bytes } => self.consumed(c.files, link, key, bytes),
             DiskEvent::Stored { key, path, size, hash } => self.stored(c, link, key, path, size, hash),
             DiskEvent::WriteFailed { key, failure } => after.resume_reading = self.write_failed(c, link, key, failure),
             DiskEvent::Drained { key } => after.resume_reading = Transfers::drained(c.files, key),
