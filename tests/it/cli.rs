@@ -530,3 +530,40 @@ fn send_with_a_missing_file_is_a_usage_error() {
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("is not a file"), "{stderr}");
 }
+
+/// Regression: with edge-triggered readiness, a listener whose `accept`
+/// failed for want of descriptors never looked at its backlog again until
+/// one more connection arrived (a real peer waited 12 s).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_listener_out_of_descriptors_takes_a_waiting_peer_as_soon_as_one_is_free() {
+    use crate::support::Node;
+    use peerconn::net::EngineConfig;
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        eprintln!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let mut command = Command::new("prlimit");
+    command.arg("--nofile=16:16").arg(env!("CARGO_BIN_EXE_peerconn"));
+    command.args(["listen", "--json", "--name", "victim", "--bind", "127.0.0.1"]);
+    let mut listener = Peerconn::spawn(command, "peerconn under prlimit");
+    listener.event_named("key");
+    let addr: std::net::SocketAddr =
+        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    // Silent connections take every descriptor it has; more wait in the
+    // backlog.
+    let hogs: Vec<std::net::TcpStream> = (0..24).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut client = Node::with_config(EngineConfig::default());
+    let c = client.engine.connect("real", addr).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(listener.lines.try_recv().is_err(), "the real peer got in although descriptors were exhausted");
+    // The silent ones leave; their descriptors are freed.
+    drop(hogs);
+    let freed = Instant::now();
+    client.connected(c);
+    assert!(freed.elapsed() < Duration::from_secs(3), "the real peer waited {:?}", freed.elapsed());
+    assert_eq!(listener.event_named("connected")["peer_name"], "real");
+    let _ = listener.child.kill();
+    let _ = listener.child.wait();
+}

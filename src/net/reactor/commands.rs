@@ -118,7 +118,7 @@ impl Reactor {
         match bound {
             Ok((listener, local, token)) => {
                 log::info!("{label} listening on {local}");
-                self.sockets.insert(token, Socket::Listener { owner: id, listener });
+                self.sockets.insert(token, Socket::Listener { owner: id, listener, retry_at: None });
                 self.peers.listening(id, token.0, local);
                 self.set_state(id, PeerState::Listening { local });
             }

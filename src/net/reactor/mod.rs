@@ -46,6 +46,8 @@ const READ_CHUNK: usize = 256 * 1024;
 const READ_BUDGET: usize = 1024 * 1024;
 /// How long shutdown waits for byes to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How soon a listener tries again after running out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// File bytes one connection may write before others get their turn.
 const PUMP_BUDGET: usize = 4 * 1024 * 1024;
 
@@ -74,7 +76,14 @@ pub(crate) struct Reactor {
 }
 
 enum Socket {
-    Listener { owner: PeerId, listener: TcpListener },
+    /// `retry_at`: accepting failed for want of file descriptors; the
+    /// listener tries again then (readiness is edge-triggered: no new
+    /// event comes for connections already waiting).
+    Listener {
+        owner: PeerId,
+        listener: TcpListener,
+        retry_at: Option<Instant>,
+    },
     Stream(Box<Conn>),
 }
 
@@ -231,9 +240,14 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // E.g. out of file descriptors. The connection stays in
-                    // the backlog; we try again on the next readiness.
-                    log::warn!("accept failed: {e}");
+                    // Out of file descriptors, most likely. The connection
+                    // stays in the backlog; try again soon, by ourselves.
+                    if let Some(Socket::Listener { retry_at, .. }) = self.sockets.get_mut(&token) {
+                        if retry_at.is_none() {
+                            log::warn!("accept failed: {e} (trying again every {} ms)", ACCEPT_RETRY.as_millis());
+                        }
+                        *retry_at = Some(Instant::now() + ACCEPT_RETRY);
+                    }
                     return;
                 }
             };
@@ -525,12 +539,26 @@ impl Reactor {
                     (a, b) => a.or(b),
                 }
             }
-            Socket::Listener { .. } => None,
+            Socket::Listener { retry_at, .. } => *retry_at,
         });
         conns.chain(self.shutdown_deadline).min()
     }
 
     fn run_timers(&mut self, now: Instant) {
+        let retries: Vec<(Token, PeerId)> = self
+            .sockets
+            .iter_mut()
+            .filter_map(|(token, s)| match s {
+                Socket::Listener { owner, retry_at, .. } if retry_at.is_some_and(|at| at <= now) => {
+                    *retry_at = None;
+                    Some((*token, *owner))
+                }
+                _ => None,
+            })
+            .collect();
+        for (token, owner) in retries {
+            self.accept(token, owner);
+        }
         let due: Vec<Token> = self
             .sockets
             .iter()
