@@ -567,3 +567,33 @@ fn a_listener_out_of_descriptors_takes_a_waiting_peer_as_soon_as_one_is_free() {
     let _ = listener.child.kill();
     let _ = listener.child.wait();
 }
+
+/// Regression: a refused connection lingers to deliver its bye while the
+/// peer keeps its side open; hundreds of them a second held a descriptor
+/// each without a cap.
+#[cfg(target_os = "linux")]
+#[test]
+fn refused_connections_that_stay_open_hold_a_bounded_number_of_descriptors() {
+    use crate::support::RawPeer;
+    use peerconn::net::frame::{self, ByeCode, Frame};
+    let mut listener = Peerconn::start(&["listen", "--json", "--name", "busy", "--bind", "127.0.0.1"]);
+    let addr: std::net::SocketAddr =
+        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    let (_first, _) = RawPeer::hello(addr, "first");
+    listener.event_named("connected");
+    // Each of these is refused as busy and then just stays open.
+    let mut refused = Vec::new();
+    for i in 0..400 {
+        let mut peer = RawPeer::connect(addr);
+        peer.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: format!("extra {i}") });
+        refused.push(peer);
+    }
+    let last = refused.last_mut().unwrap();
+    assert!(matches!(last.recv(), Some(Frame::Bye { code: ByeCode::Busy, .. })), "refused as busy");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", listener.child.id())).unwrap().count();
+    // The cap on closing connections (128), those still in their hello
+    // (16), and the process's own files.
+    assert!(fds <= 128 + 16 + 16, "the listener holds {fds} descriptors for 400 refused peers");
+    let _ = listener.child.kill();
+    let _ = listener.child.wait();
+}

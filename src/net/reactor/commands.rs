@@ -145,7 +145,8 @@ impl Reactor {
         match connecting {
             Ok((stream, token)) => {
                 let session = Session::client(&self.config.identity, self.session_config, remote, code, Instant::now());
-                let conn = Conn { owner: id, stream, session, files: Files::default(), wants_write: true };
+                let conn =
+                    Conn { owner: id, stream, session, files: Files::default(), wants_write: true, lingering: false };
                 self.sockets.insert(token, Socket::Stream(Box::new(conn)));
                 self.peers.attach(id, token.0);
                 self.set_state(id, PeerState::Connecting { remote });

@@ -46,6 +46,10 @@ const READ_CHUNK: usize = 256 * 1024;
 const READ_BUDGET: usize = 1024 * 1024;
 /// How long shutdown waits for byes to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Connections closing at once (each lingers up to `close_linger` so its
+/// bye reaches the peer); past this the oldest is cut short, so peers that
+/// break the protocol and keep their side open cannot pile up descriptors.
+const MAX_LINGERING: usize = 128;
 /// How soon a listener tries again after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// File bytes one connection may write before others get their turn.
@@ -73,6 +77,8 @@ pub(crate) struct Reactor {
     shutdown_deadline: Option<Instant>,
     disk_events: Receiver<DiskEvent>,
     transfers: Transfers,
+    /// Connections that began closing, oldest first (some may be gone).
+    lingering: std::collections::VecDeque<Token>,
 }
 
 enum Socket {
@@ -95,6 +101,8 @@ struct Conn {
     files: Files,
     /// `WRITABLE` interest is registered.
     wants_write: bool,
+    /// Counted among the lingering connections.
+    lingering: bool,
 }
 
 impl Reactor {
@@ -134,6 +142,7 @@ impl Reactor {
             shutdown_deadline: None,
             disk_events,
             transfers,
+            lingering: Default::default(),
         };
         Ok((reactor, waker))
     }
@@ -271,7 +280,7 @@ impl Reactor {
             }
             log::info!("{label} incoming connection from {remote}");
             let session = Session::server(&self.config.identity, self.session_config, remote, code, Instant::now());
-            let conn = Conn { owner, stream, session, files: Files::default(), wants_write: false };
+            let conn = Conn { owner, stream, session, files: Files::default(), wants_write: false, lingering: false };
             self.sockets.insert(conn_token, Socket::Stream(Box::new(conn)));
             self.peers.add_pending(owner, conn_token.0);
             // Our preamble goes out at once, so even a peer that is not
@@ -345,8 +354,27 @@ impl Reactor {
             if conn.session.has_events() || conn.session.is_closed() {
                 continue;
             }
+            let begun_closing = conn.session.is_closing() && !conn.lingering;
+            conn.lingering |= begun_closing;
             self.sockets.insert(token, Socket::Stream(conn));
+            if begun_closing {
+                self.linger(token);
+            }
             return;
+        }
+    }
+
+    /// Counts a connection that began closing; cuts the oldest short when
+    /// too many are.
+    fn linger(&mut self, token: Token) {
+        self.lingering.push_back(token);
+        while self.lingering.len() > MAX_LINGERING {
+            let Some(oldest) = self.lingering.pop_front() else { break };
+            let Some(Socket::Stream(mut conn)) = self.sockets.remove(&oldest) else { continue };
+            log::debug!("{} cut short the close of {}", self.label(conn.owner), conn.session.remote());
+            let end = End::new(EndKind::Limit, "closed at once: too many connections were closing");
+            conn.session.abort(end);
+            self.settle(oldest, conn);
         }
     }
 
