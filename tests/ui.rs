@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use i_slint_backend_testing::{AccessibleRole, ElementHandle, ElementRoot};
 use slint::ComponentHandle;
 
-use peerconn::gui::{Gui, Settings};
+use peerconn::gui::{Dialog, Gui, Settings};
 use peerconn::hostinfo::HostInfo;
 use peerconn::net::EngineConfig;
 
@@ -168,14 +168,14 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
 
     // Escape closes a dialog from the field that has the cursor.
     click(&b, "Connect…");
-    assert_eq!(b.window.get_dialog(), 2);
+    assert_eq!(b.window.get_dialog(), Dialog::Connect);
     for event in [
         slint::platform::WindowEvent::KeyPressed { text: slint::platform::Key::Escape.into() },
         slint::platform::WindowEvent::KeyReleased { text: slint::platform::Key::Escape.into() },
     ] {
         b.window.window().dispatch_event(event);
     }
-    pump_until("the dialog closed", || b.window.get_dialog() == 0);
+    pump_until("the dialog closed", || b.window.get_dialog() == Dialog::None);
 
     // The second window connects to it.
     click(&b, "Connect…");
@@ -303,7 +303,7 @@ fn pairing_code_listen_and_connect_verifies_both_sides(a: &Gui, b: &Gui) {
     inside(a, "AppWindow::listen-form", "Pairing code").set_accessible_value(code.clone());
     click(a, "Listen");
     pump_until("a listener with a code", || status(a, "Paired").as_deref() == Some("waiting"));
-    assert_eq!(a.window.get_dialog(), 0);
+    assert_eq!(a.window.get_dialog(), Dialog::None);
 
     let wrong = if code == "1111-1111" { "2222-2222" } else { "1111-1111" };
     connect(b, "Wrong code", port, wrong);
@@ -373,7 +373,7 @@ fn settings_lists_known_peers_with_always_accept_and_forget(a: &Gui) {
 
     // With a single peer there is no search box, and a search typed while
     // there were more cannot hide it (the matching itself is unit-tested in
-    // gui::model; the box was used by hand with seven peers).
+    // gui::state; the box was used by hand with seven peers).
     assert!(labelled(a, "Search known peers").is_empty(), "a search box for one peer");
     let host = a.window.global::<peerconn::gui::HostAdapter>();
     host.set_known_filter("nobody by this name".into());
@@ -386,5 +386,5 @@ fn settings_lists_known_peers_with_always_accept_and_forget(a: &Gui) {
     pump_until("the key forgotten", || labelled(a, "Forget Paired study").is_empty());
     assert!(shows_text(a, "None yet."));
     click(a, "Cancel");
-    pump_until("the dialog closed", || a.window.get_dialog() == 0);
+    pump_until("the dialog closed", || a.window.get_dialog() == Dialog::None);
 }

@@ -1,18 +1,33 @@
 //! The desktop window: Slint views in `ui/`, driven by the same engine as
 //! the command line.
 //!
+//! The layers, each in its own file:
+//! - `state.rs`: what the window shows, as plain Rust (no Slint), applying
+//!   engine events and the person's actions; unit-tested without a window.
+//! - `copy.rs`: the words the person reads.
+//! - `adapters/`: one small adapter per Slint global, mapping the state to
+//!   Slint structs and enums and connecting the global's callbacks.
+//! - `controller.rs`: turns callbacks into `Engine` calls and feeds the
+//!   state; owns the engine.
+//! - `shell.rs`: native pickers, opening folders, saving chats, on worker
+//!   threads that report back on a channel.
+//! - `ui`: the code Slint generates from `ui/app.slint`, fenced in below.
+//!
 //! Threads: UI callbacks only send commands to the engine (non-blocking); a
-//! `slint::Timer` drains the engine's events every 50 ms and updates the
-//! models; file pickers run on a worker thread and post their result back
-//! with `invoke_from_event_loop`. The UI thread never waits on the network
-//! or the disk. All Slint types are touched here and in `model.rs` only.
+//! `slint::Timer` drains the engine's events and the workers' reports every
+//! 50 ms. The UI thread never waits on the network or the disk (see
+//! docs/THREADING.md).
 
+mod adapters;
 mod chatlog;
-mod model;
+mod controller;
+mod copy;
+mod form;
 pub mod settings;
+mod shell;
+mod state;
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,12 +35,21 @@ use std::time::Duration;
 use slint::ComponentHandle;
 
 use crate::hostinfo::HostInfo;
-use crate::net::{pairing, Engine, EngineConfig};
+use crate::net::{Engine, EngineConfig};
 
-use model::Peersockets;
+use controller::{Controller, Handle};
 pub use settings::Settings;
+/// What Rust (and the UI tests) see of the UI: the window, its globals and
+/// the types they speak.
+pub use ui::{
+    AppWindow, ChatAdapter, ChatItem, ChatItemKind, Dialog, FileState, HostAdapter, KeyTrust, KnownPeerItem,
+    PeerAdapter, PeerItem, PeerStatus,
+};
 
-slint::include_modules!();
+/// The code Slint generates from ui/app.slint, in a module of its own.
+mod ui {
+    slint::include_modules!();
+}
 
 /// How often engine events are drained.
 const DRAIN_EVERY: Duration = Duration::from_millis(50);
@@ -34,8 +58,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 /// stops the timer and the engine (peers are told, partial files removed).
 pub struct Gui {
     pub window: AppWindow,
-    /// The only strong reference to the state (and so to the engine).
-    _state: Rc<RefCell<Peersockets>>,
+    /// The only strong reference to the controller (and so to the engine).
+    _controller: Rc<RefCell<Controller>>,
     timer: slint::Timer,
 }
 
@@ -50,12 +74,11 @@ impl Gui {
             Ok("light") => window.invoke_use_dark(false),
             _ => {} // follow the system
         }
-        let app = Rc::new(RefCell::new(Peersockets::new(engine, window.as_weak(), settings)));
-        wire(&window, &app, host);
+        let controller = Controller::start(engine, settings, &window, host);
         let timer = slint::Timer::default();
-        let drain = Shared(Rc::downgrade(&app));
-        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|p| p.drain()));
-        Ok(Gui { window, _state: app, timer })
+        let drain = Handle::new(&controller);
+        timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|c| c.drain()));
+        Ok(Gui { window, _controller: controller, timer })
     }
 }
 
@@ -64,7 +87,8 @@ impl Drop for Gui {
         self.timer.stop();
         let _ = self.window.hide();
         // Callbacks and the timer hold only weak references: the engine goes
-        // with `app`, saying bye to every peer and removing partial files.
+        // with the controller, saying bye to every peer and removing partial
+        // files.
     }
 }
 
@@ -127,94 +151,6 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn wire(window: &AppWindow, app: &Rc<RefCell<Peersockets>>, host: &HostInfo) {
-    let hosts = window.global::<HostAdapter>();
-    hosts.set_host_name(host.host_name.clone().into());
-    hosts.set_local_address(host.primary().to_string().into());
-    let addresses: Vec<slint::SharedString> = host.addresses.iter().map(|a| a.to_string().into()).collect();
-    hosts.set_addresses(Rc::new(slint::VecModel::from(addresses)).into());
-    hosts.set_fingerprint(app.borrow().fingerprint().into());
-    app.borrow().show_settings();
-
-    let a = Shared(Rc::downgrade(app));
-    hosts.on_save_settings(move |name, downloads| {
-        a.with(|p| p.save_settings(&name, &downloads).err().unwrap_or_default()).into()
-    });
-    let a = Shared(Rc::downgrade(app));
-    hosts.on_pick_downloads(move || a.with(|p| p.pick_downloads()));
-    hosts.set_known_peers(app.borrow().known_model());
-    let a = Shared(Rc::downgrade(app));
-    hosts.on_filter_known(move |filter| a.with(|p| p.filter_known(&filter)));
-    let a = Shared(Rc::downgrade(app));
-    hosts.on_forget_key(move |fingerprint| a.with(|p| p.forget_key(&fingerprint)));
-    let a = Shared(Rc::downgrade(app));
-    hosts.on_set_always_accept(move |fingerprint, always| a.with(|p| p.set_always_accept(&fingerprint, always)));
-
-    let peers = window.global::<PeerAdapter>();
-    peers.set_peers(app.borrow().peer_model().into());
-    peers.set_selected(-1);
-    let a = Shared(Rc::downgrade(app));
-    peers.on_listen(move |name, address, port, require_code, code| {
-        let form =
-            parse_form(&name, &address, &port, true).and_then(|addr| Ok((addr, parse_code(&code, require_code)?)));
-        match form {
-            Ok((addr, code)) => a.with(|p| p.listen(name.trim(), addr, code).err().unwrap_or_default()).into(),
-            Err(e) => e.into(),
-        }
-    });
-    let a = Shared(Rc::downgrade(app));
-    peers.on_connect(move |name, address, port, code| {
-        let form = parse_form(&name, &address, &port, false).and_then(|addr| Ok((addr, parse_code(&code, false)?)));
-        match form {
-            Ok((addr, code)) => a.with(|p| p.connect(name.trim(), addr, code).err().unwrap_or_default()).into(),
-            Err(e) => e.into(),
-        }
-    });
-    peers.on_suggest_port(|| free_port().map(|p| p.to_string()).unwrap_or_else(|| "50000".into()).into());
-    peers.on_new_pairing_code(|| pairing::new_code().into());
-    let a = Shared(Rc::downgrade(app));
-    peers.on_select(move |id| a.with(|p| p.select(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_step(move |by| a.with(|p| p.step(by)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_rename(move |id, name| a.with(|p| p.rename(id, name.trim()).err().unwrap_or_default()).into());
-    let a = Shared(Rc::downgrade(app));
-    peers.on_disconnect(move |id| a.with(|p| p.disconnect(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_restart(move |id| a.with(|p| p.restart(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_remove(move |id| a.with(|p| p.remove(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_save_chat(move |id| a.with(|p| p.save_chat(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_set_verified(move |id, verified| a.with(|p| p.set_verified(id, verified)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_trust_new_key(move |id| a.with(|p| p.trust_new_key(id)));
-    let a = Shared(Rc::downgrade(app));
-    peers.on_dismiss_key_warning(move |id| a.with(|p| p.dismiss_key_warning(id)));
-
-    let chat = window.global::<ChatAdapter>();
-    let a = Shared(Rc::downgrade(app));
-    chat.on_send(move |text| a.with(|p| p.send_text(&text)));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_send_files(move || a.with(|p| p.pick_files()));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_send_path(move |path| a.with(|p| p.send_path(path.trim())));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_notice(move |id, text| a.with(|p| p.notice(id, &text)));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_send_path_to(move |id, path| a.with(|p| p.send_path_to(id, path.trim())));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_accept(move |transfer, always| a.with(|p| p.accept(transfer, always)));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_decline(move |transfer| a.with(|p| p.decline(transfer)));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_cancel(move |transfer| a.with(|p| p.cancel(transfer)));
-    let a = Shared(Rc::downgrade(app));
-    chat.on_open_folder(move |transfer| a.with(|p| p.open_folder(transfer)));
-    app.borrow().refresh_chat();
-}
-
 /// Logs how long after launch the first frame was drawn (and prints it when
 /// `PEERCONN_REPORT_STARTUP` is set, for `docs/measure-window.sh`).
 fn report_first_frame(window: &AppWindow, launched: std::time::Instant) {
@@ -239,91 +175,3 @@ fn report_first_frame(window: &AppWindow, launched: std::time::Instant) {
     }
 }
 
-/// What the window's callbacks hold: the state only as long as the `Gui`
-/// lives, so dropping the `Gui` really drops the engine.
-struct Shared(std::rc::Weak<RefCell<Peersockets>>);
-
-impl Shared {
-    fn with<R: Default>(&self, f: impl FnOnce(&mut Peersockets) -> R) -> R {
-        match self.0.upgrade() {
-            Some(app) => f(&mut app.borrow_mut()),
-            None => R::default(),
-        }
-    }
-}
-
-/// Checks the Listen / Connect form. Errors name the field and the problem.
-pub fn parse_form(name: &str, address: &str, port: &str, listen: bool) -> Result<SocketAddr, String> {
-    if let Err(why) = crate::net::frame::check_name(name.trim()) {
-        return Err(format!("Name: {why}."));
-    }
-    let address = address.trim();
-    let ip: IpAddr = match address {
-        "" if listen => IpAddr::from([0, 0, 0, 0]),
-        "" => return Err("Address: give the peer's IP address, e.g. 192.168.1.20.".into()),
-        a => a.trim_matches(['[', ']']).parse().map_err(|_| {
-            format!("Address: '{a}' is not an IP address (write four numbers like 192.168.1.20, or an IPv6 address).")
-        })?,
-    };
-    if !listen && ip.is_unspecified() {
-        return Err(format!("Address: {ip} cannot be connected to; give the peer's address."));
-    }
-    let port = port.trim();
-    let port: u16 = match port.parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => p as u16,
-        Ok(0) if listen => 0,
-        Ok(p) => return Err(format!("Port: {p} is out of range; ports go from 1 to 65535.")),
-        Err(_) if port.is_empty() => return Err("Port: give a port number from 1 to 65535.".into()),
-        Err(_) => return Err(format!("Port: '{port}' is not a number from 1 to 65535.")),
-    };
-    Ok(SocketAddr::new(ip, port))
-}
-
-/// Checks the pairing code field: `None` when it is empty (and not
-/// required), the code as typed otherwise.
-pub fn parse_code(code: &str, required: bool) -> Result<Option<String>, String> {
-    let code = code.trim();
-    if code.is_empty() {
-        return if required {
-            Err("Pairing code: type a code for your peer, or untick \"Require a pairing code\".".into())
-        } else {
-            Ok(None)
-        };
-    }
-    pairing::check_code(code).map_err(|why| format!("Pairing code: {why}."))?;
-    Ok(Some(code.to_owned()))
-}
-
-/// A port that is free right now, to propose in the Listen form.
-fn free_port() -> Option<u16> {
-    let probe = std::net::TcpListener::bind(("0.0.0.0", 0)).ok()?;
-    Some(probe.local_addr().ok()?.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_code, parse_form};
-
-    #[test]
-    fn form_mistakes_name_the_field() {
-        assert!(parse_form("", "1.2.3.4", "5000", false).unwrap_err().starts_with("Name:"));
-        assert!(parse_form("me", "1.2.3", "5000", false).unwrap_err().starts_with("Address:"));
-        assert!(parse_form("me", "", "5000", false).unwrap_err().starts_with("Address:"));
-        assert!(parse_form("me", "0.0.0.0", "5000", false).unwrap_err().starts_with("Address:"));
-        assert!(parse_form("me", "1.2.3.4", "70000", false).unwrap_err().contains("out of range"));
-        assert!(parse_form("me", "1.2.3.4", "", false).unwrap_err().starts_with("Port:"));
-        assert!(parse_form("me", "1.2.3.4", "http", false).unwrap_err().starts_with("Port:"));
-        assert_eq!(parse_form("me", "", "0", true).unwrap(), "0.0.0.0:0".parse().unwrap());
-        assert_eq!(parse_form("me", "[::1]", "5000", false).unwrap(), "[::1]:5000".parse().unwrap());
-    }
-
-    #[test]
-    fn pairing_code_mistakes_name_the_field() {
-        assert_eq!(parse_code("", false), Ok(None));
-        assert_eq!(parse_code("  4821-0937 ", true), Ok(Some("4821-0937".into())));
-        assert!(parse_code("", true).unwrap_err().starts_with("Pairing code:"));
-        assert!(parse_code("12", false).unwrap_err().starts_with("Pairing code:"));
-        let generated = crate::net::pairing::new_code();
-        assert_eq!(parse_code(&generated, true), Ok(Some(generated.clone())));
-    }
-}

@@ -1,0 +1,319 @@
+//! Between the window and the engine: the window's callbacks arrive here
+//! (through the adapters), become `Engine` calls, and the outcome goes to
+//! the state; the timer's `drain` brings the engine's events and the
+//! worker threads' reports to the state. After each, the adapters show
+//! what changed.
+//!
+//! It owns the engine, so dropping the controller stops it. Nothing here
+//! decides what the window shows (that is `state.rs`) or how it says it
+//! (`copy.rs`).
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use crossbeam_channel::Receiver;
+
+use crate::hostinfo::HostInfo;
+use crate::net::{Engine, Event, ListenOptions, PeerId, TransferId};
+
+use super::adapters::chat::{self, ChatView};
+use super::adapters::host::{self, HostView};
+use super::adapters::peers::{self, PeersView};
+use super::copy;
+use super::form::{parse_code, parse_form};
+use super::settings::Settings;
+use super::shell::{Report, Shell};
+use super::state::{AcceptFrom, State};
+use super::ui::AppWindow;
+
+/// Events handled per timer tick, so a flood never freezes the window.
+const EVENTS_PER_TICK: usize = 5000;
+
+pub struct Controller {
+    engine: Engine,
+    state: State,
+    shell: Shell,
+    reports: Receiver<Report>,
+    host: HostView,
+    peers: PeersView,
+    chat: ChatView,
+}
+
+/// What the window's callbacks and the timer hold: the controller only as
+/// long as the `Gui` lives, so dropping the `Gui` really drops the engine.
+#[derive(Clone)]
+pub struct Handle(Weak<RefCell<Controller>>);
+
+impl Handle {
+    pub fn new(controller: &Rc<RefCell<Controller>>) -> Handle {
+        Handle(Rc::downgrade(controller))
+    }
+
+    pub fn with<R: Default>(&self, f: impl FnOnce(&mut Controller) -> R) -> R {
+        match self.0.upgrade() {
+            Some(controller) => f(&mut controller.borrow_mut()),
+            None => R::default(),
+        }
+    }
+}
+
+impl Controller {
+    /// Connects the window's adapters to a new controller, the only strong
+    /// reference to which is returned.
+    pub fn start(engine: Engine, settings: Settings, window: &AppWindow, host: &HostInfo) -> Rc<RefCell<Controller>> {
+        // The engine holds the "accept files from this key" policy; it
+        // hears the saved list now and every change later.
+        for fingerprint in &settings.always_accept {
+            engine.accept_files_from(fingerprint, true);
+        }
+        let (shell, reports) = Shell::new();
+        let controller = Controller {
+            host: HostView::new(window, host, engine.fingerprint()),
+            peers: PeersView::new(window),
+            chat: ChatView::new(window),
+            state: State::new(settings),
+            engine,
+            shell,
+            reports,
+        };
+        let controller = Rc::new(RefCell::new(controller));
+        let handle = Handle::new(&controller);
+        host::connect(window, &handle);
+        peers::connect(window, &handle);
+        chat::connect(window, &handle);
+        controller.borrow_mut().show();
+        controller
+    }
+
+    /// Called by the timer: what the workers reported and the engine did.
+    pub fn drain(&mut self) {
+        let reports: Vec<Report> = self.reports.try_iter().collect();
+        let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
+        if reports.is_empty() && events.is_empty() {
+            return;
+        }
+        for report in reports {
+            self.report(report);
+        }
+        self.state.set_host_address(&self.host.local_address());
+        for event in events {
+            self.state.apply(event);
+        }
+        self.show();
+    }
+
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::FilesPicked { peer, paths } => {
+                for path in paths {
+                    self.send_path_to(peer, path);
+                }
+            }
+            Report::NoFilePicker => self.state.file_picker_missing = true,
+            Report::DownloadsPicked(dir) => self.host.show_downloads_draft(&dir),
+            Report::NoFolderPicker => self.state.folder_picker_missing = true,
+            Report::ChatSaved { peer, path, picked } => self.state.notice(peer, copy::chat_saved(&path, picked)),
+            Report::ChatNotSaved { peer, path, why } => self.state.notice(peer, copy::chat_not_saved(&path, &why)),
+            Report::FolderNotOpened { peer, folder, why } => {
+                self.state.notice(peer, copy::folder_not_opened(&folder, &why));
+            }
+        }
+    }
+
+    /// The adapters show what changed.
+    fn show(&mut self) {
+        let changes = self.state.take_changes();
+        self.host.show(&self.state, &changes);
+        self.peers.show(&self.state, &changes);
+        self.chat.show(&self.state, &changes);
+    }
+
+    /// Runs an action on the state, then shows what changed.
+    fn then_show<R>(&mut self, action: impl FnOnce(&mut Self) -> R) -> R {
+        let result = action(self);
+        self.show();
+        result
+    }
+
+    // ----- peersockets ------------------------------------------------------
+
+    /// A server peersocket; with a pairing code, only a peer that knows it
+    /// may connect (and is then verified).
+    pub fn listen(&mut self, name: &str, address: &str, port: &str, require: bool, code: &str) -> Result<(), String> {
+        let bind = parse_form(name, address, port, true)?;
+        let code = parse_code(code, require)?;
+        let name = name.trim();
+        let options = ListenOptions { pairing_code: code.clone(), ..ListenOptions::default() };
+        let id = self.engine.listen(name, bind, options).map_err(|e| copy::bad_name(&e.to_string()))?;
+        let draft = self.chat.draft();
+        self.then_show(|c| c.state.listening(id, name, bind, code, &draft));
+        Ok(())
+    }
+
+    pub fn connect(&mut self, name: &str, address: &str, port: &str, code: &str) -> Result<(), String> {
+        let remote = parse_form(name, address, port, false)?;
+        let code = parse_code(code, false)?;
+        let name = name.trim();
+        let id = self
+            .engine
+            .connect_with_code(name, remote, code.as_deref())
+            .map_err(|e| copy::refused(&e.to_string()))?;
+        let draft = self.chat.draft();
+        self.then_show(|c| c.state.connecting(id, name, remote, code, &draft));
+        Ok(())
+    }
+
+    pub fn select(&mut self, id: PeerId) {
+        let draft = self.chat.draft();
+        self.then_show(|c| c.state.select(id, &draft));
+    }
+
+    pub fn step(&mut self, by: i32) {
+        let draft = self.chat.draft();
+        self.then_show(|c| c.state.step(by, &draft));
+    }
+
+    pub fn rename(&mut self, id: PeerId, name: &str) -> Result<(), String> {
+        self.engine.rename(id, name).map_err(|e| copy::refused(&e.to_string()))?;
+        self.then_show(|c| c.state.renamed(id, name));
+        Ok(())
+    }
+
+    pub fn disconnect(&mut self, id: PeerId) {
+        self.engine.disconnect(id);
+        self.then_show(|c| c.state.disconnecting(id));
+    }
+
+    pub fn restart(&mut self, id: PeerId) {
+        self.engine.restart(id);
+    }
+
+    pub fn remove(&mut self, id: PeerId) {
+        self.engine.remove(id);
+    }
+
+    // ----- keys -------------------------------------------------------------
+
+    /// The person compared the safety code with the peer (or takes that
+    /// back). The engine confirms with a `Trust` event.
+    pub fn set_verified(&mut self, id: PeerId, verified: bool) {
+        if self.state.can_verify(id) {
+            self.engine.set_verified(id, verified);
+        }
+    }
+
+    /// After a key change: the person accepts the peer's new key.
+    pub fn trust_new_key(&mut self, id: PeerId) {
+        if self.then_show(|c| c.state.trust_new_key(id)) {
+            self.engine.trust_new_key(id);
+        }
+    }
+
+    pub fn dismiss_key_warning(&mut self, id: PeerId) {
+        self.then_show(|c| c.state.dismiss_key_warning(id));
+    }
+
+    /// Forgets a remembered key: its next connection is trusted on first
+    /// use again, and its files are asked about again.
+    pub fn forget_key(&mut self, fingerprint: &str) {
+        self.engine.forget_key(fingerprint);
+        let change = self.then_show(|c| c.state.forget_key(fingerprint));
+        self.accept_files_from(change);
+    }
+
+    pub fn set_always_accept(&mut self, fingerprint: &str, always: bool) {
+        let change = self.then_show(|c| c.state.set_always_accept(fingerprint, always));
+        self.accept_files_from(change);
+    }
+
+    /// Tells the engine, and the settings file, of a change to the keys
+    /// whose files are accepted without asking.
+    fn accept_files_from(&mut self, change: Option<AcceptFrom>) {
+        if let Some(AcceptFrom { fingerprint, accept }) = change {
+            self.engine.accept_files_from(&fingerprint, accept);
+            self.state.settings().save();
+        }
+    }
+
+    // ----- chat and files ---------------------------------------------------
+
+    /// Sends the composer's text; false keeps it in the composer.
+    pub fn send_text(&mut self, text: &str) -> bool {
+        let Some((id, text)) = self.state.outgoing(text) else { return false };
+        let sent = self.engine.send_text(id, &text);
+        self.then_show(|c| match sent {
+            Ok(()) => {
+                c.state.sent(id, &text);
+                true
+            }
+            Err(e) => {
+                c.state.notice(id, copy::not_sent(&e.to_string()));
+                false
+            }
+        })
+    }
+
+    /// A path typed in the composer (when there is no file picker).
+    pub fn send_path(&mut self, path: &str) {
+        if let (Some(id), false) = (self.state.selected().map(|p| p.id), path.is_empty()) {
+            self.send_path_to(id, path.into());
+        }
+    }
+
+    fn send_path_to(&mut self, id: PeerId, path: std::path::PathBuf) {
+        if self.state.peer(id).is_some() {
+            self.engine.send_file(id, path);
+        }
+    }
+
+    /// The native file picker, for the selected peer.
+    pub fn pick_files(&mut self) {
+        if let Some(peer) = self.state.selected() {
+            self.shell.pick_files(peer.id);
+        }
+    }
+
+    pub fn accept(&mut self, transfer: TransferId, always: bool) {
+        let change = self.then_show(|c| c.state.accept(transfer, always));
+        self.accept_files_from(change);
+        self.engine.accept_file(transfer);
+    }
+
+    pub fn decline(&mut self, transfer: TransferId) {
+        self.engine.decline_file(transfer);
+    }
+
+    pub fn cancel(&mut self, transfer: TransferId) {
+        self.engine.cancel_file(transfer);
+    }
+
+    pub fn open_folder(&mut self, transfer: TransferId) {
+        if let Some((peer, file)) = self.state.received_file(transfer) {
+            self.shell.open_folder(peer, file.to_path_buf());
+        }
+    }
+
+    /// Writes a conversation to a text file the person picks.
+    pub fn save_chat(&mut self, id: PeerId) {
+        if let Some((text, name)) = self.state.chat_file(id) {
+            self.shell.save_chat(id, name, text, self.state.settings().downloads.clone());
+        }
+    }
+
+    // ----- settings ---------------------------------------------------------
+
+    pub fn save_settings(&mut self, name: &str, downloads: &str) -> Result<(), String> {
+        self.then_show(|c| c.state.change_settings(name, downloads))?;
+        self.state.settings().save();
+        self.engine.set_downloads(&self.state.settings().downloads);
+        Ok(())
+    }
+
+    pub fn pick_downloads(&mut self) {
+        self.shell.pick_downloads(self.state.settings().downloads.clone());
+    }
+
+    pub fn filter_known(&mut self, filter: &str) {
+        self.then_show(|c| c.state.filter_known(filter));
+    }
+}

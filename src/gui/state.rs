@@ -1,0 +1,609 @@
+//! The window's state without a window: every peersocket as the window
+//! shows it (list rows, the selection, each chat with its file cards,
+//! unread counts, drafts, key change warnings, trust), the remembered
+//! peers and their filter, and the settings the person saved.
+//!
+//! It applies the engine's [`Event`]s and the person's actions, and writes
+//! down what changed ([`Changes`]) for the adapters to show after each
+//! batch. It is plain Rust: nothing here imports Slint, touches the window
+//! or calls the engine, so it is tested by feeding it events (see
+//! `state/tests.rs`). The controller (`controller.rs`) calls the engine and
+//! tells this state the outcome; where the state decides something the
+//! engine must hear (a key whose files are accepted without asking), its
+//! method returns it.
+//!
+//! A display name is never an identity: what is shown about who is
+//! connected (key fingerprint, safety code, verified or not, a changed key)
+//! comes from the handshake the engine reports, and only the person's
+//! clicks (Mark verified, Trust new key) change it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::net::{frame, Event, KnownPeerInfo, PeerId, PeerIdentity, PeerState, Status, TransferId, Trust};
+
+use super::chatlog::{ChatLog, ChatRow, FileCard, FileState, Kind, Seq};
+use super::copy;
+use super::settings::Settings;
+
+/// Settings shows a search box for the known peers past this many (keep in
+/// step with `known-total > 4` in ui/views/dialogs.slint).
+pub const SEARCH_KNOWN_FROM: usize = 4;
+
+/// Chat rows kept per peersocket; older ones are dropped (with one line
+/// saying so), so a flooding peer cannot grow memory without bound.
+pub const CHAT_ROWS: usize = 5000;
+
+/// One peersocket as the window shows it.
+pub struct Peer {
+    pub id: PeerId,
+    /// Made by Listen (true) or Connect.
+    pub server: bool,
+    pub name: String,
+    pub status: Status,
+    /// Second line in the list.
+    pub detail: String,
+    /// Why the composer is disabled ("" when connected).
+    pub blocked: String,
+    /// Header subtitle.
+    pub subtitle: String,
+    /// Who is connected now, as the handshake proved it (None when nobody is).
+    pub identity: Option<PeerIdentity>,
+    /// A peer presented another key than before; shown until the person
+    /// trusts the new key or dismisses the warning.
+    pub key_change: Option<KeyChange>,
+    pub unread: u32,
+    pub chat: Rc<ChatLog>,
+    /// The last connected peer's key fingerprint, for "always accept".
+    peer_key: Option<String>,
+    /// The code a listener asks for, or a client proves.
+    pairing_code: Option<String>,
+    /// What was typed and not sent yet (while another peer is selected).
+    draft: String,
+    /// Chat row of each transfer, and where a received file went.
+    files: HashMap<TransferId, Seq>,
+    received: HashMap<TransferId, PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyChange {
+    pub peer_name: String,
+    pub address: SocketAddr,
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+}
+
+impl Peer {
+    /// How far the connected peer's key is trusted (None: nobody connected).
+    pub fn trust(&self) -> Option<Trust> {
+        self.identity.as_ref().map(|identity| identity.trust)
+    }
+
+    /// What the person should know, or do, about the connected key.
+    pub fn trust_note(&self) -> &'static str {
+        match &self.identity {
+            Some(identity) => copy::trust_note(identity.trust, self.pairing_code.is_some(), self.server),
+            None => "",
+        }
+    }
+
+    /// The key change warning ("" when there is none).
+    pub fn key_warning(&self) -> String {
+        let Some(c) = &self.key_change else { return String::new() };
+        copy::key_warning(&c.peer_name, c.address, &c.old_fingerprint, &c.new_fingerprint, self.server)
+    }
+}
+
+/// A remembered peer as Settings lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownRow {
+    /// Escaped.
+    pub name: String,
+    pub detail: String,
+    pub fingerprint: String,
+    pub verified: bool,
+    pub always_accept: bool,
+}
+
+/// A change to the "accept files from this key without asking" list, for
+/// the engine (which holds the policy) and the settings file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptFrom {
+    pub fingerprint: String,
+    pub accept: bool,
+}
+
+/// A row added to or removed from the peer list, by its index then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListChange {
+    Added(usize),
+    Removed(usize),
+}
+
+/// What changed since the adapters last looked, where looking at
+/// everything would cost. The peer list's rows, the chat header and the
+/// selected chat are small or keep their own record (the chat log's
+/// moves), so after every batch the adapters show them as they are: the
+/// peer list adapter compares each row and tells the view only of those
+/// that differ.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Rows added to or removed from the peer list, in order.
+    pub list: Vec<ListChange>,
+    /// The remembered peers, or the filter on them.
+    pub known: bool,
+    /// The display name or the downloads folder.
+    pub settings: bool,
+    /// Another peer was selected: its unsent text goes in the composer.
+    pub draft: Option<String>,
+}
+
+pub struct State {
+    peers: Vec<Peer>,
+    selected: Option<PeerId>,
+    settings: Settings,
+    /// The peers whose keys the engine remembers, as it last reported them.
+    known: Vec<KnownPeerInfo>,
+    /// What Settings' list of known peers is narrowed to (lowercase).
+    known_filter: String,
+    /// This computer's address as the window shows it (the person may pick
+    /// another), for "peers connect to …".
+    host_address: String,
+    /// No native file picker was found: the composer offers a path field.
+    pub file_picker_missing: bool,
+    /// No native folder picker was found: Settings says to type the path.
+    pub folder_picker_missing: bool,
+    changes: Changes,
+}
+
+impl State {
+    pub fn new(settings: Settings) -> State {
+        State {
+            peers: Vec::new(),
+            selected: None,
+            settings,
+            known: Vec::new(),
+            known_filter: String::new(),
+            host_address: String::new(),
+            file_picker_missing: false,
+            folder_picker_missing: false,
+            // At first everything is new to the window.
+            changes: Changes { known: true, settings: true, ..Changes::default() },
+        }
+    }
+
+    // ----- what the adapters read -------------------------------------------
+
+    /// What changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == id)
+    }
+
+    pub fn selected(&self) -> Option<&Peer> {
+        self.selected.and_then(|id| self.peer(id))
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// How many keys are remembered in all.
+    pub fn known_total(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Settings' list of remembered peers: newest first, names escaped,
+    /// narrowed by the filter while the search box shows.
+    pub fn known_rows(&self) -> Vec<KnownRow> {
+        // With fewer peers there is no search box, so a search typed
+        // earlier could not be cleared.
+        let filter = if self.known.len() > SEARCH_KNOWN_FROM { self.known_filter.as_str() } else { "" };
+        self.known
+            .iter()
+            .rev()
+            .filter(|k| known_matches(k, filter))
+            .map(|k| KnownRow {
+                name: crate::net::printable(&k.name).into_owned(),
+                detail: copy::known_detail(&k.fingerprint, k.address.as_deref()),
+                fingerprint: k.fingerprint.clone(),
+                verified: k.verified,
+                always_accept: self.settings.always_accept.contains(&k.fingerprint),
+            })
+            .collect()
+    }
+
+    /// Where a received file went.
+    pub fn received_file(&self, transfer: TransferId) -> Option<(PeerId, &Path)> {
+        self.peers.iter().find_map(|p| p.received.get(&transfer).map(|path| (p.id, path.as_path())))
+    }
+
+    /// A conversation as Save chat writes it, and the file name offered.
+    pub fn chat_file(&self, id: PeerId) -> Option<(String, String)> {
+        let peer = self.peer(id)?;
+        let who = peer.peer_key.as_deref().unwrap_or("peer");
+        let name = crate::files::names::safe_name(&copy::chat_file_name(&peer.name))
+            .unwrap_or_else(|_| copy::chat_file_name("").trim().to_owned());
+        Some((copy::chat_file(&peer.name, who, &peer.chat.rows()), name))
+    }
+
+    // ----- the person's actions ---------------------------------------------
+
+    /// The engine made a server peersocket bound to `bind`; it is selected.
+    pub fn listening(&mut self, id: PeerId, name: &str, bind: SocketAddr, code: Option<String>, draft: &str) {
+        self.add(id, true, name, copy::listening_soon(bind), code, draft);
+    }
+
+    /// The engine made a client peersocket; it is selected.
+    pub fn connecting(&mut self, id: PeerId, name: &str, remote: SocketAddr, code: Option<String>, draft: &str) {
+        self.add(id, false, name, copy::connecting_soon(remote), code, draft);
+    }
+
+    fn add(&mut self, id: PeerId, server: bool, name: &str, detail: String, code: Option<String>, draft: &str) {
+        self.peers.push(Peer {
+            id,
+            server,
+            name: name.to_owned(),
+            status: Status::Waiting,
+            blocked: detail.clone(),
+            subtitle: detail.clone(),
+            detail,
+            identity: None,
+            key_change: None,
+            unread: 0,
+            chat: Rc::new(ChatLog::new(CHAT_ROWS)),
+            peer_key: None,
+            pairing_code: code,
+            draft: String::new(),
+            files: HashMap::new(),
+            received: HashMap::new(),
+        });
+        self.changes.list.push(ListChange::Added(self.peers.len() - 1));
+        self.select(id, draft);
+    }
+
+    /// Selects a peersocket. `draft` is what the composer holds now: it
+    /// stays with the peer it was typed for.
+    pub fn select(&mut self, id: PeerId, draft: &str) {
+        let Some(i) = self.index(id) else { return };
+        if self.selected != Some(id) {
+            if let Some(old) = self.selected.and_then(|old| self.index(old)) {
+                self.peers[old].draft = draft.to_owned();
+            }
+            self.changes.draft = Some(std::mem::take(&mut self.peers[i].draft));
+            self.selected = Some(id);
+        }
+        self.peers[i].unread = 0;
+    }
+
+    /// Moves the selection up (-1) or down (+1) the list.
+    pub fn step(&mut self, by: i32, draft: &str) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let at = self.selected.and_then(|id| self.index(id)).map_or(-1, |i| i as i64);
+        let next = (at + i64::from(by)).clamp(0, self.peers.len() as i64 - 1) as usize;
+        self.select(self.peers[next].id, draft);
+    }
+
+    /// The engine took the new name.
+    pub fn renamed(&mut self, id: PeerId, name: &str) {
+        if let Some(i) = self.index(id) {
+            self.peers[i].name = name.to_owned();
+        }
+    }
+
+    /// Disconnect was asked for; the engine reports the end.
+    pub fn disconnecting(&mut self, id: PeerId) {
+        if let Some(peer) = self.peer_mut(id).filter(|p| p.status != Status::Lost) {
+            peer.blocked = copy::DISCONNECTING.into();
+        }
+    }
+
+    /// Whether there is a connected key to mark verified (or not).
+    pub fn can_verify(&self, id: PeerId) -> bool {
+        self.peer(id).is_some_and(|p| p.identity.is_some())
+    }
+
+    /// After a key change: the person accepts the peer's new key. True when
+    /// there was a change to accept (the engine is then told).
+    pub fn trust_new_key(&mut self, id: PeerId) -> bool {
+        let Some(i) = self.index(id) else { return false };
+        let Some(change) = self.peers[i].key_change.take() else { return false };
+        let line = copy::trusted_new_key(&change.peer_name, &change.new_fingerprint, self.peers[i].server);
+        self.system(i, line);
+        true
+    }
+
+    /// Hides a key change warning without trusting the new key.
+    pub fn dismiss_key_warning(&mut self, id: PeerId) {
+        if let Some(i) = self.index(id) {
+            self.peers[i].key_change = None;
+        }
+    }
+
+    /// The composer's text as it is to be sent to the selected peer, or
+    /// None (nothing selected, nothing but blank lines).
+    pub fn outgoing(&self, text: &str) -> Option<(PeerId, String)> {
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            return None;
+        }
+        Some((self.selected?, text.to_owned()))
+    }
+
+    /// The engine took a message.
+    pub fn sent(&mut self, id: PeerId, text: &str) {
+        if let Some(i) = self.index(id) {
+            self.peers[i].chat.push(ChatRow::new(Kind::Mine, text));
+        }
+    }
+
+    /// A line from the window itself in a peersocket's chat ("Not sent: …",
+    /// a saved chat).
+    pub fn notice(&mut self, id: PeerId, text: String) {
+        if let Some(i) = self.index(id) {
+            self.system(i, text);
+        }
+    }
+
+    /// Accepts an offer; with `always`, this peer's files are accepted
+    /// without asking from now on (returned, for the engine).
+    pub fn accept(&mut self, transfer: TransferId, always: bool) -> Option<AcceptFrom> {
+        let key = self.peers.iter().find(|p| p.files.contains_key(&transfer)).and_then(|p| p.peer_key.clone());
+        self.update_file(transfer, |card| {
+            card.state = FileState::Running;
+            card.detail = copy::STARTING.into();
+        });
+        if !always {
+            return None;
+        }
+        self.set_always_accept(&key?, true)
+    }
+
+    /// One key's files accepted without asking, or asked about again.
+    /// Returns the change, if it is one.
+    pub fn set_always_accept(&mut self, fingerprint: &str, always: bool) -> Option<AcceptFrom> {
+        let has = self.settings.always_accept.iter().any(|k| k == fingerprint);
+        if has == always {
+            return None;
+        }
+        if always {
+            self.settings.always_accept.push(fingerprint.to_owned());
+        } else {
+            self.settings.always_accept.retain(|k| k != fingerprint);
+        }
+        self.changes.known = true;
+        Some(AcceptFrom { fingerprint: fingerprint.to_owned(), accept: always })
+    }
+
+    /// The engine forgets a key: a peer still connected with it is no
+    /// longer verified, and its files are asked about again.
+    pub fn forget_key(&mut self, fingerprint: &str) -> Option<AcceptFrom> {
+        for i in 0..self.peers.len() {
+            let Some(identity) = self.peers[i].identity.as_mut() else { continue };
+            if identity.fingerprint == fingerprint {
+                identity.trust = Trust::New;
+                self.system(i, copy::forgot_key(fingerprint));
+            }
+        }
+        self.set_always_accept(fingerprint, false)
+    }
+
+    /// Settings' Save: checks the form, then keeps it (the caller saves the
+    /// file and tells the engine the downloads folder).
+    pub fn change_settings(&mut self, name: &str, downloads: &str) -> Result<(), String> {
+        let name = name.trim();
+        frame::check_name(name).map_err(|why| copy::bad_display_name(&why))?;
+        let downloads = downloads.trim();
+        if downloads.is_empty() {
+            return Err(copy::NO_DOWNLOADS.into());
+        }
+        self.settings.display_name = name.to_owned();
+        self.settings.downloads = PathBuf::from(downloads);
+        self.changes.settings = true;
+        Ok(())
+    }
+
+    /// Shows only the remembered peers whose name, key or address contains
+    /// `filter` (any case; "" shows them all).
+    pub fn filter_known(&mut self, filter: &str) {
+        self.known_filter = filter.trim().to_lowercase();
+        self.changes.known = true;
+    }
+
+    /// The address the window shows for this computer.
+    pub fn set_host_address(&mut self, address: &str) {
+        address.clone_into(&mut self.host_address);
+    }
+
+    // ----- events from the engine -------------------------------------------
+
+    pub fn apply(&mut self, event: Event) {
+        if let Event::KnownPeers { peers } = event {
+            self.known = peers;
+            self.changes.known = true;
+            return;
+        }
+        let Some(i) = event.id().and_then(|id| self.index(id)) else { return };
+        match event {
+            Event::State { state, .. } => self.state(i, state),
+            Event::Message { text, .. } => {
+                self.peers[i].chat.push(ChatRow::new(Kind::Theirs, copy::message(&text)));
+                self.count_unread(i);
+            }
+            Event::Error { reason, .. } => self.system(i, reason),
+            Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => {
+                let server = self.peers[i].server;
+                self.system(i, copy::key_changed_line(&peer_name, address, &old_fingerprint, &new_fingerprint, server));
+                self.peers[i].key_change = Some(KeyChange { peer_name, address, old_fingerprint, new_fingerprint });
+            }
+            Event::Trust { trust, .. } => {
+                let Some(identity) = self.peers[i].identity.as_mut() else { return };
+                identity.trust = trust;
+                let line = copy::marked(&identity.fingerprint, trust.is_verified());
+                self.system(i, line);
+            }
+            Event::KnownPeers { .. } => {} // taken above
+            Event::Renamed { name, .. } => {
+                self.peers[i].name = name;
+            }
+            Event::Removed { id } => {
+                self.peers.remove(i);
+                self.changes.list.push(ListChange::Removed(i));
+                if self.selected == Some(id) {
+                    self.selected = None;
+                }
+            }
+            Event::FileOutgoing { transfer, name, size, .. } => self.add_file(i, transfer, &name, size, false),
+            Event::FileIncoming { transfer, name, size, refused, accepted, .. } => {
+                self.add_file(i, transfer, &name, size, true);
+                if let Some(reason) = refused {
+                    // Already declined: never shown with Accept, even for a
+                    // moment; the failure that follows says why.
+                    self.update_file(transfer, |card| {
+                        card.state = FileState::Failed;
+                        card.detail = reason;
+                    });
+                } else if accepted {
+                    // The engine accepted it (files from this key are
+                    // accepted without asking): never shown with Accept.
+                    self.update_file(transfer, |card| {
+                        card.state = FileState::Running;
+                        card.detail = copy::STARTING.into();
+                    });
+                } else {
+                    self.count_unread(i);
+                }
+            }
+            Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, .. } => {
+                self.update_file(transfer, |card| {
+                    card.state = FileState::Running;
+                    card.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
+                    card.detail = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
+                });
+            }
+            Event::FileSent { transfer, .. } => self.update_file(transfer, |card| {
+                card.state = FileState::Done;
+                card.progress = 1.0;
+                card.detail = copy::SENT_AND_VERIFIED.into();
+            }),
+            Event::FileReceived { transfer, path, .. } => {
+                let detail = copy::saved_as(&path);
+                self.peers[i].received.insert(transfer, path);
+                self.update_file(transfer, |card| {
+                    card.state = FileState::Done;
+                    card.progress = 1.0;
+                    card.detail = detail;
+                });
+            }
+            Event::FileFailed { transfer, name, reason, .. } => {
+                if !self.peers[i].files.contains_key(&transfer) {
+                    self.add_file(i, transfer, &name, 0, false);
+                }
+                self.update_file(transfer, |card| {
+                    card.state = FileState::Failed;
+                    card.detail = reason;
+                });
+            }
+        }
+    }
+
+    fn state(&mut self, i: usize, state: PeerState) {
+        let peer = &mut self.peers[i];
+        let lines = match &state {
+            PeerState::Listening { local } => {
+                copy::listening(*local, &copy::reach(*local, &self.host_address), peer.pairing_code.as_deref())
+            }
+            PeerState::Connecting { remote } => {
+                // A client tries again: a key change is reported afresh if
+                // the key is still not the one remembered.
+                peer.key_change = None;
+                copy::connecting(*remote)
+            }
+            PeerState::Connected { peer_name, peer_addr, peer: identity, .. } => {
+                peer.peer_key = Some(identity.fingerprint.clone());
+                // A peer with a key we trust got through.
+                peer.key_change = None;
+                copy::connected(peer_name, *peer_addr, identity)
+            }
+            PeerState::Lost { .. } if !peer.server && peer.key_change.is_some() => copy::stopped_by_key_change(),
+            PeerState::Lost { reason, .. } => copy::lost(reason, peer.server),
+        };
+        peer.status = state.status();
+        peer.identity = match state {
+            PeerState::Connected { peer, .. } => Some(peer),
+            _ => None,
+        };
+        peer.detail = lines.detail;
+        peer.blocked = lines.blocked;
+        peer.subtitle = lines.subtitle;
+        self.system(i, lines.line);
+    }
+
+    // ----- helpers ----------------------------------------------------------
+
+    fn index(&self, id: PeerId) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| p.id == id)
+    }
+
+    /// Something new to read in a chat that is not the one shown.
+    fn count_unread(&mut self, i: usize) {
+        if self.selected != Some(self.peers[i].id) {
+            self.peers[i].unread = self.peers[i].unread.saturating_add(1);
+        }
+    }
+
+    fn system(&mut self, i: usize, text: String) {
+        self.peers[i].chat.push(ChatRow::new(Kind::System, text));
+    }
+
+    fn add_file(&mut self, i: usize, transfer: TransferId, name: &str, size: u64, incoming: bool) {
+        let peer = &mut self.peers[i];
+        // Forget transfers whose cards were dropped from the chat, so these
+        // maps stay as bounded as the chat.
+        let chat = peer.chat.clone();
+        peer.files.retain(|_, seq| chat.holds(*seq));
+        let files = &peer.files;
+        peer.received.retain(|t, _| files.contains_key(t));
+        let card =
+            FileCard { transfer, incoming, size, progress: 0.0, detail: String::new(), state: FileState::Offered };
+        let seq = peer.chat.push(ChatRow::new(Kind::File(card), name));
+        peer.files.insert(transfer, seq);
+    }
+
+    fn update_file(&mut self, transfer: TransferId, change: impl FnOnce(&mut FileCard)) {
+        let Some(peer) = self.peers.iter().find(|p| p.files.contains_key(&transfer)) else { return };
+        peer.chat.update(peer.files[&transfer], |row| {
+            if let Kind::File(card) = &mut row.kind {
+                change(card);
+            }
+        });
+    }
+}
+
+/// Whether a remembered peer's name, key or address contains `filter`
+/// (already lowercase; "" matches every peer).
+fn known_matches(peer: &KnownPeerInfo, filter: &str) -> bool {
+    filter.is_empty()
+        || [Some(&peer.name), Some(&peer.fingerprint), peer.address.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|text| text.to_lowercase().contains(filter))
+}
+
+#[cfg(test)]
+mod tests;
