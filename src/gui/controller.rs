@@ -154,10 +154,8 @@ impl Controller {
         let remote = parse_form(name, address, port, false)?;
         let code = parse_code(code, false)?;
         let name = name.trim();
-        let id = self
-            .engine
-            .connect_with_code(name, remote, code.as_deref())
-            .map_err(|e| copy::refused(&e.to_string()))?;
+        let id =
+            self.engine.connect_with_code(name, remote, code.as_deref()).map_err(|e| copy::refused(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.connecting(id, name, remote, code, &draft));
         Ok(())

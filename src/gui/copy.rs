@@ -306,8 +306,7 @@ pub fn not_a_port(typed: &str) -> String {
     format!("Port: '{typed}' is not a number from 1 to 65535.")
 }
 
-pub const NO_PAIRING_CODE: &str =
-    "Pairing code: type a code for your peer, or untick \"Require a pairing code\".";
+pub const NO_PAIRING_CODE: &str = "Pairing code: type a code for your peer, or untick \"Require a pairing code\".";
 
 pub fn bad_pairing_code(why: &str) -> String {
     format!("Pairing code: {why}.")
@@ -318,7 +317,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -174,4 +174,3 @@ fn report_first_frame(window: &AppWindow, launched: std::time::Instant) {
         slint::Timer::single_shot(std::time::Duration::ZERO, move || report("first tick"));
     }
 }
-

@@ -22,16 +22,31 @@ const REPORTS_QUEUED: usize = 64;
 pub enum Report {
     /// Files picked to send to `peer` (the picker may close after the
     /// person selected another peersocket).
-    FilesPicked { peer: PeerId, paths: Vec<PathBuf> },
+    FilesPicked {
+        peer: PeerId,
+        paths: Vec<PathBuf>,
+    },
     /// There is no native file picker: the composer offers a path field.
     NoFilePicker,
     DownloadsPicked(PathBuf),
     NoFolderPicker,
     /// `picked`: where the person chose; otherwise the downloads folder,
     /// for want of a picker.
-    ChatSaved { peer: PeerId, path: PathBuf, picked: bool },
-    ChatNotSaved { peer: PeerId, path: PathBuf, why: String },
-    FolderNotOpened { peer: PeerId, folder: PathBuf, why: String },
+    ChatSaved {
+        peer: PeerId,
+        path: PathBuf,
+        picked: bool,
+    },
+    ChatNotSaved {
+        peer: PeerId,
+        path: PathBuf,
+        why: String,
+    },
+    FolderNotOpened {
+        peer: PeerId,
+        folder: PathBuf,
+        why: String,
+    },
 }
 
 /// Starts the workers; each holds a sender.
@@ -96,8 +111,11 @@ impl Shell {
     /// yet taken.
     pub fn save_chat(&self, peer: PeerId, name: String, text: String, fallback: PathBuf) {
         self.spawn("peerconn-save", move || {
-            let picked =
-                native_dialog::DialogBuilder::file().set_title("Save chat").set_filename(&name).save_single_file().show();
+            let picked = native_dialog::DialogBuilder::file()
+                .set_title("Save chat")
+                .set_filename(&name)
+                .save_single_file()
+                .show();
             let (path, picked) = match picked {
                 Ok(Some(path)) => (path, true),
                 Ok(None) => return None,
@@ -106,7 +124,8 @@ impl Shell {
                     (free_name(&fallback, &name)?, false)
                 }
             };
-            let written = std::fs::create_dir_all(path.parent().unwrap_or(&path)).and_then(|_| std::fs::write(&path, text));
+            let written =
+                std::fs::create_dir_all(path.parent().unwrap_or(&path)).and_then(|_| std::fs::write(&path, text));
             Some(match written {
                 Ok(()) => {
                     log::info!("chat saved as {}", path.display());

@@ -1,1 +1,447 @@
+//! The window's behaviour, told through the state alone: engine events go
+//! in, and what a person would see comes out. No window, no engine.
+
+use std::time::Duration;
+
 use super::*;
+use crate::net::{EndKind, FailKind};
+
+const DEN: PeerId = PeerId(1);
+const STUDY: PeerId = PeerId(2);
+const OFFER: TransferId = TransferId(7);
+
+fn settings() -> Settings {
+    Settings { display_name: "me".into(), downloads: PathBuf::from("/tmp/downloads"), always_accept: Vec::new() }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A state with one client peersocket, "Den", selected.
+fn with_den() -> State {
+    let mut state = State::new(settings());
+    state.connecting(DEN, "Den", addr("192.168.1.20:50000"), None, "");
+    state.take_changes();
+    state
+}
+
+fn identity(fingerprint: &str, trust: Trust) -> PeerIdentity {
+    PeerIdentity { key: [7; 32], fingerprint: fingerprint.into(), safety_code: "1234 5678 9012".into(), trust }
+}
+
+fn connected(id: PeerId, fingerprint: &str) -> Event {
+    let state = PeerState::Connected {
+        peer_name: "bob".into(),
+        peer_addr: addr("192.168.1.20:50000"),
+        local_addr: addr("192.168.1.7:41000"),
+        peer: identity(fingerprint, Trust::New),
+    };
+    Event::State { id, state }
+}
+
+fn lost(id: PeerId, reason: &str) -> Event {
+    Event::State { id, state: PeerState::Lost { reason: reason.into(), clean: false, kind: EndKind::TimedOut } }
+}
+
+fn offer(id: PeerId, refused: Option<&str>, accepted: bool) -> Event {
+    let refused = refused.map(str::to_owned);
+    Event::FileIncoming { id, transfer: OFFER, name: "holiday.zip".into(), size: 3_000_000, refused, accepted }
+}
+
+fn message(id: PeerId, text: &str) -> Event {
+    Event::Message { id, text: text.into() }
+}
+
+fn peer(state: &State, id: PeerId) -> &Peer {
+    state.peer(id).expect("the peersocket")
+}
+
+fn lines(state: &State, id: PeerId) -> Vec<String> {
+    peer(state, id).chat.rows().into_iter().filter(|r| r.kind == Kind::System).map(|r| r.text).collect()
+}
+
+fn last_line(state: &State, id: PeerId) -> String {
+    lines(state, id).pop().unwrap_or_default()
+}
+
+/// The card of the offer, as it is now.
+fn card(state: &State, id: PeerId) -> FileCard {
+    let rows = peer(state, id).chat.rows();
+    rows.iter().find_map(|r| r.file().filter(|f| f.transfer == OFFER).cloned()).expect("a card for the offer")
+}
+
+#[test]
+fn a_connect_then_a_loss_turns_the_peer_green_then_red_with_the_reason() {
+    let mut state = with_den();
+    assert_eq!(peer(&state, DEN).status, Status::Waiting);
+    assert_eq!(peer(&state, DEN).detail, "connecting to 192.168.1.20:50000…");
+
+    state.apply(connected(DEN, "0182-0015"));
+    let den = peer(&state, DEN);
+    assert_eq!(den.status, Status::Connected);
+    assert_eq!(den.detail, "bob · 192.168.1.20:50000");
+    assert_eq!(den.blocked, "", "the composer is enabled while connected");
+    assert_eq!(den.trust(), Some(Trust::New));
+    assert!(last_line(&state, DEN).contains("Safety code: 1234 5678 9012"), "{}", last_line(&state, DEN));
+
+    state.apply(lost(DEN, "the peer stopped answering."));
+    let den = peer(&state, DEN);
+    assert_eq!(den.status, Status::Lost);
+    assert_eq!(den.detail, "the peer stopped answering");
+    assert_eq!(den.trust(), None, "nobody is connected, so no key is shown");
+    assert_eq!(den.subtitle, "inactive: the peer stopped answering");
+    assert!(den.blocked.contains("choose Reconnect"), "{}", den.blocked);
+    assert_eq!(last_line(&state, DEN), "Connection ended: the peer stopped answering.");
+}
+
+#[test]
+fn a_listener_on_every_address_says_where_peers_reach_it_and_asks_for_its_code() {
+    let mut state = State::new(settings());
+    state.listening(DEN, "Den", addr("0.0.0.0:50000"), Some("4821-0937".into()), "");
+    state.set_host_address("192.168.1.7");
+    state.apply(Event::State { id: DEN, state: PeerState::Listening { local: addr("0.0.0.0:50000") } });
+    let den = peer(&state, DEN);
+    assert_eq!(den.detail, "waiting on 0.0.0.0:50000 · code 4821-0937");
+    assert_eq!(
+        den.subtitle,
+        "listening on 0.0.0.0:50000 (peers connect to 192.168.1.7:50000) · pairing code 4821-0937"
+    );
+    assert!(last_line(&state, DEN).contains("Only a peer that types the pairing code 4821-0937"));
+    // A lost listener is started again with Listen again.
+    state.apply(lost(DEN, "the peer closed the connection"));
+    assert!(peer(&state, DEN).blocked.contains("choose Listen again"));
+}
+
+#[test]
+fn an_offer_accepted_shows_its_progress_then_where_it_was_saved() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    state.apply(offer(DEN, None, false));
+    let offered = card(&state, DEN);
+    assert_eq!(offered.state, FileState::Offered, "the person is asked");
+    assert!(offered.incoming);
+
+    assert_eq!(state.accept(OFFER, false), None, "accepting once changes no policy");
+    assert_eq!(card(&state, DEN).state, FileState::Running);
+    assert_eq!(card(&state, DEN).detail, "starting…");
+
+    let progress = |bytes, bytes_per_sec, eta| Event::FileProgress {
+        id: DEN,
+        transfer: OFFER,
+        bytes,
+        total: 3_000_000,
+        bytes_per_sec,
+        eta,
+    };
+    state.apply(progress(0, 0, None));
+    assert_eq!(card(&state, DEN).detail, "starting…", "the first reading has no speed yet");
+    state.apply(progress(1_500_000, 1_000_000, Some(Duration::from_secs(90))));
+    let running = card(&state, DEN);
+    assert_eq!(running.progress, 0.5);
+    assert!(running.detail.ends_with("/s · 1 min 30 s left"), "{}", running.detail);
+
+    let path = PathBuf::from("/tmp/downloads/holiday.zip");
+    let received = Event::FileReceived {
+        id: DEN,
+        transfer: OFFER,
+        name: "holiday.zip".into(),
+        path: path.clone(),
+        size: 3_000_000,
+        blake3: "ab".into(),
+    };
+    state.apply(received);
+    let done = card(&state, DEN);
+    assert_eq!((done.state, done.progress), (FileState::Done, 1.0));
+    assert_eq!(done.detail, "Saved as /tmp/downloads/holiday.zip");
+    assert_eq!(state.received_file(OFFER), Some((DEN, path.as_path())), "Open folder knows where it is");
+}
+
+#[test]
+fn a_file_sent_ends_verified_by_the_peer_and_a_failed_one_says_why() {
+    let mut state = with_den();
+    state.apply(Event::FileOutgoing { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10 });
+    assert_eq!(card(&state, DEN).state, FileState::Offered);
+    assert!(!card(&state, DEN).incoming, "waiting for the peer to accept");
+    state.apply(Event::FileSent { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10 });
+    assert_eq!(card(&state, DEN).state, FileState::Done);
+    assert_eq!(card(&state, DEN).detail, "Sent and verified by the peer.");
+
+    // A failure for a file never offered (it could not be opened) still
+    // gets a card, with the reason.
+    let failed = Event::FileFailed {
+        id: DEN,
+        transfer: TransferId(8),
+        name: "gone.txt".into(),
+        kind: FailKind::Source,
+        reason: "cannot open gone.txt".into(),
+    };
+    state.apply(failed);
+    let rows = peer(&state, DEN).chat.rows();
+    let gone = rows.iter().find(|r| r.text == "gone.txt").and_then(ChatRow::file).expect("a card");
+    assert_eq!((gone.state, gone.detail.as_str()), (FileState::Failed, "cannot open gone.txt"));
+}
+
+#[test]
+fn an_offer_the_engine_accepted_by_itself_is_never_shown_with_accept() {
+    let mut state = with_den();
+    state.apply(offer(DEN, None, true));
+    assert_eq!(card(&state, DEN).state, FileState::Running);
+    assert_eq!(card(&state, DEN).detail, "starting…");
+}
+
+#[test]
+fn a_refused_offer_is_never_shown_with_accept_and_says_why() {
+    let mut state = with_den();
+    let why = "declined: not enough free space in the downloads folder";
+    state.apply(offer(DEN, Some(why), false));
+    let refused = card(&state, DEN);
+    assert_eq!((refused.state, refused.detail.as_str()), (FileState::Failed, why));
+}
+
+#[test]
+fn always_accept_on_an_offer_saves_the_peers_key_and_tells_the_engine_once() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    state.apply(offer(DEN, None, false));
+    let change = state.accept(OFFER, true);
+    assert_eq!(change, Some(AcceptFrom { fingerprint: "0182-0015".into(), accept: true }));
+    assert_eq!(state.settings().always_accept, ["0182-0015"]);
+    // Ticking it again for the next offer is no change.
+    assert_eq!(state.accept(OFFER, true), None);
+    assert_eq!(state.set_always_accept("0182-0015", true), None);
+    // Settings unticks it.
+    let change = state.set_always_accept("0182-0015", false);
+    assert_eq!(change, Some(AcceptFrom { fingerprint: "0182-0015".into(), accept: false }));
+    assert!(state.settings().always_accept.is_empty());
+}
+
+#[test]
+fn a_key_change_warns_until_trust_new_key_and_then_says_so() {
+    let mut state = with_den();
+    let changed = Event::KeyChanged {
+        id: DEN,
+        peer_name: "bob".into(),
+        address: addr("192.168.1.20:50000"),
+        old_fingerprint: "0182-0015".into(),
+        new_fingerprint: "7589-f6e1".into(),
+    };
+    state.apply(changed);
+    state.apply(lost(DEN, "the peer's key changed"));
+    let den = peer(&state, DEN);
+    assert!(den.key_change.is_some());
+    assert_eq!(den.detail, "stopped: the peer's key changed");
+    assert!(den.key_warning().contains("now has the key 7589-f6e1, not 0182-0015"), "{}", den.key_warning());
+    assert!(lines(&state, DEN).iter().any(|l| l.starts_with("⚠ Key changed: \"bob\"")));
+
+    assert!(state.trust_new_key(DEN), "the engine is told");
+    assert!(peer(&state, DEN).key_change.is_none());
+    assert_eq!(peer(&state, DEN).key_warning(), "");
+    assert!(last_line(&state, DEN).starts_with("You trusted the new key 7589-f6e1 for \"bob\". PeerConn reconnects."));
+    assert!(!state.trust_new_key(DEN), "nothing left to trust");
+}
+
+#[test]
+fn dismissing_a_key_warning_hides_it_without_trusting_the_key() {
+    let mut state = with_den();
+    let changed = Event::KeyChanged {
+        id: DEN,
+        peer_name: "bob".into(),
+        address: addr("192.168.1.20:50000"),
+        old_fingerprint: "0182-0015".into(),
+        new_fingerprint: "7589-f6e1".into(),
+    };
+    state.apply(changed);
+    state.dismiss_key_warning(DEN);
+    assert!(peer(&state, DEN).key_change.is_none());
+    assert!(!state.trust_new_key(DEN), "a dismissed change is not trusted later by accident");
+}
+
+#[test]
+fn marking_verified_is_shown_once_the_engine_confirms_it() {
+    let mut state = with_den();
+    assert!(!state.can_verify(DEN), "nobody connected: nothing to verify");
+    state.apply(connected(DEN, "0182-0015"));
+    assert!(state.can_verify(DEN));
+    assert!(peer(&state, DEN).trust_note().starts_with("First time this key connects."));
+    state.apply(Event::Trust { id: DEN, trust: Trust::Verified });
+    assert_eq!(peer(&state, DEN).trust(), Some(Trust::Verified));
+    assert_eq!(peer(&state, DEN).trust_note(), "You verified this key by comparing the safety code.");
+    assert_eq!(last_line(&state, DEN), "You marked the key 0182-0015 verified.");
+}
+
+#[test]
+fn messages_to_an_unselected_peer_count_as_unread_until_it_is_selected() {
+    let mut state = with_den();
+    state.connecting(STUDY, "Study", addr("10.0.0.9:50000"), None, "");
+    assert_eq!(state.selected().map(|p| p.id), Some(STUDY), "a new peersocket is selected");
+    state.apply(message(DEN, "one"));
+    state.apply(message(DEN, "two"));
+    state.apply(offer(DEN, None, false));
+    state.apply(message(STUDY, "seen"));
+    assert_eq!(peer(&state, DEN).unread, 3, "messages and offers to answer count");
+    assert_eq!(peer(&state, STUDY).unread, 0, "the chat on screen has nothing unread");
+
+    state.select(DEN, "");
+    assert_eq!(peer(&state, DEN).unread, 0);
+    // Offers nobody needs to answer are not unread.
+    state.select(STUDY, "");
+    state.apply(Event::FileIncoming {
+        id: DEN,
+        transfer: TransferId(9),
+        name: "a".into(),
+        size: 1,
+        refused: Some("declined".into()),
+        accepted: false,
+    });
+    state.apply(Event::FileIncoming {
+        id: DEN,
+        transfer: TransferId(10),
+        name: "b".into(),
+        size: 1,
+        refused: None,
+        accepted: true,
+    });
+    assert_eq!(peer(&state, DEN).unread, 0);
+}
+
+#[test]
+fn each_peer_keeps_its_own_draft() {
+    let mut state = with_den();
+    state.connecting(STUDY, "Study", addr("10.0.0.9:50000"), None, "half a thought for the den");
+    // The composer is emptied for the new peersocket.
+    assert_eq!(state.take_changes().draft.as_deref(), Some(""));
+    state.select(DEN, "for the study");
+    assert_eq!(state.take_changes().draft.as_deref(), Some("half a thought for the den"));
+    state.step(1, "the den again");
+    assert_eq!(state.selected().map(|p| p.id), Some(STUDY));
+    assert_eq!(state.take_changes().draft.as_deref(), Some("for the study"));
+    // Selecting the peer already selected leaves the composer alone.
+    state.select(STUDY, "still typing");
+    assert_eq!(state.take_changes().draft, None);
+}
+
+#[test]
+fn the_arrow_keys_move_the_selection_within_the_list() {
+    let mut state = with_den();
+    state.connecting(STUDY, "Study", addr("10.0.0.9:50000"), None, "");
+    state.step(1, "");
+    assert_eq!(state.selected().map(|p| p.id), Some(STUDY), "the last stays selected");
+    state.step(-1, "");
+    state.step(-1, "");
+    assert_eq!(state.selected().map(|p| p.id), Some(DEN), "the first stays selected");
+}
+
+#[test]
+fn a_message_is_sent_as_typed_less_its_trailing_newlines() {
+    let state = with_den();
+    assert_eq!(state.outgoing("hi\nthere\n\r\n"), Some((DEN, "hi\nthere".into())));
+    assert_eq!(state.outgoing(" \n"), None, "blank lines are not sent");
+    assert_eq!(State::new(settings()).outgoing("hi"), None, "nobody selected");
+}
+
+#[test]
+fn a_removed_peer_leaves_the_list_and_the_selection() {
+    let mut state = with_den();
+    state.connecting(STUDY, "Study", addr("10.0.0.9:50000"), None, "");
+    assert_eq!(state.take_changes().list, [ListChange::Added(1)]);
+    state.apply(Event::Removed { id: STUDY });
+    assert_eq!(state.take_changes().list, [ListChange::Removed(1)]);
+    assert!(state.selected().is_none());
+    assert_eq!(state.peers().len(), 1);
+    // Events for a peersocket that is gone change nothing.
+    state.apply(message(STUDY, "late"));
+    assert_eq!(state.peers().len(), 1);
+}
+
+#[test]
+fn forgetting_a_key_unverifies_a_connected_peer_and_stops_accepting_its_files() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    state.apply(Event::Trust { id: DEN, trust: Trust::Verified });
+    state.set_always_accept("0182-0015", true);
+    let change = state.forget_key("0182-0015");
+    assert_eq!(change, Some(AcceptFrom { fingerprint: "0182-0015".into(), accept: false }));
+    assert_eq!(peer(&state, DEN).trust(), Some(Trust::New));
+    assert!(last_line(&state, DEN).starts_with("You forgot the key 0182-0015"));
+}
+
+fn known(name: &str, fingerprint: &str, address: Option<&str>) -> KnownPeerInfo {
+    KnownPeerInfo {
+        name: name.into(),
+        address: address.map(str::to_owned),
+        fingerprint: fingerprint.into(),
+        verified: false,
+    }
+}
+
+#[test]
+fn known_peers_are_found_by_name_key_or_address_in_any_case() {
+    let dad = KnownPeerInfo {
+        name: "Dad's Laptop".into(),
+        address: Some("192.168.1.44:50000".into()),
+        fingerprint: "0182-0015-c0b4-fd3d-ef77".into(),
+        verified: true,
+    };
+    let nas = known("NAS", "7589-f6e1", None);
+    for filter in ["", "laptop", "dad's", "c0b4-fd3d", "192.168.1.4", ":50000"] {
+        assert!(known_matches(&dad, filter), "{filter:?}");
+    }
+    for filter in ["zebra", "laptops", "192.168.1.45"] {
+        assert!(!known_matches(&dad, filter), "{filter:?}");
+    }
+    // No address: only the name and key are searched.
+    assert!(known_matches(&nas, "nas") && known_matches(&nas, "f6e1") && !known_matches(&nas, "192"));
+}
+
+#[test]
+fn known_peers_are_listed_newest_first_and_filtered_only_while_the_search_box_shows() {
+    let mut state = State::new(settings());
+    let few: Vec<KnownPeerInfo> =
+        (0..SEARCH_KNOWN_FROM).map(|n| known(&format!("peer {n}"), &format!("{n}"), None)).collect();
+    state.apply(Event::KnownPeers { peers: few.clone() });
+    state.filter_known("Peer 2");
+    assert!(state.take_changes().known);
+    assert_eq!(state.known_rows().len(), SEARCH_KNOWN_FROM, "no search box, so no filter");
+    assert_eq!(state.known_rows()[0].name, format!("peer {}", SEARCH_KNOWN_FROM - 1), "newest first");
+
+    let mut more = few;
+    more.push(known("bob\u{202e}", "b568", Some("192.168.1.7:50000")));
+    state.apply(Event::KnownPeers { peers: more });
+    let rows = state.known_rows();
+    assert_eq!(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["peer 2"]);
+    state.filter_known("");
+    let bob = &state.known_rows()[0];
+    assert!(!bob.name.contains('\u{202e}'), "names are escaped");
+    assert_eq!(bob.detail, "key b568 · at 192.168.1.7:50000");
+    assert_eq!(state.known_total(), SEARCH_KNOWN_FROM + 1);
+}
+
+#[test]
+fn settings_are_kept_only_when_the_form_is_right() {
+    let mut state = State::new(settings());
+    state.take_changes();
+    assert!(state.change_settings("", "/tmp").unwrap_err().starts_with("Display name:"));
+    assert_eq!(state.change_settings("me", "  ").unwrap_err(), "Downloads folder: choose a folder.");
+    assert!(!state.take_changes().settings);
+    state.change_settings(" den ", " /srv/in ").unwrap();
+    assert_eq!(state.settings().display_name, "den");
+    assert_eq!(state.settings().downloads, PathBuf::from("/srv/in"));
+    assert!(state.take_changes().settings);
+}
+
+#[test]
+fn a_peers_message_is_shown_escaped_and_saved_with_their_key() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    state.apply(message(DEN, "evil\u{202e}txt.exe\nsecond line"));
+    state.sent(DEN, "mine");
+    let rows = peer(&state, DEN).chat.rows();
+    let theirs = rows.iter().find(|r| r.kind == Kind::Theirs).unwrap();
+    assert!(!theirs.text.contains('\u{202e}') && theirs.text.contains('\n'), "{:?}", theirs.text);
+    let (text, name) = state.chat_file(DEN).unwrap();
+    assert_eq!(name, "Den chat.txt");
+    assert!(text.contains("] 0182-0015: evil"), "{text}");
+    assert!(text.contains("\n    second line\n"), "{text}");
+    assert!(text.contains("] me: mine\n"), "{text}");
+}
