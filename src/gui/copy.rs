@@ -267,6 +267,11 @@ pub fn folder_not_opened(folder: &Path, why: &str) -> String {
     format!("The folder {} could not be opened: {why}.", folder.display())
 }
 
+/// The native pickers' titles.
+pub const PICK_FILES: &str = "Send files";
+pub const PICK_DOWNLOADS: &str = "Downloads folder";
+pub const SAVE_CHAT: &str = "Save chat";
+
 pub const NO_FOLDER_PICKER: &str = "No folder picker was found (zenity or kdialog): type the folder's path.";
 
 // ----- forms ------------------------------------------------------------------

@@ -12,7 +12,8 @@ pub struct Settings {
     /// The name new peersockets start with.
     pub display_name: String,
     pub downloads: PathBuf,
-    /// Peers ("name at address") whose files are accepted without asking.
+    /// Key fingerprints whose files are accepted without asking (the engine
+    /// holds the policy; it is told this list at start and every change).
     pub always_accept: Vec<String>,
 }
 

@@ -13,6 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::net::PeerId;
 
+use super::copy;
+
 /// Reports waiting at most; a worker that finds the channel full waits
 /// (only workers send, and only once each).
 const REPORTS_QUEUED: usize = 64;
@@ -64,7 +66,7 @@ impl Shell {
     /// The native file picker, for files to send to `peer`.
     pub fn pick_files(&self, peer: PeerId) {
         self.spawn("peerconn-picker", move || {
-            match native_dialog::DialogBuilder::file().set_title("Send files").open_multiple_file().show() {
+            match native_dialog::DialogBuilder::file().set_title(copy::PICK_FILES).open_multiple_file().show() {
                 Ok(paths) => Some(Report::FilesPicked { peer, paths }),
                 Err(e) => {
                     log::warn!("no file picker: {e}");
@@ -78,7 +80,7 @@ impl Shell {
     pub fn pick_downloads(&self, start: PathBuf) {
         self.spawn("peerconn-picker", move || {
             let picked = native_dialog::DialogBuilder::file()
-                .set_title("Downloads folder")
+                .set_title(copy::PICK_DOWNLOADS)
                 .set_location(&start)
                 .open_single_dir()
                 .show();
@@ -112,7 +114,7 @@ impl Shell {
     pub fn save_chat(&self, peer: PeerId, name: String, text: String, fallback: PathBuf) {
         self.spawn("peerconn-save", move || {
             let picked = native_dialog::DialogBuilder::file()
-                .set_title("Save chat")
+                .set_title(copy::SAVE_CHAT)
                 .set_filename(&name)
                 .save_single_file()
                 .show();
