@@ -251,6 +251,9 @@ pub fn chat_file_name(title: &str) -> String {
     format!("{title} chat.txt")
 }
 
+/// The file name offered when the peersocket's name makes none.
+pub const CHAT_FILE: &str = "chat.txt";
+
 pub fn chat_saved(path: &Path, picked: bool) -> String {
     if picked {
         format!("Chat saved as {}.", path.display())

@@ -232,7 +232,7 @@ impl State {
         let peer = self.peer(id)?;
         let who = peer.peer_key.as_deref().unwrap_or("peer");
         let name = crate::files::names::safe_name(&copy::chat_file_name(&peer.name))
-            .unwrap_or_else(|_| copy::chat_file_name("").trim().to_owned());
+            .unwrap_or_else(|_| copy::CHAT_FILE.into());
         Some((copy::chat_file(&peer.name, who, &peer.chat.rows()), name))
     }
 
