@@ -17,6 +17,7 @@
 //! `docs/ARCHITECTURE.md`, the threads in `docs/THREADING.md`, the wire
 //! format in `docs/PROTOCOL.md`.
 
+mod events;
 pub mod frame;
 pub mod pairing;
 mod peersocket;
@@ -368,7 +369,7 @@ impl Engine {
         };
         let fingerprint = config.identity.fingerprint();
         let (commands, command_rx) = crossbeam_channel::unbounded();
-        let (event_tx, events) = crossbeam_channel::unbounded();
+        let (event_tx, events) = events::EventSink::new();
         let downloads = config.downloads.clone();
         let next_transfer = Arc::new(AtomicU64::new(1));
         let (reactor, waker) = reactor::Reactor::new(config, known, command_rx, event_tx, next_transfer.clone())?;

@@ -597,3 +597,111 @@ fn refused_connections_that_stay_open_hold_a_bounded_number_of_descriptors() {
     let _ = listener.child.kill();
     let _ = listener.child.wait();
 }
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Kills a child process when the test ends, however it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Regression: when nothing read `peerconn listen --json`'s output, a peer
+/// chatting within the rate limit grew the process without bound (the
+/// event channel was unbounded). Now the engine stops reading the peer
+/// until its events are taken, and every message still arrives, in order.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_listener_whose_output_nobody_reads_stays_small_and_loses_no_message() {
+    use crate::support::Node;
+    use peerconn::net::{EngineConfig, Event, PeerState};
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = temp_dir();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_peerconn"))
+            .args(["listen", "--json", "--name", "stalled", "--bind", "127.0.0.1", "--port", &port.to_string()])
+            .env("PEERCONN_DATA_DIR", &data.0)
+            .env("PEERCONN_CONFIG_DIR", &data.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut client = Node::with_config(EngineConfig::default());
+    let started = Instant::now();
+    let c = loop {
+        let c = client.engine.connect("chatty", addr).unwrap();
+        let up = client.wait("connected or lost", |e| match e {
+            Event::State { id, state: PeerState::Connected { .. } } if *id == c => Some(true),
+            Event::State { id, state: PeerState::Lost { .. } } if *id == c => Some(false),
+            _ => None,
+        });
+        match up {
+            true => break c,
+            false if started.elapsed() < PATIENCE => std::thread::sleep(Duration::from_millis(100)),
+            false => panic!("the listener never came up"),
+        }
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = resident_kib(pid);
+    // 16 KB messages at 450 a second (the limit is 500) for 8 s: 57 MB.
+    let text = "x".repeat(16_000);
+    let (mut attempted, mut refused) = (0u32, 0u32);
+    let count_refusals = |client: &mut Node| {
+        // Messages the client could not queue are refused there, with a reason.
+        client.take_events().iter().filter(|e| matches!(e, Event::Error { .. })).count() as u32
+    };
+    let chatting = Instant::now();
+    while chatting.elapsed() < Duration::from_secs(8) {
+        let due = (chatting.elapsed().as_secs_f64() * 450.0) as u32;
+        while attempted < due {
+            client.engine.send_text(c, &format!("{attempted:06}{text}")).unwrap();
+            attempted += 1;
+        }
+        refused += count_refusals(&mut client);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let grown = resident_kib(pid).saturating_sub(before);
+    assert!(grown < 35 * 1024, "the listener grew by {grown} KiB while nobody read its output");
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        refused += count_refusals(&mut client);
+    }
+    let sent = attempted - refused;
+    assert!(refused > 0, "the peer was slowed: its own output filled and it was told");
+    // Now read: every message that was sent arrives, in order.
+    let (tx, lines) = crossbeam_channel::unbounded();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut received, mut last) = (0u32, None::<u32>);
+    while received < sent {
+        let line = lines.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            panic!("{received} of {sent} sent messages arrived ({refused} of {attempted} were refused)")
+        });
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        assert_ne!(event["event"], "lost", "the listener lost its peer: {line}");
+        if event["event"] == "message" {
+            let n: u32 = event["text"].as_str().unwrap()[..6].parse().unwrap();
+            assert!(last.is_none_or(|last| n > last), "{n} came after {last:?}");
+            last = Some(n);
+            received += 1;
+        }
+    }
+}

@@ -25,11 +25,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::event::Event as MioEvent;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::events::EventSink;
 use super::peersocket::{Detached, Peersockets};
 use super::session::{End, EndKind, Host, PairingGuard, Session, SessionConfig, SessionEvent};
 use super::transfer::{ConnFiles, Files, SessionFiles, Transfers};
@@ -50,6 +51,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// bye reaches the peer); past this the oldest is cut short, so peers that
 /// break the protocol and keep their side open cannot pile up descriptors.
 const MAX_LINGERING: usize = 128;
+/// How often a full event queue is looked at again.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(10);
 /// How soon a listener tries again after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// File bytes one connection may write before others get their turn.
@@ -63,7 +66,11 @@ pub(crate) struct Reactor {
     /// The known-peers generation last reported in a `KnownPeers` event.
     known_reported: Option<u64>,
     commands: Receiver<Command>,
-    events: Sender<Event>,
+    events: EventSink,
+    /// The event queue is full: no socket is read until it drains.
+    backlogged: bool,
+    /// Streams that became readable while backlogged.
+    read_later: std::collections::HashSet<Token>,
     peers: Peersockets,
     sockets: HashMap<Token, Socket>,
     next_token: usize,
@@ -110,7 +117,7 @@ impl Reactor {
         config: EngineConfig,
         known: KnownPeers,
         commands: Receiver<Command>,
-        events: Sender<Event>,
+        events: EventSink,
         next_transfer: Arc<AtomicU64>,
     ) -> io::Result<(Reactor, Arc<Waker>)> {
         let poll = Poll::new()?;
@@ -133,6 +140,8 @@ impl Reactor {
             known_reported: None,
             commands,
             events,
+            backlogged: false,
+            read_later: Default::default(),
             peers: Peersockets::default(),
             sockets: HashMap::new(),
             next_token: 0,
@@ -157,11 +166,19 @@ impl Reactor {
                     break;
                 }
             }
-            let timeout = if self.read_again.is_empty() && self.write_again.is_empty() {
+            self.backlogged = self.events.flush();
+            if !self.backlogged {
+                self.read_again.extend(self.read_later.drain());
+            }
+            let mut timeout = if self.read_again.is_empty() && self.write_again.is_empty() {
                 self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
+            if self.backlogged {
+                // Nobody wakes us when the queue drains: look again soon.
+                timeout = Some(timeout.map_or(BACKLOG_RECHECK, |t| t.min(BACKLOG_RECHECK)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -177,7 +194,11 @@ impl Reactor {
                 }
             }
             for token in std::mem::take(&mut self.read_again) {
-                self.drive(token, true, false);
+                if self.backlogged {
+                    self.read_later.insert(token);
+                } else {
+                    self.drive(token, true, false);
+                }
             }
             self.drain_disk();
             for token in std::mem::take(&mut self.write_again) {
@@ -231,8 +252,13 @@ impl Reactor {
                 self.accept(token, owner);
             }
             Some(Socket::Stream(_)) => {
-                let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+                let mut readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+                if readable && self.backlogged {
+                    // Read once the event queue has room (the peer waits).
+                    self.read_later.insert(token);
+                    readable = false;
+                }
                 self.drive(token, readable, writable);
             }
         }
@@ -607,7 +633,10 @@ impl Reactor {
                         ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
                     r.transfers.timers(&mut c, link, now);
                 }
-                conn.session.handle_timeout(now, conn.files.paused());
+                // Reading is paused for a full writer or a full event
+                // queue: the silence is ours.
+                let paused = conn.files.paused() || r.backlogged;
+                conn.session.handle_timeout(now, paused);
             });
         }
     }
@@ -635,8 +664,7 @@ impl Reactor {
     }
 
     fn emit(&self, event: Event) {
-        // The receiver is gone only while the engine is being dropped.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 }
 

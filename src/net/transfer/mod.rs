@@ -21,8 +21,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
+use super::events::EventSink;
 use super::frame::Frame;
 use super::session::{FileFrames, Link, Violation};
 use super::{printable, Event, PeerId};
@@ -165,7 +164,7 @@ pub(crate) struct Transfers {
     next: Arc<AtomicU64>,
     pub downloads: PathBuf,
     faults: Faults,
-    events: Sender<Event>,
+    events: EventSink,
     /// Whose files are accepted without asking.
     pub policy: AcceptPolicy,
     /// Accepted incoming files still arriving, and the bytes each has yet
@@ -195,13 +194,7 @@ pub(crate) struct After {
 }
 
 impl Transfers {
-    pub fn new(
-        notify: Notify,
-        next: Arc<AtomicU64>,
-        downloads: PathBuf,
-        faults: Faults,
-        events: Sender<Event>,
-    ) -> Self {
+    pub fn new(notify: Notify, next: Arc<AtomicU64>, downloads: PathBuf, faults: Faults, events: EventSink) -> Self {
         Transfers {
             routes: HashMap::new(),
             orphans: HashMap::new(),
@@ -231,8 +224,7 @@ impl Transfers {
     }
 
     fn emit(&self, event: Event) {
-        // The receiver is gone only while the engine is being dropped.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     #[allow(clippy::too_many_arguments)]
