@@ -3,7 +3,7 @@
 //! against a peer that completes the encrypted handshake and then says
 //! anything at all. (Until 2026-12-04 this target was called `session`;
 //! that name is now the in-memory target that drives `net::session::Session`
-//! alone on a virtual clock, some hundred times faster.)
+//! alone on a virtual clock, several times as many inputs a second.)
 //!
 //! One engine is started per fuzz process (in a `OnceLock`) with short
 //! timers and its downloads in a temporary folder. It listens twice (a
