@@ -780,7 +780,7 @@ impl Run {
         if self.debug {
             eprintln!("  session receives {n} bytes");
         }
-        let mut host = Host { name: &self.name, known: &mut self.known, busy: self.busy, guard: &mut self.guard };
+        let mut host = Host { name: &self.name, known: &self.known, busy: self.busy, guard: &mut self.guard };
         self.session.receive(&chunk, self.now, &mut host, &mut self.files);
     }
 
@@ -966,6 +966,17 @@ impl Run {
                     }
                     assert!(self.known.contains(&self.raw_key), "a connected peer's key is not remembered");
                     self.connected += 1;
+                }
+                SessionEvent::Remember { key, name, dialled, verified } => {
+                    // What the reactor does with it: the session only reads the store.
+                    assert_eq!(self.connected, 0, "Remember after Connected");
+                    assert!(!self.key_changed, "Remember after KeyChanged");
+                    assert_eq!(key, self.raw_key, "Remember names another key than the peer's");
+                    self.known.remember(&key, &name, dialled.as_deref());
+                    if verified {
+                        assert!(self.proved, "verified without the raw peer proving the code");
+                        self.known.set_verified(&key, true);
+                    }
                 }
                 SessionEvent::Message(_) => {
                     assert_eq!(self.connected, 1, "a Message before Connected");
@@ -1178,9 +1189,9 @@ impl Run {
             }
             Op::Close { reason, said } => {
                 self.close_asked = true;
-                self.session.close(reason, said, self.now);
+                self.session.close(reason, reason, said, self.now);
             }
-            Op::Eof => self.session.eof(self.now),
+            Op::Eof => self.session.eof(),
             Op::IoFailed(kind) => {
                 let kind = IO_ERRORS[usize::from(*kind) % IO_ERRORS.len()];
                 self.session.io_failed(&io::Error::from(kind));
@@ -1208,7 +1219,7 @@ impl Run {
             Op::Resume => {
                 self.files.paused = false;
                 let mut host =
-                    Host { name: &self.name, known: &mut self.known, busy: self.busy, guard: &mut self.guard };
+                    Host { name: &self.name, known: &self.known, busy: self.busy, guard: &mut self.guard };
                 self.session.resume(self.now, &mut host, &mut self.files);
             }
             Op::Busy(busy) => self.busy = *busy,
@@ -1242,7 +1253,7 @@ impl Run {
         self.files.never_pause = true;
         if self.files.paused {
             self.files.paused = false;
-            let mut host = Host { name: &self.name, known: &mut self.known, busy: self.busy, guard: &mut self.guard };
+            let mut host = Host { name: &self.name, known: &self.known, busy: self.busy, guard: &mut self.guard };
             self.session.resume(self.now, &mut host, &mut self.files);
             self.check("resume");
         }

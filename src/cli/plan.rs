@@ -1,8 +1,7 @@
-//! What the arguments ask for, checked once before anything starts: the
-//! address resolved, the downloads folder and the files to send found, a
-//! pairing code made up for `--code new`. The name and a given code are
-//! checked by the engine itself when the peersocket is made (its
-//! `InputError` says which input was wrong).
+//! What the arguments ask for, checked before anything starts (before the
+//! installation's key is read or the engine runs): the name and the code
+//! with the engine's own rules, the address resolved, the downloads folder
+//! and the files to send found, a pairing code made up for `--code new`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -64,17 +63,15 @@ impl Plan {
         let listening = matches!(role, Role::Listen { .. });
         let code = match common.code.as_deref().map(str::trim) {
             Some("new") if listening => Some(pairing::new_code()),
-            Some(code) => Some(code.to_owned()),
+            Some(code) => {
+                pairing::check_code(code).map_err(|why| Failure::Usage(format!("invalid --code: {why}")))?;
+                Some(code.to_owned())
+            }
             None => None,
         };
-        Ok(Plan {
-            role,
-            name: common.name.unwrap_or_else(default_name),
-            code,
-            downloads: common.downloads,
-            accept_files: common.accept_files,
-            json: common.json,
-        })
+        let name = common.name.unwrap_or_else(default_name);
+        frame::check_name(&name).map_err(|why| Failure::Usage(format!("invalid --name: {why}")))?;
+        Ok(Plan { role, name, code, downloads: common.downloads, accept_files: common.accept_files, json: common.json })
     }
 }
 

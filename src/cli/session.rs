@@ -127,7 +127,8 @@ impl Session {
                 engine.connect_with_code(&plan.name, *remote, plan.code.as_deref())
             }
         };
-        // The engine checks the name and the code; its error says which.
+        // Checked in the plan already; the engine's own check says which
+        // input, should the rules ever differ.
         let id = made.map_err(|e| {
             Failure::Usage(match e {
                 InputError::Name(why) => format!("invalid --name: {why}"),

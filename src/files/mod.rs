@@ -470,7 +470,7 @@ pub fn spawn_writer(job: WriteJob, faults: Faults, notify: Notify) -> (Writer, O
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size, hash });
                 }
-                Ok(None) => {} // aborted by the reactor
+                Ok(None) => {} // dropped by the reactor, which said what happened
                 Err(failure) => notify.send(DiskEvent::WriteFailed { key, failure }),
             }
         }
@@ -521,9 +521,14 @@ fn receive_file(
     let mut written: u64 = 0;
     let mut reported: u64 = 0;
     loop {
-        let Ok(msg) = rx.recv() else { return Ok(None) };
+        // An aborted writer always says so: whoever aborted it waits for
+        // its word (a writer merely dropped ends silently).
+        let cancelled = || Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"));
+        let Ok(msg) = rx.recv() else {
+            return if abort.load(Ordering::Acquire) { cancelled() } else { Ok(None) };
+        };
         if abort.load(Ordering::Acquire) && !matches!(msg, WriteMsg::Done(_)) {
-            return Ok(None);
+            return cancelled();
         }
         if stalled.swap(false, Ordering::AcqRel) {
             notify.send(DiskEvent::Drained { key });

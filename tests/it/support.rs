@@ -63,6 +63,33 @@ impl Node {
         }
     }
 
+    /// Every event up to and including the first that `last` matches, in
+    /// the order they came.
+    pub fn events_until(&mut self, what: &str, last: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut seen: Vec<Event> = Vec::new();
+        while let Some(event) = self.backlog.pop_front() {
+            let done = last(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.engine.events().recv_timeout(left) {
+                Ok(event) => {
+                    let done = last(&event);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("waited for {what}; events: {seen:?}"),
+            }
+        }
+    }
+
     pub fn wait<T>(&mut self, what: &str, pick: impl FnMut(&Event) -> Option<T>) -> T {
         self.wait_within(PATIENCE, what, pick)
     }

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use peerconn::net::frame::Frame;
-use peerconn::net::{EngineConfig, Event, FailKind, Faults, PeerId, TransferId};
+use peerconn::net::frame::{self, Frame};
+use peerconn::net::{EngineConfig, Event, FailKind, Faults, PeerId, PeerState, TransferId};
 
 use crate::support::{fast_config, noise, pair, Node, RawPeer, TempDir};
 
@@ -344,6 +344,62 @@ fn peer_gone_mid_transfer_fails_the_transfer_and_leaves_no_partial_file() {
     assert!(reason.starts_with("the connection ended"), "{reason}");
     b.lost(sb);
     settles_to(&down_b, &[]);
+}
+
+#[test]
+fn a_peer_that_says_bye_mid_transfer_fails_the_transfer_before_the_peersocket_is_lost() {
+    let down = TempDir::new("bye-mid");
+    let mut node = Node::receiving_into(down.path());
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "leaver");
+    node.connected(id);
+    raw.send(&Frame::Offer { transfer: 1, size: 1_000_000, name: "half.bin".into() });
+    let (t_in, _, _) = incoming(&mut node, id);
+    node.engine.accept_file(t_in);
+    assert!(matches!(raw.recv(), Some(Frame::Accept { transfer: 1 })));
+    raw.send(&Frame::Data { transfer: 1, bytes: vec![7; 1000] });
+    raw.send(&Frame::Bye { code: frame::ByeCode::Normal, reason: String::new() });
+    let events = node.events_until("lost", |e| matches!(e, Event::State { state: PeerState::Lost { .. }, .. }));
+    let failed = events.iter().position(|e| matches!(e, Event::FileFailed { transfer, .. } if *transfer == t_in));
+    let failed = failed.unwrap_or_else(|| panic!("the transfer failed before the loss: {events:?}"));
+    match &events[failed] {
+        Event::FileFailed { kind, reason, .. } => {
+            assert_eq!(*kind, FailKind::ConnectionEnded);
+            assert_eq!(reason, "the connection ended: the peer closed the connection");
+        }
+        _ => unreachable!(),
+    }
+    settles_to(&down, &[]);
+}
+
+#[test]
+fn a_file_cancelled_while_its_writer_is_still_behind_gets_a_final_word() {
+    let down = TempDir::new("cancel-verifying");
+    let faults = Faults { write_delay: Some(Duration::from_millis(150)), ..Faults::default() };
+    let mut node = Node::with_config(EngineConfig { downloads: down.path().into(), faults, ..fast_config() });
+    let (id, addr) = node.listen("receiver");
+    let (mut raw, _) = RawPeer::hello(addr, "sender");
+    node.connected(id);
+    let bytes = noise(1024 * 1024, 9);
+    raw.send(&Frame::Offer { transfer: 1, size: bytes.len() as u64, name: "slow.bin".into() });
+    let (t_in, _, _) = incoming(&mut node, id);
+    node.engine.accept_file(t_in);
+    assert!(matches!(raw.recv(), Some(Frame::Accept { transfer: 1 })));
+    // Everything, the end and the cancel at once: the writer is still
+    // working through the data when the cancel comes.
+    for chunk in bytes.chunks(frame::MAX_DATA) {
+        raw.send(&Frame::Data { transfer: 1, bytes: chunk.to_vec() });
+    }
+    raw.send(&Frame::Done { transfer: 1, hash: *blake3::hash(&bytes).as_bytes() });
+    raw.send(&Frame::Cancel { transfer: 1, mine: true, reason: "changed my mind".into() });
+    let (kind, reason) = failure(&mut node, t_in);
+    assert_eq!(kind, FailKind::CancelledByPeer);
+    assert_eq!(reason, "the peer stopped the transfer: changed my mind");
+    settles_to(&down, &[]);
+    // The connection goes on and the next file is offered normally.
+    raw.send(&Frame::Offer { transfer: 2, size: 10, name: "next.txt".into() });
+    let (_, name, _) = incoming(&mut node, id);
+    assert_eq!(name, "next.txt");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::sockets::{bind_listener, listen_error};
 use super::{Conn, Reactor, Socket, SHUTDOWN_GRACE};
 use crate::files::FailKind;
 use crate::net::peersocket::Peer;
-use crate::net::session::{ChatRefused, End, EndKind, Session};
+use crate::net::session::{connect_error, ChatRefused, End, EndKind, Session};
 use crate::net::transfer::{ConnFiles, Files};
 use crate::net::{printable, secure, Command, Event, PeerId, PeerState, Role, TransferId, Trust};
 
@@ -152,10 +152,7 @@ impl Reactor {
                 self.set_state(id, PeerState::Connecting { remote });
             }
             Err(e) => {
-                let mut session =
-                    Session::client(&self.config.identity, self.session_config, remote, None, Instant::now());
-                session.connect_failed(&e);
-                let end = session.end().cloned().unwrap_or_else(|| End::new(EndKind::Unreachable, e.to_string()));
+                let end = connect_error(remote, &e);
                 log::warn!("{label} {}", end.reason);
                 self.set_state(id, PeerState::lost(end));
             }
@@ -198,24 +195,22 @@ impl Reactor {
             return self.error(id, "the peersocket is not active");
         }
         let label = peer.label(id);
-        let token = peer.conn.map(Token);
-        let has_peer = token.and_then(|t| match self.sockets.get(&t) {
-            Some(Socket::Stream(c)) => Some(c.session.has_peer()),
-            _ => None,
-        });
-        match (token, has_peer) {
-            (Some(token), Some(true)) => {
-                log::info!("{label} closing the connection");
-                self.with_conn(token, |_, conn| conn.session.close("you closed the connection", "", Instant::now()));
-            }
+        let token = peer.conn.map(Token).filter(|t| self.sockets.contains_key(t));
+        match (token, self.peers.get(id).and_then(|p| p.conn)) {
             (Some(token), _) => {
-                // Still connecting or in the hello: nothing to say goodbye to.
-                self.sockets.remove(&token);
+                log::info!("{label} closing the connection");
+                // The session says bye if the hellos are done, or ends at
+                // once ("cancelled") if they are not.
+                self.with_conn(token, |_, conn| {
+                    let now = Instant::now();
+                    conn.session.close("you closed the connection", "you cancelled the connection", "", now)
+                });
+            }
+            (None, Some(_)) => {
                 self.peers.detach_quietly(id);
-                log::info!("{label} connection attempt cancelled");
                 self.set_state(id, PeerState::lost(End::new(EndKind::Closed, "you cancelled the connection")));
             }
-            (None, _) => {
+            (None, None) => {
                 log::info!("{label} stopped listening");
                 self.close_listener(id);
                 self.set_state(id, PeerState::lost(End::new(EndKind::Closed, "you stopped listening")));
@@ -239,7 +234,7 @@ impl Reactor {
             };
             if open {
                 // The owner is gone, so nothing is reported when this ends.
-                self.with_conn(token, |_, conn| conn.session.close("removed", "", Instant::now()));
+                self.with_conn(token, |_, conn| conn.session.close("removed", "removed", "", Instant::now()));
             } else if !closing {
                 self.sockets.remove(&token);
             }
@@ -255,7 +250,7 @@ impl Reactor {
             let has_peer = matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if c.session.has_peer());
             if has_peer {
                 self.with_conn(token, |_, conn| {
-                    conn.session.close("PeerConn closed", "PeerConn is closing", Instant::now())
+                    conn.session.close("PeerConn closed", "PeerConn closed", "PeerConn is closing", Instant::now())
                 });
             } else {
                 self.sockets.remove(&token);

@@ -342,14 +342,15 @@ impl Reactor {
     fn settle(&mut self, token: Token, mut conn: Box<Conn>) {
         loop {
             while let Some(event) = conn.session.poll_event() {
+                if matches!(event, SessionEvent::Ended(_)) {
+                    // Its transfers fail before the owner hears it is lost.
+                    self.end_transfers(token, &mut conn);
+                }
                 self.on_session_event(token, &conn, event);
             }
-            if conn.session.is_closing() && !conn.files.is_empty() {
-                let reason = conn.session.end().map(|e| e.reason.clone()).unwrap_or_default();
-                let label = self.label(conn.owner);
-                let peer = conn.session.peer_key().map(|p| p.key);
-                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
-                self.transfers.end_all(&mut c, &reason);
+            if conn.session.is_closing() {
+                // A close of ours: transfers end when it begins.
+                self.end_transfers(token, &mut conn);
             }
             if conn.session.is_closed() {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
@@ -394,14 +395,31 @@ impl Reactor {
     /// too many are.
     fn linger(&mut self, token: Token) {
         self.lingering.push_back(token);
+        if self.lingering.len() <= MAX_LINGERING {
+            return;
+        }
+        // Only those still closing count.
+        let sockets = &self.sockets;
+        self.lingering.retain(|t| matches!(sockets.get(t), Some(Socket::Stream(c)) if c.lingering));
         while self.lingering.len() > MAX_LINGERING {
             let Some(oldest) = self.lingering.pop_front() else { break };
             let Some(Socket::Stream(mut conn)) = self.sockets.remove(&oldest) else { continue };
             log::debug!("{} cut short the close of {}", self.label(conn.owner), conn.session.remote());
-            let end = End::new(EndKind::Limit, "closed at once: too many connections were closing");
-            conn.session.abort(end);
+            conn.session.cut_short();
             self.settle(oldest, conn);
         }
+    }
+
+    /// Fails every transfer of a connection that is ending.
+    fn end_transfers(&mut self, token: Token, conn: &mut Conn) {
+        if conn.files.is_empty() {
+            return;
+        }
+        let reason = conn.session.end().map(|e| e.reason.clone()).unwrap_or_default();
+        let label = self.label(conn.owner);
+        let peer = conn.session.peer_key().map(|p| p.key);
+        let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
+        self.transfers.end_all(&mut c, &reason);
     }
 
     /// Writes until the output is empty or the socket would block, adding
@@ -465,7 +483,7 @@ impl Reactor {
             }
             match conn.stream.read(&mut scratch) {
                 Ok(0) => {
-                    conn.session.eof(Instant::now());
+                    conn.session.eof();
                     break;
                 }
                 Ok(n) => {
@@ -493,7 +511,7 @@ impl Reactor {
             None => (String::new(), true, &mut spare),
         };
         let label = format!("[{} {}]", printable(&name), conn.owner);
-        let mut host = Host { name: &name, known: &mut self.known, busy, guard };
+        let mut host = Host { name: &name, known: &self.known, busy, guard };
         let peer = conn.session.peer_key().map(|p| p.key);
         let mut files = SessionFiles {
             registry: &mut self.transfers,
@@ -525,6 +543,12 @@ impl Reactor {
                     peer.safety_code
                 );
                 self.set_state(owner, PeerState::Connected { peer_name, peer_addr: remote, local_addr, peer });
+            }
+            SessionEvent::Remember { key, name, dialled, verified } => {
+                self.known.remember(&key, &name, dialled.as_deref());
+                if verified {
+                    self.known.set_verified(&key, true);
+                }
             }
             SessionEvent::Message(text) => self.emit(Event::Message { id: owner, text }),
             SessionEvent::KeyChanged { peer_name, address, key, old_key } => {
@@ -587,7 +611,9 @@ impl Reactor {
     fn next_deadline(&self) -> Option<Instant> {
         let conns = self.sockets.values().filter_map(|s| match s {
             Socket::Stream(conn) => {
-                let checks = Transfers::deadline(&conn.files);
+                // Transfers exist only on open sessions (they end when a
+                // close begins), so only those have their timers run.
+                let checks = if conn.session.is_open() { Transfers::deadline(&conn.files) } else { None };
                 match (conn.session.deadline(), checks) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -619,7 +645,8 @@ impl Reactor {
             .filter_map(|(token, s)| match s {
                 Socket::Stream(conn) => {
                     let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-                    (due(conn.session.deadline()) || due(Transfers::deadline(&conn.files))).then_some(*token)
+                    let checks = if conn.session.is_open() { Transfers::deadline(&conn.files) } else { None };
+                    (due(conn.session.deadline()) || due(checks)).then_some(*token)
                 }
                 Socket::Listener { .. } => None,
             })

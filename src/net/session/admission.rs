@@ -10,14 +10,18 @@ use crate::net::frame::{self, ByeCode, Frame};
 use crate::net::pairing::Pairing;
 use crate::net::printable;
 use crate::net::secure;
-use crate::net::trust::{Check, KnownPeers, Trust};
+use crate::net::trust::{Check, Trust};
 
 impl Session {
     pub(super) fn hello_from_client(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
         let Side::Server { pairing_code } = &self.side else { return };
         if host.busy {
             let end = End::new(EndKind::Refused, "busy");
-            return self.fail(end, Some((ByeCode::Busy, "this peersocket is busy with another peer".into())), now);
+            return self.end_with_bye(
+                end,
+                Some((ByeCode::Busy, "this peersocket is busy with another peer".into())),
+                now,
+            );
         }
         let code = pairing_code.clone();
         let key = self.peer_key().map(|p| p.key).unwrap_or_default();
@@ -29,11 +33,11 @@ impl Session {
             (Some(_), false) => {
                 let end = End::new(EndKind::Refused, "no pairing code");
                 let said = "this listener asks for a pairing code: connect again with the code its owner gives you";
-                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
+                self.end_with_bye(end, Some((ByeCode::Pairing, said.into())), now)
             }
             (Some(code), true) => {
                 if let Some((end, said)) = self.guard_refusal(host.guard, now) {
-                    return self.fail(end, Some((ByeCode::Pairing, said)), now);
+                    return self.end_with_bye(end, Some((ByeCode::Pairing, said)), now);
                 }
                 let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
                 let (pairing, msg) = Pairing::start(&code, true, &hash);
@@ -43,8 +47,8 @@ impl Session {
             }
             (None, _) => {
                 self.link.queue(&Frame::Hello { version: frame::VERSION, pairing: false, name: host.name.to_owned() });
-                let trust = remember(host.known, check, &key, &peer_name, None);
-                self.open(peer_name, trust, now);
+                self.remember(key, &peer_name, None, false);
+                self.open(peer_name, trust_of(&check), now);
             }
         }
     }
@@ -67,7 +71,7 @@ impl Session {
                          gives you"
                     ),
                 );
-                self.fail(end, Some((ByeCode::Pairing, "no pairing code was given".into())), now)
+                self.end_with_bye(end, Some((ByeCode::Pairing, "no pairing code was given".into())), now)
             }
             (Some(_), false) => {
                 let end = End::new(
@@ -78,7 +82,7 @@ impl Session {
                     ),
                 );
                 let said = "the connecting side expected to prove a pairing code";
-                self.fail(end, Some((ByeCode::Pairing, said.into())), now)
+                self.end_with_bye(end, Some((ByeCode::Pairing, said.into())), now)
             }
             (Some(code), true) => {
                 let hash = self.peer_key().map(|p| p.handshake_hash.clone()).unwrap_or_default();
@@ -87,8 +91,8 @@ impl Session {
                 self.start_pairing(peer_name, pairing, now);
             }
             (None, false) => {
-                let trust = remember(host.known, check, &key, &peer_name, Some(&dialled));
-                self.open(peer_name, trust, now);
+                self.remember(key, &peer_name, Some(dialled), false);
+                self.open(peer_name, trust_of(&check), now);
             }
         }
     }
@@ -96,7 +100,7 @@ impl Session {
     pub(super) fn start_pairing(&mut self, peer_name: String, pairing: Pairing, now: Instant) {
         let deadline = match self.phase {
             Phase::Hello { deadline } => deadline,
-            _ => now + self.config.hello_timeout,
+            _ => super::later(now, self.config.hello_timeout),
         };
         self.phase = Phase::Pairing { deadline, peer_name, pairing: Box::new(pairing) };
     }
@@ -146,11 +150,10 @@ impl Session {
                         ),
                     );
                     let said = "your pairing confirmation did not match";
-                    return self.fail(end, Some((ByeCode::Pairing, said.into())), now);
+                    return self.end_with_bye(end, Some((ByeCode::Pairing, said.into())), now);
                 }
                 let dialled = dialled.to_string();
-                host.known.remember(&key, &peer_name, Some(&dialled));
-                host.known.set_verified(&key, true);
+                self.remember(key, &peer_name, Some(dialled), true);
                 self.open(peer_name, Trust::Verified, now);
             }
             Side::Server { .. } => {
@@ -158,7 +161,7 @@ impl Session {
                 // held open together must wait their turn and count against
                 // the limit like attempts one after the other.
                 if let Some((end, said)) = self.guard_refusal(host.guard, now) {
-                    return self.fail(end, Some((ByeCode::Pairing, said)), now);
+                    return self.end_with_bye(end, Some((ByeCode::Pairing, said)), now);
                 }
                 if !right {
                     let guard = &mut *host.guard;
@@ -169,19 +172,18 @@ impl Session {
                     let max = self.config.max_wrong_codes;
                     self.events.push_back(SessionEvent::WrongCode { count, max, wait });
                     let end = End::new(EndKind::Refused, "wrong pairing code");
-                    return self.fail(end, Some((ByeCode::Pairing, "wrong pairing code".into())), now);
+                    return self.end_with_bye(end, Some((ByeCode::Pairing, "wrong pairing code".into())), now);
                 }
                 if host.busy {
                     let end = End::new(EndKind::Refused, "busy");
                     let said = "this peersocket is busy with another peer";
-                    return self.fail(end, Some((ByeCode::Busy, said.into())), now);
+                    return self.end_with_bye(end, Some((ByeCode::Busy, said.into())), now);
                 }
                 *host.guard = PairingGuard::default();
                 if let Some(mac) = confirmation {
                     self.link.queue(&Frame::Confirm(mac));
                 }
-                host.known.remember(&key, &peer_name, None);
-                host.known.set_verified(&key, true);
+                self.remember(key, &peer_name, None, true);
                 self.open(peer_name, Trust::Verified, now);
             }
         }
@@ -203,13 +205,20 @@ impl Session {
         );
         self.events.push_back(SessionEvent::KeyChanged { peer_name, address, key, old_key });
         let said = "your key is not the one remembered for you here; the other person must choose to trust it";
-        self.fail(End::new(EndKind::KeyChanged, reason), Some((ByeCode::Untrusted, said.into())), now);
+        self.end_with_bye(End::new(EndKind::KeyChanged, reason), Some((ByeCode::Untrusted, said.into())), now);
     }
 }
 
-/// Remembers the key of a peer just admitted; says how far it is trusted.
-fn remember(known: &mut KnownPeers, check: Check, key: &[u8; 32], name: &str, dialled: Option<&str>) -> Trust {
-    known.remember(key, name, dialled);
+impl Session {
+    /// The trust store should remember the key of a peer just admitted
+    /// (the session only reads the store; its owner writes).
+    fn remember(&mut self, key: [u8; 32], name: &str, dialled: Option<String>, verified: bool) {
+        self.events.push_back(SessionEvent::Remember { key, name: name.to_owned(), dialled, verified });
+    }
+}
+
+/// How far a peer just admitted is trusted, from what the store said.
+fn trust_of(check: &Check) -> Trust {
     match check {
         Check::Known { verified: true } => Trust::Verified,
         Check::Known { verified: false } => Trust::Known,

@@ -21,8 +21,10 @@ pub struct PairingGuard {
 pub struct Host<'a> {
     /// Our peersocket's name now (the hello says it).
     pub name: &'a str,
-    /// The trust store: keys remembered by name and address.
-    pub known: &'a mut KnownPeers,
+    /// The trust store: keys remembered by name and address. The session
+    /// only reads it; what should be remembered comes out as
+    /// `SessionEvent::Remember`.
+    pub known: &'a KnownPeers,
     /// Server: the peersocket already has its peer.
     pub busy: bool,
     /// Server: the listener's wrong-code count and back-off.

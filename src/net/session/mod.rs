@@ -39,6 +39,33 @@ use super::trust::{PeerIdentity, Trust};
 /// Output waiting beyond `max_output_bytes` by more than this means the
 /// peer stopped reading (file data is only added below it, see the pump).
 pub const OUTPUT_SLACK: usize = 256 * 1024;
+/// Output already written is dropped from the buffer past this much, so
+/// the buffer does not keep growing while the peer reads slowly.
+const COMPACT_AFTER: usize = 256 * 1024;
+
+/// Why a TCP connect to `remote` failed, as an end.
+pub fn connect_error(remote: SocketAddr, e: &io::Error) -> End {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            End::new(EndKind::Unreachable, format!("connection refused by {remote} (nothing is listening there)"))
+        }
+        io::ErrorKind::TimedOut => End::new(EndKind::TimedOut, format!("no answer from {remote}")),
+        io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
+            End::new(EndKind::Unreachable, format!("{remote} cannot be reached from this computer"))
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            End::new(EndKind::Unreachable, format!("{remote} is not an address that can be connected to"))
+        }
+        _ => End::new(EndKind::Unreachable, format!("could not connect to {remote}: {e}")),
+    }
+}
+
+/// `at + by`, or a far future when a configured timeout is too long to add
+/// (a `Duration::MAX` meant as "never" must not panic).
+pub(crate) fn later(at: Instant, by: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.checked_add(by).or_else(|| at.checked_add(CENTURY)).unwrap_or(at)
+}
 
 /// Which end of the connection this session is, with what only that end
 /// knows.
@@ -56,6 +83,10 @@ pub enum Side {
 pub enum SessionEvent {
     /// The encrypted channel is up; the hellos come next.
     Secured { fingerprint: String },
+    /// The trust store should remember this key under this name (and the
+    /// address we dialled); `verified` when a pairing code proved it.
+    /// Comes just before `Connected`.
+    Remember { key: [u8; 32], name: String, dialled: Option<String>, verified: bool },
     /// The hellos (and the pairing, when there was one) are done.
     Connected { peer_name: String, peer: PeerIdentity },
     /// A chat message from the peer.
@@ -182,7 +213,7 @@ impl Session {
         now: Instant,
     ) -> Session {
         let (channel, first) = Channel::initiator(identity);
-        let phase = Phase::Connecting { deadline: now + config.connect_timeout };
+        let phase = Phase::Connecting { deadline: later(now, config.connect_timeout) };
         Session::new(Side::Client { dialled: remote, pairing_code }, remote, config, channel, first, phase, now)
     }
 
@@ -197,7 +228,7 @@ impl Session {
         now: Instant,
     ) -> Session {
         let (channel, first) = Channel::responder(identity);
-        let phase = Phase::Hello { deadline: now + config.hello_timeout };
+        let phase = Phase::Hello { deadline: later(now, config.hello_timeout) };
         Session::new(Side::Server { pairing_code }, remote, config, channel, first, phase, now)
     }
 
@@ -234,10 +265,6 @@ impl Session {
         self.remote
     }
 
-    pub fn side(&self) -> &Side {
-        &self.side
-    }
-
     /// The next thing that happened, in order.
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.events.pop_front()
@@ -263,7 +290,7 @@ impl Session {
         if link.out_pos == link.out.len() {
             link.out.clear();
             link.out_pos = 0;
-        } else if link.out_pos > 256 * 1024 && link.out_pos * 2 > link.out.len() {
+        } else if link.out_pos > COMPACT_AFTER && link.out_pos * 2 > link.out.len() {
             link.out.drain(..link.out_pos);
             link.out_pos = 0;
         }
@@ -275,12 +302,14 @@ impl Session {
 
     /// When [`Session::handle_timeout`] is next due (`None` once closed).
     pub fn deadline(&self) -> Option<Instant> {
-        let partial = |due: Instant| self.partial_since.map_or(due, |since| due.min(since + self.config.frame_timeout));
+        let partial =
+            |due: Instant| self.partial_since.map_or(due, |since| due.min(later(since, self.config.frame_timeout)));
         match &self.phase {
             Phase::Connecting { deadline } | Phase::Closing { deadline, .. } => Some(*deadline),
             Phase::Hello { deadline } | Phase::Pairing { deadline, .. } => Some(partial(*deadline)),
             Phase::Open { .. } => Some(partial(
-                (self.last_rx + self.config.heartbeat_timeout).min(self.last_tx + self.config.heartbeat_interval),
+                later(self.last_rx, self.config.heartbeat_timeout)
+                    .min(later(self.last_tx, self.config.heartbeat_interval)),
             )),
             Phase::Closed => None,
         }
@@ -310,12 +339,6 @@ impl Session {
     /// The socket can go.
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
-    }
-
-    /// Still in the handshake, hello or pairing, as a server's
-    /// not-yet-admitted connection is.
-    pub fn is_in_hello(&self) -> bool {
-        matches!(self.phase, Phase::Hello { .. } | Phase::Pairing { .. })
     }
 
     /// The end, once a close has begun.
@@ -354,7 +377,7 @@ impl Session {
     /// Client: the TCP connection is up; the handshake starts.
     pub fn tcp_connected(&mut self, now: Instant) {
         if let Phase::Connecting { .. } = self.phase {
-            self.phase = Phase::Hello { deadline: now + self.config.hello_timeout };
+            self.phase = Phase::Hello { deadline: later(now, self.config.hello_timeout) };
             self.last_rx = now;
             self.last_tx = now;
         }
@@ -362,21 +385,7 @@ impl Session {
 
     /// Client: the TCP connect failed.
     pub fn connect_failed(&mut self, e: &io::Error) {
-        let remote = self.remote;
-        let end = match e.kind() {
-            io::ErrorKind::ConnectionRefused => {
-                End::new(EndKind::Unreachable, format!("connection refused by {remote} (nothing is listening there)"))
-            }
-            io::ErrorKind::TimedOut => End::new(EndKind::TimedOut, format!("no answer from {remote}")),
-            io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {
-                End::new(EndKind::Unreachable, format!("{remote} cannot be reached from this computer"))
-            }
-            io::ErrorKind::AddrNotAvailable => {
-                End::new(EndKind::Unreachable, format!("{remote} is not an address that can be connected to"))
-            }
-            _ => End::new(EndKind::Unreachable, format!("could not connect to {remote}: {e}")),
-        };
-        self.end_now(end);
+        self.end_now(connect_error(self.remote, e));
     }
 
     /// Reading or writing the socket failed.
@@ -396,25 +405,33 @@ impl Session {
         self.end_now(end);
     }
 
-    /// We close the connection on purpose: a normal bye goes out, and
-    /// `Ended` comes once the peer has closed its side (or the linger
-    /// ran out). Before the hellos are done there is nobody to say bye to,
-    /// and it ends at once.
-    pub fn close(&mut self, reason: &str, said: &str, now: Instant) {
-        let end = End::new(EndKind::Closed, reason);
+    /// We close the connection on purpose: a normal bye (saying `said`)
+    /// goes out, and `Ended` with `reason` comes once the peer has closed
+    /// its side (or the linger ran out). Before the hellos are done there
+    /// is nobody to say bye to: it ends at once with `cancelled`.
+    pub fn close(&mut self, reason: &str, cancelled: &str, said: &str, now: Instant) {
         if self.is_closing() {
             // Asked again while lingering: do not wait any longer.
-            self.end_now(end);
+            self.end_now(End::new(EndKind::Closed, reason));
         } else if self.has_peer() {
-            self.fail(end, Some((ByeCode::Normal, said.to_owned())), now);
+            self.end_with_bye(End::new(EndKind::Closed, reason), Some((ByeCode::Normal, said.to_owned())), now);
         } else {
-            self.end_now(end);
+            self.end_now(End::new(EndKind::Closed, cancelled));
         }
     }
 
+    /// Closing takes too long for the driver (too many connections are
+    /// closing at once): ends now, with the end it was going to report.
+    pub fn cut_short(&mut self) {
+        let held = match &mut self.phase {
+            Phase::Closing { ending, .. } => ending.take(),
+            _ => None,
+        };
+        self.end_now(held.unwrap_or_else(|| End::new(EndKind::Closed, "closed")));
+    }
+
     /// The peer closed its side (the read returned 0).
-    pub fn eof(&mut self, now: Instant) {
-        let _ = now;
+    pub fn eof(&mut self) {
         let remote = self.remote;
         let server = matches!(self.side, Side::Server { .. });
         let failed = |kind, reason: String| End::new(kind, reason);
@@ -500,7 +517,7 @@ impl Session {
         let remote = self.remote;
         let secs = |d: Duration| d.as_secs_f32();
         let config = self.config;
-        let stalled = self.partial_since.is_some_and(|since| now >= since + config.frame_timeout);
+        let stalled = self.partial_since.is_some_and(|since| now >= later(since, config.frame_timeout));
         let end = match &mut self.phase {
             Phase::Connecting { deadline } if now >= *deadline => Some(End::new(
                 EndKind::TimedOut,
@@ -532,12 +549,12 @@ impl Session {
                 format!("{remote} did not complete the pairing within {} s", secs(config.hello_timeout)),
             )),
             Phase::Hello { .. } | Phase::Pairing { .. } => None,
-            Phase::Open { .. } if now >= self.last_rx + config.heartbeat_timeout => Some(End::new(
+            Phase::Open { .. } if now >= later(self.last_rx, config.heartbeat_timeout) => Some(End::new(
                 EndKind::TimedOut,
                 format!("the peer stopped answering (nothing received for {} s)", secs(config.heartbeat_timeout)),
             )),
             Phase::Open { .. } => {
-                if now >= self.last_tx + config.heartbeat_interval {
+                if now >= later(self.last_tx, config.heartbeat_interval) {
                     self.ping_seq += 1;
                     self.link.queue(&Frame::Ping(self.ping_seq));
                 }
@@ -642,7 +659,7 @@ impl Session {
                         frame::VERSION
                     );
                     let end = End::new(EndKind::Refused, what.clone());
-                    return self.fail(end, Some((ByeCode::Unsupported, what)), now);
+                    return self.end_with_bye(end, Some((ByeCode::Unsupported, what)), now);
                 }
                 match self.side {
                     Side::Server { .. } => self.hello_from_client(name, pairing, now, host),
@@ -701,7 +718,7 @@ impl Session {
         if chat.allowance < 1.0 {
             let what = format!("sent more than {} chat messages a second", self.config.chat_per_sec);
             let end = End::new(EndKind::Limit, format!("the peer {what}; disconnected to keep PeerConn responsive"));
-            self.fail(end, Some((ByeCode::Limit, format!("you {what}"))), now);
+            self.end_with_bye(end, Some((ByeCode::Limit, format!("you {what}"))), now);
             return false;
         }
         chat.allowance -= 1.0;
@@ -710,13 +727,13 @@ impl Session {
 
     fn protocol_error(&mut self, what: &str, now: Instant) {
         let end = End::new(EndKind::Protocol, format!("protocol error from {}: {what}", self.remote));
-        self.fail(end, Some((ByeCode::ProtocolError, what.to_owned())), now);
+        self.end_with_bye(end, Some((ByeCode::ProtocolError, what.to_owned())), now);
     }
 
     fn secure_error(&mut self, e: SecureError, now: Instant) {
         if self.link.channel.is_established() {
             let end = End::new(EndKind::Protocol, format!("the connection with {} ended: {e}", self.remote));
-            self.fail(end, Some((ByeCode::ProtocolError, e.to_string())), now);
+            self.end_with_bye(end, Some((ByeCode::ProtocolError, e.to_string())), now);
         } else {
             self.end_now(End::new(EndKind::Protocol, format!("no secure connection with {}: {e}", self.remote)));
         }
@@ -726,7 +743,7 @@ impl Session {
     /// still carry one): a close of ours is reported once the peer closed
     /// its side; anything else at once, the socket lingering only to
     /// deliver the bye.
-    fn fail(&mut self, end: End, bye: Option<(ByeCode, String)>, now: Instant) {
+    fn end_with_bye(&mut self, end: End, bye: Option<(ByeCode, String)>, now: Instant) {
         if self.is_closing() {
             return;
         }
@@ -736,7 +753,7 @@ impl Session {
         };
         self.link.queue(&Frame::Bye { code, reason: text });
         self.end = Some(end.clone());
-        let deadline = now + self.config.close_linger;
+        let deadline = later(now, self.config.close_linger);
         let ending = if end.kind == EndKind::Closed {
             Some(end)
         } else {

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{ConnFiles, Files, Meter, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
+use super::{ConnFiles, Files, Meter, Orphan, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
 use crate::files::{self, FailKind, Failure, TransferId, WriteJob, WriteMsg, Writer};
 use crate::net::frame::{self, Frame};
 use crate::net::session::{Link, Violation};
@@ -236,8 +236,10 @@ impl Transfers {
     pub(super) fn sender_cancelled(&mut self, c: &mut ConnFiles, wire: u32, reason: &str) {
         let (owner, label) = (c.owner, c.label);
         let Some(t) = c.files.forget_incoming(wire) else { return };
+        let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(reason)) };
+        let why = format!("the peer stopped the transfer{said}");
         if t.state == InState::Verifying {
-            return self.abort_verifying(owner, t);
+            return self.abort_verifying(owner, label, t, FailKind::CancelledByPeer, why);
         }
         if t.state == InState::Checking {
             // Withdrawn before the person ever saw it.
@@ -245,9 +247,7 @@ impl Transfers {
             log::info!("{label} withdrew its offer of \"{}\"", printable(&t.name));
             return;
         }
-        let said = if reason.is_empty() { String::new() } else { format!(": {}", printable(reason)) };
-        let reason = format!("the peer stopped the transfer{said}");
-        self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, reason);
+        self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, why);
     }
 
     /// The writer made its temporary file: ACCEPT goes out.
@@ -401,11 +401,18 @@ impl Transfers {
 
     /// Stops a transfer whose writer already has all its data; the writer's
     /// own report (stored, or failed) is what the person will see.
-    pub(super) fn abort_verifying(&mut self, owner: PeerId, t: Incoming) {
-        if let Some(writer) = &t.writer {
-            writer.abort();
+    pub(super) fn abort_verifying(&mut self, owner: PeerId, label: &str, t: Incoming, kind: FailKind, why: String) {
+        match &t.writer {
+            // All its data is with the writer: it may be naming the file
+            // this instant, and reports what really happened.
+            Some(writer) if t.stalled.is_empty() => {
+                writer.abort();
+                self.routes.remove(&t.key);
+                let cancelled = Some((kind, why));
+                self.orphans.insert(t.key, Orphan { id: owner, name: t.name, cancelled });
+            }
+            // Data never reached it: it can only fail, and is dropped.
+            _ => self.failed(owner, label, t.key, &t.name, kind, why),
         }
-        self.routes.remove(&t.key);
-        self.orphans.insert(t.key, (owner, t.name));
     }
 }

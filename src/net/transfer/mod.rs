@@ -25,7 +25,7 @@ use super::events::EventSink;
 use super::frame::Frame;
 use super::session::{FileFrames, Link, Violation};
 use super::{printable, Event, PeerId};
-use crate::files::{self, DiskEvent, FailKind, Failure, Faults, Notify, TransferId};
+use crate::files::{self, DiskEvent, FailKind, Faults, Notify, TransferId};
 
 pub(crate) use incoming::{InState, Incoming};
 pub(crate) use outgoing::{OutState, Outgoing};
@@ -151,7 +151,7 @@ pub(crate) struct Transfers {
     routes: HashMap<TransferId, ConnKey>,
     /// Received files whose connection ended while they were being verified:
     /// they are still reported when stored.
-    orphans: HashMap<TransferId, (PeerId, String)>,
+    orphans: HashMap<TransferId, Orphan>,
     /// Writer threads, joined at exit so no temporary file outlives us.
     writers: Vec<std::thread::JoinHandle<()>>,
     /// Started at the first offer.
@@ -184,6 +184,16 @@ impl AcceptPolicy {
     fn accepts(&self, peer: Option<&[u8; 32]>) -> bool {
         self.everyone || peer.is_some_and(|key| self.keys.contains(&super::secure::fingerprint(key)))
     }
+}
+
+/// A received file whose writer goes on alone (its connection ended, or
+/// it was cancelled while being verified): its own report is what the
+/// person sees.
+pub(crate) struct Orphan {
+    pub id: PeerId,
+    pub name: String,
+    /// Cancelled, by whom and why: said if the writer fails.
+    pub cancelled: Option<(FailKind, String)>,
 }
 
 /// What the reactor should do after a disk event.
@@ -264,7 +274,7 @@ impl Transfers {
             if t.state == InState::Verifying {
                 // The writer may be naming the file this instant: it reports
                 // what really happened, as an orphan.
-                self.abort_verifying(owner, t);
+                self.abort_verifying(owner, label, t, kind, why.to_owned());
                 link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
                 return;
             }
@@ -294,25 +304,24 @@ impl Transfers {
         Ok(())
     }
 
-    /// A disk event for a transfer whose connection is gone: only received
-    /// files still being verified are reported. False if the event is for
-    /// no transfer at all.
+    /// A disk event for a transfer no connection carries: an orphan's
+    /// writer reports how it ended (anything else is for no transfer).
     pub fn orphan_event(&mut self, event: DiskEvent) {
         let key = event.key();
-        let Some((id, name)) = self.orphans.remove(&key) else { return };
-        if matches!(event, DiskEvent::Stored { .. } | DiskEvent::WriteFailed { .. }) {
-            self.promised.remove(&key);
-        }
+        let Some(Orphan { id, name, cancelled }) = self.orphans.remove(&key) else { return };
         match event {
             DiskEvent::Stored { path, size, hash, .. } => {
+                self.promised.remove(&key);
                 self.emit(Event::FileReceived { id, transfer: key, name, path, size, blake3: hash })
             }
             DiskEvent::WriteFailed { failure, .. } => {
-                let Failure { kind, reason } = failure;
+                self.promised.remove(&key);
+                // A cancel is reported as who cancelled it.
+                let (kind, reason) = cancelled.unwrap_or((failure.kind, failure.reason));
                 self.emit(Event::FileFailed { id, transfer: key, name, kind, reason })
             }
             _ => {
-                self.orphans.insert(key, (id, name));
+                self.orphans.insert(key, Orphan { id, name, cancelled });
             }
         }
     }
@@ -347,7 +356,7 @@ impl Transfers {
                 self.routes.remove(&t.key); // never shown to the person
             } else if t.state == InState::Verifying && t.stalled.is_empty() {
                 self.routes.remove(&t.key);
-                self.orphans.insert(t.key, (owner, t.name));
+                self.orphans.insert(t.key, Orphan { id: owner, name: t.name, cancelled: None });
             } else {
                 self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
             }
