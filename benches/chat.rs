@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use peerconn::net::{Engine, Event, ListenOptions, PeerId, PeerState};
+use peerconn::net::{Engine, EngineConfig, Event, ListenOptions, PeerId, PeerState};
 
 const ROUND_TRIPS: usize = 10_000;
 const MESSAGE: &str = "the quick brown fox jumps over the lazy dog";
@@ -87,10 +87,17 @@ fn wait_connected(engine: &Engine, count: usize) {
     }
 }
 
+/// An engine whose chat rate limit (500 a second from a peer) does not
+/// stop a round-trip benchmark that sends tens of thousands a second.
+fn unlimited() -> Engine {
+    Engine::with_config(EngineConfig { chat_burst: u32::MAX, chat_per_sec: u32::MAX, ..EngineConfig::default() })
+        .unwrap()
+}
+
 /// Engine A sends, engine B's owner echoes each message back.
 fn engine_round_trips() -> Vec<Duration> {
-    let a = Engine::start().unwrap();
-    let b = Engine::start().unwrap();
+    let a = unlimited();
+    let b = unlimited();
     let s = a.listen("bench-a", "127.0.0.1:0".parse().unwrap(), ListenOptions::default()).unwrap();
     let addr = listening(&a, s);
     let c = b.connect("bench-b", addr).unwrap();
@@ -99,9 +106,13 @@ fn engine_round_trips() -> Vec<Duration> {
     let echo = std::thread::spawn(move || {
         let mut echoed = 0;
         while echoed < ROUND_TRIPS {
-            if let Ok(Event::Message { text, .. }) = b.events().recv() {
-                b.send_text(c, &text).unwrap();
-                echoed += 1;
+            match b.events().recv() {
+                Ok(Event::Message { text, .. }) => {
+                    b.send_text(c, &text).unwrap();
+                    echoed += 1;
+                }
+                Ok(Event::State { state: PeerState::Lost { reason, .. }, .. }) => panic!("lost: {reason}"),
+                _ => {}
             }
         }
         b
@@ -111,8 +122,10 @@ fn engine_round_trips() -> Vec<Duration> {
         let t = Instant::now();
         a.send_text(s, MESSAGE).unwrap();
         loop {
-            if let Event::Message { .. } = a.events().recv().unwrap() {
-                break;
+            match a.events().recv().unwrap() {
+                Event::Message { .. } => break,
+                Event::State { state: PeerState::Lost { reason, .. }, .. } => panic!("lost: {reason}"),
+                _ => {}
             }
         }
         samples.push(t.elapsed());
