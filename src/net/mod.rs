@@ -238,7 +238,7 @@ impl Default for EngineConfig {
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_timeout: Duration::from_secs(15),
             close_linger: Duration::from_secs(3),
-            max_pending_hellos: 16,
+            max_pending_hellos: 64,
             max_output_bytes: 8 * 1024 * 1024,
             frame_timeout: Duration::from_secs(30),
             chat_burst: 2000,

@@ -3,9 +3,16 @@
 //!
 //! A peersocket is what the person made with Listen or Connect. A server
 //! peersocket has a listener, the connections it accepted that have not
-//! finished their hello (at most `max_pending_hellos`, the oldest dropped
-//! for a newcomer), and at most one admitted peer: it is busy while it has
-//! one. A client peersocket has its one connection. Both remember the last
+//! finished their hello, and at most one admitted peer: it is busy while
+//! it has one.
+//!
+//! Connections still in their hello are bounded so that a flood of cheap
+//! ones cannot keep a real peer out (see [`Peersockets::make_room`]): one
+//! source address holds at most [`PENDING_PER_SOURCE`] of them and a
+//! newcomer from it displaces only its own oldest; when the listener holds
+//! `max_pending_hellos`, the one to go comes from the source holding the
+//! most, and a connection that has sent nothing yet goes before one whose
+//! handshake is under way. A client peersocket has its one connection. Both remember the last
 //! key refused as changed, for Trust new key, and a server its wrong-code
 //! back-off.
 //!
@@ -15,13 +22,40 @@
 //! `admit`, `detach`…) and does the socket work the answer implies.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::session::PairingGuard;
 use super::{printable, ListenOptions, PeerId, Role};
 
 /// The reactor's number for a socket.
 pub(crate) type SocketKey = usize;
+
+/// Connections in their hello one source address may hold per listener.
+pub(crate) const PENDING_PER_SOURCE: usize = 8;
+
+/// Where a connection comes from, for the per-source bound: the IPv4
+/// address, or the IPv6 /64 (one machine commonly holds a whole /64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Source(u128);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(v4) => Source(u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(u128::from(u32::from(v4))),
+                None => Source((u128::from(v6) >> 64) << 64 | 1 << 32),
+            },
+        }
+    }
+}
+
+/// A connection still in its hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub conn: SocketKey,
+    pub source: Source,
+}
 
 /// One peersocket.
 pub(crate) struct Peer {
@@ -35,8 +69,9 @@ pub(crate) struct Peer {
     /// The connection that is the peer: a client's from the start, a
     /// server's once its hello is done.
     pub conn: Option<SocketKey>,
-    /// Server: accepted connections that have not completed the hello.
-    pub pending: Vec<SocketKey>,
+    /// Server: accepted connections that have not completed the hello,
+    /// oldest first.
+    pub pending: Vec<Pending>,
     pub lost: bool,
     /// Client: the pairing code to prove to the listener.
     pub pairing_code: Option<String>,
@@ -174,27 +209,56 @@ impl Peersockets {
     pub fn stop_listening(&mut self, id: PeerId) -> Vec<SocketKey> {
         let Some(peer) = self.peers.get_mut(&id) else { return Vec::new() };
         let listener = peer.listener.take();
-        listener.into_iter().chain(std::mem::take(&mut peer.pending)).collect()
+        listener.into_iter().chain(std::mem::take(&mut peer.pending).into_iter().map(|p| p.conn)).collect()
     }
 
-    /// Before a server takes another connection: when `max` are already in
-    /// their hello, the oldest must go (returned), so a flood of idle
-    /// sockets cannot keep a real peer out.
-    pub fn make_room(&mut self, id: PeerId, max: usize) -> Option<SocketKey> {
+    /// Before a server takes another connection from `source`: the one
+    /// that must go to make room for it, if any (see the module doc).
+    /// `idle` says whether a connection has sent nothing yet.
+    pub fn make_room(
+        &mut self,
+        id: PeerId,
+        source: Source,
+        max: usize,
+        idle: impl Fn(SocketKey) -> bool,
+    ) -> Option<SocketKey> {
         let peer = self.peers.get_mut(&id)?;
-        (peer.pending.len() >= max && !peer.pending.is_empty()).then(|| peer.pending.remove(0))
+        let from = |s: Source| peer.pending.iter().filter(|p| p.source == s).count();
+        let group = if from(source) >= PENDING_PER_SOURCE {
+            source
+        } else if peer.pending.len() >= max.max(1) {
+            // The source holding the most pays; the oldest of it on ties.
+            let mut counts: HashMap<Source, usize> = HashMap::new();
+            for p in &peer.pending {
+                *counts.entry(p.source).or_default() += 1;
+            }
+            let most = counts.values().copied().max().unwrap_or(0);
+            peer.pending.iter().find(|p| counts[&p.source] == most)?.source
+        } else {
+            return None;
+        };
+        let in_group = |p: &&Pending| p.source == group;
+        let victim = peer
+            .pending
+            .iter()
+            .filter(in_group)
+            .find(|p| idle(p.conn))
+            .or_else(|| peer.pending.iter().find(in_group))?
+            .conn;
+        peer.pending.retain(|p| p.conn != victim);
+        Some(victim)
     }
 
-    pub fn add_pending(&mut self, id: PeerId, conn: SocketKey) {
+    pub fn add_pending(&mut self, id: PeerId, conn: SocketKey, source: Source) {
         if let Some(peer) = self.peers.get_mut(&id) {
-            peer.pending.push(conn);
+            peer.pending.push(Pending { conn, source });
         }
     }
 
     /// A connection finished its hello: it is the peer now.
     pub fn admit(&mut self, id: PeerId, conn: SocketKey) {
         if let Some(peer) = self.peers.get_mut(&id) {
-            peer.pending.retain(|t| *t != conn);
+            peer.pending.retain(|p| p.conn != conn);
             peer.conn = Some(conn);
         }
     }
@@ -209,8 +273,8 @@ impl Peersockets {
     /// Connection `conn` of `id` ended.
     pub fn detach(&mut self, id: PeerId, conn: SocketKey) -> Detached {
         let Some(peer) = self.peers.get_mut(&id) else { return Detached::NotOurs };
-        if let Some(i) = peer.pending.iter().position(|t| *t == conn) {
-            peer.pending.swap_remove(i);
+        if let Some(i) = peer.pending.iter().position(|p| p.conn == conn) {
+            peer.pending.remove(i); // keeps the rest oldest first
             return Detached::Pending;
         }
         if peer.conn != Some(conn) {
@@ -230,18 +294,61 @@ mod tests {
         "127.0.0.1:4000".parse().unwrap()
     }
 
+    fn source(n: u8) -> Source {
+        Source::of(IpAddr::from([192, 0, 2, n]))
+    }
+
+    fn pending(peers: &Peersockets, id: PeerId) -> Vec<SocketKey> {
+        peers.get(id).unwrap().pending.iter().map(|p| p.conn).collect()
+    }
+
+    fn server(peers: &mut Peersockets) -> PeerId {
+        let id = PeerId(1);
+        peers.insert(id, Peer::server("s".into(), addr(), ListenOptions::default()));
+        id
+    }
+
     #[test]
     fn a_full_server_drops_its_oldest_pending_connection_for_a_newcomer() {
         let mut peers = Peersockets::default();
-        let id = PeerId(1);
-        peers.insert(id, Peer::server("s".into(), addr(), ListenOptions::default()));
+        let id = server(&mut peers);
         for conn in 0..3 {
-            assert_eq!(peers.make_room(id, 3), None);
-            peers.add_pending(id, conn);
+            assert_eq!(peers.make_room(id, source(conn as u8), 3, |_| true), None);
+            peers.add_pending(id, conn, source(conn as u8));
         }
-        assert_eq!(peers.make_room(id, 3), Some(0));
-        peers.add_pending(id, 3);
-        assert_eq!(peers.get(id).unwrap().pending, vec![1, 2, 3]);
+        assert_eq!(peers.make_room(id, source(9), 3, |_| true), Some(0));
+        peers.add_pending(id, 3, source(9));
+        assert_eq!(pending(&peers, id), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_flood_from_one_address_displaces_only_itself() {
+        let mut peers = Peersockets::default();
+        let id = server(&mut peers);
+        peers.add_pending(id, 100, source(7)); // the real peer
+        for conn in 1000..2000 {
+            if let Some(gone) = peers.make_room(id, source(66), 64, |_| true) {
+                assert_ne!(gone, 100, "the real peer was dropped for a flooder");
+            }
+            peers.add_pending(id, conn, source(66));
+        }
+        let held = pending(&peers, id);
+        assert_eq!(held.len(), 1 + PENDING_PER_SOURCE);
+        assert_eq!(held[0], 100);
+    }
+
+    #[test]
+    fn when_full_the_biggest_source_pays_and_a_silent_connection_goes_before_a_talking_one() {
+        let mut peers = Peersockets::default();
+        let id = server(&mut peers);
+        // Two sources with 3 each and one with 2; conn 10 and 11 have spoken.
+        for (conn, src) in [(10, 1), (11, 1), (12, 1), (20, 2), (21, 2), (22, 2), (30, 3), (31, 3)] {
+            peers.add_pending(id, conn, source(src));
+        }
+        let talking = |c: SocketKey| c == 10 || c == 11;
+        assert_eq!(peers.make_room(id, source(4), 8, |c| !talking(c)), Some(12), "source 1 has the most; 12 is silent");
+        peers.add_pending(id, 40, source(4));
+        assert_eq!(peers.make_room(id, source(4), 8, |c| !talking(c)), Some(20));
     }
 
     #[test]
@@ -251,8 +358,8 @@ mod tests {
         let options = ListenOptions { keep_listening: true, pairing_code: None };
         peers.insert(id, Peer::server("s".into(), addr(), options));
         peers.listening(id, 100, addr());
-        peers.add_pending(id, 1);
-        peers.add_pending(id, 2);
+        peers.add_pending(id, 1, source(1));
+        peers.add_pending(id, 2, source(1));
         peers.admit(id, 1);
         assert_eq!(peers.detach(id, 2), Detached::Pending);
         assert_eq!(peers.detach(id, 7), Detached::NotOurs);
@@ -263,14 +370,24 @@ mod tests {
     #[test]
     fn a_server_that_does_not_keep_listening_gives_up_its_listener_with_its_peer() {
         let mut peers = Peersockets::default();
-        let id = PeerId(1);
-        peers.insert(id, Peer::server("s".into(), addr(), ListenOptions::default()));
+        let id = server(&mut peers);
         peers.listening(id, 100, addr());
-        peers.add_pending(id, 1);
-        peers.add_pending(id, 2);
+        peers.add_pending(id, 1, source(1));
+        peers.add_pending(id, 2, source(1));
         peers.admit(id, 1);
         assert_eq!(peers.detach(id, 1), Detached::Peer { relisten: false, local: addr() });
         assert_eq!(peers.stop_listening(id), vec![100, 2]);
         assert!(peers.stop_listening(id).is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source_and_a_mapped_ipv4_is_its_ipv4() {
+        let a: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::5".parse().unwrap();
+        assert_eq!(Source::of(a), Source::of(b));
+        assert_ne!(Source::of(a), Source::of(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(Source::of(mapped), source(7));
     }
 }

@@ -330,7 +330,7 @@ fn many_idle_connections_do_not_lock_out_a_real_peer() {
 }
 
 #[test]
-fn pending_hellos_are_capped_at_16_per_listener() {
+fn pending_hellos_from_one_address_are_capped_at_8_per_listener() {
     // Hello timeout of a minute: the connections that are kept stay pending
     // for the whole test.
     let mut t = Arena::with_config(patient_config());
@@ -359,17 +359,19 @@ fn pending_hellos_are_capped_at_16_per_listener() {
         }
         idle.iter().filter(|s| s.is_some()).count()
     };
-    // The engine drops what is over the cap as it accepts.
+    // The engine drops what is over the cap as it accepts: all forty come
+    // from one address, which holds at most 8 (the listener holds 64 from
+    // all sources together; see flood.rs for a flood beside a real peer).
     let deadline = Instant::now() + PATIENCE;
     let mut open = scan(&mut idle);
-    while open > 16 && Instant::now() < deadline {
+    while open > 8 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         open = scan(&mut idle);
     }
-    assert_eq!(open, 16, "connections still open after {PATIENCE:?}");
-    // The 16 it keeps stay open (their hello time is a minute).
+    assert_eq!(open, 8, "connections still open after {PATIENCE:?}");
+    // The 8 it keeps stay open (their hello time is a minute).
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(scan(&mut idle), 16, "the engine closed a connection it had kept");
+    assert_eq!(scan(&mut idle), 8, "the engine closed a connection it had kept");
 
     // The cap is per listener: another server peersocket on the same engine
     // still takes a peer at once.

@@ -8,6 +8,8 @@ mod channel_model;
 mod channel_props;
 mod chat;
 mod cli;
+#[cfg(target_os = "linux")]
+mod flood;
 mod hostile;
 mod hostile_files;
 mod hostile_table;

@@ -347,3 +347,159 @@ impl Node {
         Node::with_config(EngineConfig { downloads: dir.to_path_buf(), ..fast_config() })
     }
 }
+
+/// A TCP relay in front of `upstream` that delays each direction by
+/// `delay`, as a slow link would, and connects upstream from its own
+/// loopback address (`from`, e.g. 127.0.0.3), so the listener sees it as
+/// another computer. It stops when dropped.
+#[cfg(target_os = "linux")]
+pub struct SlowLink {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(target_os = "linux")]
+impl SlowLink {
+    pub fn new(upstream: SocketAddr, from: std::net::IpAddr, delay: Duration) -> SlowLink {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((down, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = down.set_nonblocking(false);
+                let Ok(up) = connect_from(from, upstream) else { continue };
+                let (down2, up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                delayed_pump(down, up, delay);
+                delayed_pump(up2, down2, delay);
+            }
+        });
+        SlowLink { addr, stop }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A blocking TCP connection to `to` from the address `from`.
+#[cfg(target_os = "linux")]
+pub fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
+/// Copies `from` to `to`, each piece `delay` after it was read.
+#[cfg(target_os = "linux")]
+fn delayed_pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = crossbeam_channel::unbounded::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (due, bytes) in rx {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// Opens idle TCP connections to `target` from `from`, `per_sec` a second,
+/// keeping the newest `hold` open and resetting older ones (no TIME_WAIT
+/// piles up). Stops when dropped.
+#[cfg(target_os = "linux")]
+pub struct Flood {
+    pub opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(target_os = "linux")]
+impl Flood {
+    pub fn start(target: SocketAddr, from: std::net::IpAddr, per_sec: u32, hold: usize) -> Flood {
+        use std::sync::atomic::Ordering;
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, stopped) = (opened.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = VecDeque::new();
+            let began = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                let due = (began.elapsed().as_secs_f64() * f64::from(per_sec)) as usize;
+                if count.load(Ordering::Relaxed) >= due {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) else {
+                    continue;
+                };
+                let _ = socket.set_linger(Some(Duration::ZERO));
+                // Not waiting for the connect to complete: the kernel does
+                // it, as for any flooder.
+                let _ = socket.set_nonblocking(true);
+                if socket.bind(&SocketAddr::new(from, 0).into()).is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                match socket.connect(&target.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                }
+                held.push_back(socket);
+                if held.len() > hold {
+                    held.pop_front();
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Flood { opened, stop, thread: Some(thread) }
+    }
+
+    pub fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// EINPROGRESS on Linux: a non-blocking connect under way.
+#[cfg(target_os = "linux")]
+fn libc_einprogress() -> i32 {
+    115
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -31,7 +31,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::events::EventSink;
-use super::peersocket::{Detached, Peersockets};
+use super::peersocket::{Detached, Peersockets, Source};
 use super::session::{End, EndKind, Host, PairingGuard, Session, SessionConfig, SessionEvent};
 use super::transfer::{ConnFiles, Files, SessionFiles, Transfers};
 use super::trust::KnownPeers;
@@ -53,6 +53,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const MAX_LINGERING: usize = 128;
 /// How often a full event queue is looked at again.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(10);
+/// Connections one listener accepts before others get their turn.
+const ACCEPT_BUDGET: usize = 64;
 /// How soon a listener tries again after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// File bytes one connection may write before others get their turn.
@@ -265,7 +267,7 @@ impl Reactor {
     }
 
     fn accept(&mut self, token: Token, owner: PeerId) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let accepted = match self.sockets.get(&token) {
                 Some(Socket::Listener { listener, .. }) => listener.accept(),
                 _ => return,
@@ -293,9 +295,12 @@ impl Reactor {
             let code = peer.options.pairing_code.clone();
             // Drop the oldest silent connection rather than the newcomer,
             // so a flood of idle sockets cannot keep a real peer out.
-            if let Some(oldest) = self.peers.make_room(owner, self.config.max_pending_hellos) {
-                if let Some(Socket::Stream(old)) = self.sockets.remove(&Token(oldest)) {
-                    log::warn!("{label} dropped {}: too many connections still in their hello", old.session.remote());
+            let source = Source::of(remote.ip());
+            let sockets = &self.sockets;
+            let idle = |t: usize| matches!(sockets.get(&Token(t)), Some(Socket::Stream(c)) if !c.session.has_heard());
+            if let Some(gone) = self.peers.make_room(owner, source, self.config.max_pending_hellos, idle) {
+                if let Some(Socket::Stream(old)) = self.sockets.remove(&Token(gone)) {
+                    log::debug!("{label} dropped {}: too many connections still in their hello", old.session.remote());
                 }
             }
             tune_stream(&stream);
@@ -308,10 +313,15 @@ impl Reactor {
             let session = Session::server(&self.config.identity, self.session_config, remote, code, Instant::now());
             let conn = Conn { owner, stream, session, files: Files::default(), wants_write: false, lingering: false };
             self.sockets.insert(conn_token, Socket::Stream(Box::new(conn)));
-            self.peers.add_pending(owner, conn_token.0);
+            self.peers.add_pending(owner, conn_token.0, source);
             // Our preamble goes out at once, so even a peer that is not
             // PeerConn sees what it reached.
             self.with_conn(conn_token, |_, _| {});
+        }
+        // The budget is spent and more may wait: the rest of the loop gets
+        // its turn first (a flood of connections must not starve peers).
+        if let Some(Socket::Listener { retry_at, .. }) = self.sockets.get_mut(&token) {
+            retry_at.get_or_insert_with(Instant::now);
         }
     }
 

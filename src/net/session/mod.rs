@@ -200,6 +200,8 @@ pub struct Session {
     reported: bool,
     /// The first end, once a close has begun (transfers end with it).
     end: Option<End>,
+    /// Some bytes have come from the peer.
+    heard: bool,
 }
 
 impl Session {
@@ -256,6 +258,7 @@ impl Session {
             events: VecDeque::new(),
             reported: false,
             end: None,
+            heard: false,
         }
     }
 
@@ -318,6 +321,11 @@ impl Session {
     /// Still waiting for the TCP connect.
     pub fn is_connecting(&self) -> bool {
         matches!(self.phase, Phase::Connecting { .. })
+    }
+
+    /// The peer has sent something (a connection that has not is idle).
+    pub fn has_heard(&self) -> bool {
+        self.heard
     }
 
     /// Chat and files flow.
@@ -464,6 +472,7 @@ impl Session {
             return;
         }
         self.last_rx = now;
+        self.heard = true;
         if !matches!(self.phase, Phase::Hello { .. } | Phase::Pairing { .. } | Phase::Open { .. }) {
             return; // leaving (or not yet connected): what the peer still sends is dropped
         }
