@@ -12,3 +12,4 @@ pub mod gui;
 pub mod hostinfo;
 pub mod logging;
 pub mod net;
+pub mod text;

@@ -18,7 +18,7 @@ pub(super) struct Output {
 impl Output {
     /// Prints `event` in the chosen form (some events have only one form).
     pub fn event(&self, event: &Event, seen: &Seen) {
-        let line = if self.json { json(event, seen).map(|v| v.to_string()) } else { text(event, seen) };
+        let line = if self.json { json(event, seen).map(|v| escape_json(&v.to_string())) } else { text(event, seen) };
         if let Some(line) = line {
             self.line(&line);
         }
@@ -26,7 +26,7 @@ impl Output {
 
     /// A line with both forms, for what is not an engine event.
     pub fn print(&self, value: Value, text: impl FnOnce() -> String) {
-        self.line(&if self.json { value.to_string() } else { text() });
+        self.line(&if self.json { escape_json(&value.to_string()) } else { text() });
     }
 
     /// A progress line that has no JSON form.
@@ -45,6 +45,29 @@ impl Output {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+}
+
+/// JSON with the characters that deceive a reader written as `\u`
+/// escapes, as text mode escapes them (C1 controls, text-direction marks,
+/// invisible characters): the same strings to a program, and a terminal
+/// showing the line is neither driven nor fooled. (They occur only inside
+/// strings: JSON's own syntax is ASCII.)
+pub(super) fn escape_json(line: &str) -> String {
+    if !line.chars().any(peerconn::text::escaped_in_display) {
+        return line.to_owned();
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if peerconn::text::escaped_in_display(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What the session knows that an event does not say.
@@ -195,3 +218,18 @@ pub(super) fn ask(name: &str, size: u64) -> String {
 
 pub(super) const DECLINED_WITHOUT_TERMINAL: &str =
     "declined: start with --accept-files to receive files without a terminal";
+
+#[cfg(test)]
+mod tests {
+    use super::escape_json;
+
+    #[test]
+    fn json_escapes_what_text_mode_escapes_and_means_the_same() {
+        let value = serde_json::json!({"text": "evil\u{202e}txt.exe \u{85} al\u{200b}ice \u{e0041}"});
+        let line = escape_json(&value.to_string());
+        assert!(line.is_ascii(), "{line}");
+        assert!(line.contains("\\u202e") && line.contains("\\u0085") && line.contains("\\u200b"), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, value, "a program reads the same string");
+    }
+}

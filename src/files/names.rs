@@ -29,11 +29,6 @@ impl fmt::Display for UnsafeName {
     }
 }
 
-fn deceptive(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
 /// Turns a peer's file name into one safe path component, or says why not.
 pub fn safe_name(offered: &str) -> Result<String, UnsafeName> {
     if offered.len() > MAX_OFFERED_NAME {
@@ -42,8 +37,11 @@ pub fn safe_name(offered: &str) -> Result<String, UnsafeName> {
     if offered.contains(['/', '\\']) {
         return Err(UnsafeName("it contains a path separator".into()));
     }
-    if offered.chars().any(deceptive) {
+    if offered.chars().any(|c| c.is_control() || crate::text::is_bidi(c)) {
         return Err(UnsafeName("it contains control or text-direction characters".into()));
+    }
+    if let Some(c) = crate::text::hidden_char(offered) {
+        return Err(UnsafeName(format!("it contains the invisible character {}", c.escape_unicode())));
     }
     let bytes = offered.as_bytes();
     if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {

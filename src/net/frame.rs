@@ -218,8 +218,10 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Checks a display name: 1..=[`MAX_NAME`] bytes, no control characters,
-/// not only white space. Used for our own names and for names in a hello.
+/// Checks a display name: 1..=[`MAX_NAME`] bytes, no control or invisible
+/// characters (see [`crate::text`]; text-direction marks are escaped
+/// wherever a name is shown), not only white space. Used for our own names
+/// and for names in a hello.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("the name is empty".into());
@@ -229,6 +231,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(char::is_control) {
         return Err("the name contains control characters".into());
+    }
+    if let Some(c) = crate::text::hidden_char(name) {
+        return Err(format!("the name contains {}, which would hide what it says", c.escape_unicode()));
     }
     Ok(())
 }

@@ -562,13 +562,11 @@ impl Drop for Engine {
 }
 
 /// Text from a peer made safe to print on one line: control characters
-/// (newlines included) and bidirectional overrides are shown escaped, so
-/// they can neither drive a terminal nor reorder what a person reads.
+/// (newlines included), bidirectional overrides and invisible characters
+/// are shown escaped, so they can neither drive a terminal, nor reorder,
+/// nor hide what a person reads (see [`crate::text`]).
 pub fn printable(s: &str) -> Cow<'_, str> {
-    fn unsafe_char(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    }
+    let unsafe_char = crate::text::escaped_in_display;
     if !s.chars().any(unsafe_char) {
         return Cow::Borrowed(s);
     }

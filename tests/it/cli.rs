@@ -705,3 +705,23 @@ fn a_listener_whose_output_nobody_reads_stays_small_and_loses_no_message() {
         }
     }
 }
+
+/// Regression: `--json` carried C1 controls, text-direction marks and
+/// invisible characters unescaped, where text mode escapes them.
+#[test]
+fn json_output_escapes_what_would_drive_or_fool_a_terminal() {
+    use crate::support::RawPeer;
+    use peerconn::net::frame::Frame;
+    let listener = Peerconn::start(&["listen", "--json", "--name", "reader", "--bind", "127.0.0.1"]);
+    let addr: std::net::SocketAddr =
+        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    let (mut raw, _) = RawPeer::hello(addr, "writer");
+    listener.event_named("connected");
+    let text = "pay \u{202e}txt.exe\u{85} to al\u{200b}ice";
+    raw.send(&Frame::Chat(text.into()));
+    let line = listener.line();
+    assert!(line.is_ascii(), "the line carries the characters raw: {line:?}");
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["event"], "message");
+    assert_eq!(event["text"], text, "a program still reads exactly what was sent");
+}

@@ -505,3 +505,36 @@ fn a_peer_that_never_reads_is_dropped_before_its_replies_pile_up() {
     };
     assert!(reason.contains("stopped reading"), "{reason}");
 }
+
+/// Regression: zero-width and other invisible characters passed in names,
+/// so `al\u{200b}ice` read as "alice".
+#[test]
+fn a_hello_whose_name_hides_invisible_characters_is_refused() {
+    let mut server = Node::new();
+    let (s, addr) = server.listen("server");
+    for spoof in ["al\u{200b}ice", "al\u{00ad}ice", "\u{feff}alice", "alice\u{3164}", "al\u{200d}ice"] {
+        let mut raw = RawPeer::connect(addr);
+        raw.send(&Frame::Hello { version: VERSION, pairing: false, name: spoof.into() });
+        let bye = closed_by_engine(&mut raw);
+        assert_bye(bye, ByeCode::ProtocolError, "would hide what it says");
+    }
+    // Names in real scripts still pass.
+    let (_raw, _) = RawPeer::hello(addr, "می\u{200c}خواهم");
+    assert_eq!(server.connected(s).0, "می\u{200c}خواهم");
+}
+
+#[test]
+fn a_file_name_with_an_invisible_character_is_refused_before_anyone_is_asked() {
+    let mut server = Node::new();
+    let (s, addr) = server.listen("server");
+    let (mut raw, _) = RawPeer::hello(addr, "sender");
+    server.connected(s);
+    raw.send(&Frame::Offer { transfer: 1, size: 10, name: "invoice\u{200b}.pdf.exe".into() });
+    let reason = server.wait("the refusal", |e| match e {
+        Event::FileFailed { reason, .. } => Some(reason.clone()),
+        Event::FileIncoming { .. } => panic!("offered to the person"),
+        _ => None,
+    });
+    assert!(reason.contains("invisible character \\u{200b}"), "{reason}");
+    assert!(matches!(raw.recv(), Some(Frame::Decline { transfer: 1, .. })));
+}

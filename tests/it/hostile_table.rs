@@ -316,12 +316,12 @@ fn table() -> Vec<Row> {
     rows.extend([
         row("abuse", "a chat flood over the rate limit", Hello, chat_flood, Lost("more than 1000 chat messages a second")).may_deliver(spam),
         row("abuse", "an offer flood", Hello, offer_flood, OffersCapped),
-        row("abuse", "half a record, then silence", Hello, vec![HalfRecord(chat("never finished"))], Lost("part of a message")),
-        row("abuse", "half a frame, then silence", Hello, vec![Plain(half_frame[..half_frame.len() / 2].to_vec())], Lost("part of a message")),
+        row("abuse", "half a record, then silence", Hello, vec![HalfRecord(chat("never finished"))], Lost("left a message unfinished")),
+        row("abuse", "half a frame, then silence", Hello, vec![Plain(half_frame[..half_frame.len() / 2].to_vec())], Lost("left a message unfinished")),
         row("abuse", "half a record, then close", Hello, vec![HalfRecord(chat("cut off")), Shut], Lost("middle of a message")),
         row("abuse", "a connection that sends nothing", Tcp, vec![], Dropped("did not complete the encrypted handshake")),
         row("abuse", "a preamble, then no handshake", Tcp, vec![Wire(PREAMBLE.to_vec())], Dropped("did not complete the encrypted handshake")),
-        row("abuse", "half a preamble, then silence", Tcp, vec![Wire(b"PEER".to_vec())], Dropped("part of a message")),
+        row("abuse", "half a preamble, then silence", Tcp, vec![Wire(b"PEER".to_vec())], Dropped("left a message unfinished")),
         row("abuse", "half a preamble, then close", Tcp, vec![Wire(b"PEER".to_vec()), Shut], Dropped("middle of a message")),
         row("abuse", "a handshake, then no hello", Handshake, vec![], Dropped("did not complete the hello")),
     ]);

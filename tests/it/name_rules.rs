@@ -13,6 +13,13 @@ pub fn bidi(c: char) -> bool {
     matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Characters that show nothing: zero-width space, soft hyphen, word
+/// joiner and invisible operators, byte-order mark, Hangul and halfwidth
+/// fillers, tags.
+pub fn invisible(c: char) -> bool {
+    matches!(c as u32, 0xAD | 0x200B | 0x2060..=0x2064 | 0xFEFF | 0x3164 | 0x115F | 0x1160 | 0xFFA0 | 0xE0000..=0xE007F)
+}
+
 /// Windows' device names: the part before the first dot, without trailing
 /// spaces, compared case-insensitively (as `ntpath.isreserved` does it).
 pub fn reserved_on_windows(name: &str) -> bool {
@@ -40,7 +47,7 @@ pub fn check_accepted(offered: &str, name: &str) -> Result<(), String> {
     if !matches!((components.next(), components.next()), (Some(Component::Normal(c)), None) if c == name) {
         return fail("which is not one path component");
     }
-    if let Some(c) = name.chars().find(|&c| c.is_control() || bidi(c)) {
+    if let Some(c) = name.chars().find(|&c| c.is_control() || bidi(c) || invisible(c)) {
         return fail(&format!("with {c:?}"));
     }
     if let Some(c) = name.chars().find(|c| matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')) {
@@ -62,12 +69,20 @@ pub fn check_accepted(offered: &str, name: &str) -> Result<(), String> {
 }
 
 /// Whether refusing `offered` had one of the documented reasons: a
-/// separator, control or bidi characters, a drive prefix, over 255 bytes,
-/// or nothing left once dots and spaces are removed.
+/// separator, control, bidi or invisible characters (a zero-width joiner
+/// next to ASCII counts), a drive prefix, over 255 bytes, or nothing left
+/// once dots and spaces are removed.
 pub fn refusal_has_reason(offered: &str) -> bool {
     let b = offered.as_bytes();
+    let chars: Vec<char> = offered.chars().collect();
+    let hiding_joiner = chars.iter().enumerate().any(|(i, c)| {
+        matches!(c, '\u{200C}' | '\u{200D}')
+            && (i == 0 || chars[i - 1].is_ascii() || chars.get(i + 1).is_none_or(|n| n.is_ascii()))
+    });
     offered.contains(['/', '\\'])
-        || offered.chars().any(|c| c.is_control() || bidi(c))
+        || offered.chars().any(|c| c.is_control() || bidi(c) || invisible(c))
+        || hiding_joiner
+        || offered.chars().any(|c| matches!(c as u32, 0x034F | 0x17B4 | 0x17B5 | 0x180B..=0x180F))
         || (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':')
         || offered.len() > MAX_OFFERED_NAME
         || offered.trim().trim_end_matches(['.', ' ']).is_empty()

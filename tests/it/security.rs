@@ -255,7 +255,7 @@ fn half_a_record_then_silence_is_cut_off_after_the_frame_timeout() {
     let started = Instant::now();
     raw.send_wire(&record[..record.len() / 2]);
     let (reason, _) = a.lost_within(s, PATIENCE);
-    assert!(reason.contains("part of a message"), "{reason}");
+    assert!(reason.contains("left a message unfinished"), "{reason}");
     assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
 }
 

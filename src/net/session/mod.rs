@@ -543,7 +543,7 @@ impl Session {
             Phase::Closing { .. } => None,
             _ if stalled => Some(End::new(
                 EndKind::TimedOut,
-                format!("{remote} sent part of a message and nothing more for {} s", secs(config.frame_timeout)),
+                format!("{remote} left a message unfinished for {} s", secs(config.frame_timeout)),
             )),
             Phase::Hello { deadline } if now >= *deadline => Some(End::new(
                 EndKind::TimedOut,
