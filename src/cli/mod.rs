@@ -74,7 +74,8 @@ pub enum Command {
         /// Print one JSON object per line instead of readable text.
         #[arg(long)]
         json: bool,
-        /// Prove this pairing code to the listener (which must ask for it).
+        /// Prove this pairing code to the listener (which must ask for it);
+        /// "-" reads it from standard input. PEERCONN_CODE works too.
         #[arg(long, value_name = "CODE")]
         code: Option<String>,
     },
@@ -103,6 +104,8 @@ pub struct Common {
     json: bool,
     /// Listen: only let in a peer that types this pairing code ("new" makes one up).
     /// Connect: prove this code to the listener. A correct code marks the peer verified.
+    /// "-" reads the code from standard input (asking on a terminal), so other users
+    /// cannot see it in the process list; PEERCONN_CODE gives it through the environment.
     #[arg(long, value_name = "CODE")]
     code: Option<String>,
 }

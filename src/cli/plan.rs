@@ -61,7 +61,15 @@ impl Plan {
             }
         }
         let listening = matches!(role, Role::Listen { .. });
-        let code = match common.code.as_deref().map(str::trim) {
+        // A code on the command line is visible to every local user in the
+        // process list: `--code -` reads it from standard input (asking on
+        // a terminal), and PEERCONN_CODE gives it through the environment.
+        let given = match common.code.as_deref().map(str::trim) {
+            Some("-") => Some(read_code()?),
+            Some(code) => Some(code.to_owned()),
+            None => std::env::var("PEERCONN_CODE").ok().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
+        };
+        let code = match given.as_deref() {
             Some("new") if listening => Some(pairing::new_code()),
             Some(code) => {
                 pairing::check_code(code).map_err(|why| Failure::Usage(format!("invalid --code: {why}")))?;
@@ -72,6 +80,23 @@ impl Plan {
         let name = common.name.unwrap_or_else(default_name);
         frame::check_name(&name).map_err(|why| Failure::Usage(format!("invalid --name: {why}")))?;
         Ok(Plan { role, name, code, downloads: common.downloads, accept_files: common.accept_files, json: common.json })
+    }
+}
+
+/// The pairing code from the first line of standard input (asked for on
+/// the terminal when there is one).
+fn read_code() -> Result<String, Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("pairing code: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    match stdin.lock().read_line(&mut line) {
+        Ok(n) if n > 0 && !line.trim().is_empty() => Ok(line.trim().to_owned()),
+        Ok(_) => Err(Failure::Usage("--code -: standard input gave no pairing code".into())),
+        Err(e) => Err(Failure::Usage(format!("--code -: cannot read the pairing code from standard input: {e}"))),
     }
 }
 

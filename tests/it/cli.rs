@@ -725,3 +725,37 @@ fn json_output_escapes_what_would_drive_or_fool_a_terminal() {
     assert_eq!(event["event"], "message");
     assert_eq!(event["text"], text, "a program still reads exactly what was sent");
 }
+
+/// Regression: `--code X` showed the pairing code to every local user in
+/// the process list; `--code -` and PEERCONN_CODE keep it out of it.
+#[test]
+fn a_pairing_code_from_standard_input_or_the_environment_stays_out_of_the_process_list() {
+    let code = "4821-0937";
+    for how in ["stdin", "env"] {
+        let listener = Peerconn::start(&["listen", "--json", "--once", "--bind", "127.0.0.1", "--code", code]);
+        assert_eq!(listener.event_named("pairing_code")["code"], code);
+        let addr = listener.event_named("listening")["addr"].as_str().unwrap().to_owned();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_peerconn"));
+        command.args(["connect", &addr, "--json"]);
+        if how == "stdin" {
+            command.args(["--code", "-"]);
+        } else {
+            command.env("PEERCONN_CODE", code);
+        }
+        let mut client = Peerconn::spawn(command, "peerconn connect");
+        if how == "stdin" {
+            client.say(code);
+        }
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", client.child.id())).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(code), "{how}: the code is in the process list");
+        client.event_named("key");
+        let connected = client.event_named("connected");
+        assert_eq!(connected["trust"], "verified", "{how}: the code was proven");
+        client.say("hello with a proven code");
+        assert_eq!(listener.event_named("connected")["trust"], "verified");
+        assert_eq!(listener.event_named("message")["text"], "hello with a proven code");
+        client.end_input();
+        let (status, err) = client.finish();
+        assert!(status.success(), "{how}: {status} {err}");
+    }
+}
