@@ -63,6 +63,16 @@ pub struct KnownPeer {
     /// `ip:port` we connected to it at, if we were the client.
     pub address: Option<String>,
     pub verified: bool,
+    /// A message or a file went between us.
+    pub talked: bool,
+}
+
+impl KnownPeer {
+    /// Never verified, never dialled, never talked with: a stranger that
+    /// only connected, the first to give way when the store is full.
+    pub fn is_stranger(&self) -> bool {
+        !self.verified && self.address.is_none() && !self.talked
+    }
 }
 
 /// What a new connection's key means.
@@ -89,9 +99,12 @@ pub struct KnownPeerInfo {
     pub verified: bool,
 }
 
-/// Keys remembered at most. A flood of connections with fresh keys stops
-/// growing the store here; nothing already pinned is ever pushed out (that
-/// would let a flood unpin a peer and then impersonate it).
+/// Keys remembered at most. When the store is full, a new key takes the
+/// place of the oldest stranger (never verified, dialled or talked with);
+/// a key the person verified, connected to on purpose or talked with is
+/// never pushed out, so a flood of fresh keys unpins only other strangers.
+/// When every key is one of those, nothing new is remembered and the
+/// owner is told.
 pub const MAX_KNOWN: usize = 1000;
 
 #[derive(Default)]
@@ -147,11 +160,15 @@ impl KnownPeers {
         // A name or address remembered with another key is a change, even
         // when this key is known under some other name: a peer we know
         // must not take over someone else's name or address.
-        let clash = self
-            .peers
-            .iter()
-            .find(|p| &p.key != key && (p.name == name || (address.is_some() && p.address.as_deref() == address)));
-        if let Some(old) = clash {
+        let clashes = |p: &&KnownPeer| {
+            &p.key != key && (p.name == name || (address.is_some() && p.address.as_deref() == address))
+        };
+        // The warning shows the key that matters: a verified one first.
+        let clash = self.peers.iter().filter(clashes).find(|p| p.verified).or_else(|| self.peers.iter().find(clashes));
+        // Names are not identities: a verified key is not locked out of a
+        // name (or an address) that an unverified key used first.
+        let ours_verified = self.peers.iter().any(|p| &p.key == key && p.verified);
+        if let Some(old) = clash.filter(|old| old.verified || !ours_verified) {
             return Check::Changed { old: old.clone() };
         }
         match self.peers.iter().find(|p| &p.key == key) {
@@ -161,34 +178,50 @@ impl KnownPeers {
     }
 
     /// Remembers `key` with this name and address (new, or seen again).
-    pub fn remember(&mut self, key: &[u8; 32], name: &str, address: Option<&str>) {
-        let full = self.peers.len() >= MAX_KNOWN;
+    /// False when it could not be: the store is full of keys worth keeping.
+    pub fn remember(&mut self, key: &[u8; 32], name: &str, address: Option<&str>) -> bool {
         match self.peers.iter_mut().find(|p| &p.key == key) {
             Some(p) => {
                 if p.name == name && (address.is_none() || p.address.as_deref() == address) {
-                    return;
+                    return true;
                 }
                 p.name = name.to_owned();
                 if address.is_some() {
                     p.address = address.map(str::to_owned);
                 }
             }
-            None if full => {
-                log::warn!(
-                    "not remembering the key of \"{}\": {MAX_KNOWN} keys are remembered already (forget some in \
-                     Settings or with `peerconn forget`)",
-                    crate::net::printable(name)
-                );
-                return;
+            None => {
+                if self.peers.len() >= MAX_KNOWN {
+                    let Some(i) = self.peers.iter().position(KnownPeer::is_stranger) else {
+                        log::warn!(
+                            "not remembering the key of \"{}\": {MAX_KNOWN} keys are remembered already, all \
+                             verified, dialled or talked with (forget some in Settings or with `peerconn forget`)",
+                            crate::net::printable(name)
+                        );
+                        return false;
+                    };
+                    let gone = self.peers.remove(i);
+                    log::info!("forgot the stranger key {} to remember a new one", fingerprint(&gone.key));
+                }
+                self.peers.push(KnownPeer {
+                    key: *key,
+                    name: name.to_owned(),
+                    address: address.map(str::to_owned),
+                    verified: false,
+                    talked: false,
+                });
             }
-            None => self.peers.push(KnownPeer {
-                key: *key,
-                name: name.to_owned(),
-                address: address.map(str::to_owned),
-                verified: false,
-            }),
         }
         self.changed();
+        true
+    }
+
+    /// A message or a file went between us and `key`: it is no stranger.
+    pub fn talked(&mut self, key: &[u8; 32]) {
+        if let Some(p) = self.peers.iter_mut().find(|p| &p.key == key && !p.talked) {
+            p.talked = true;
+            self.changed();
+        }
     }
 
     /// The person accepts `key` in place of whatever was remembered for
@@ -278,6 +311,7 @@ fn render(peers: &[KnownPeer]) -> String {
                 "name": p.name,
                 "address": p.address,
                 "verified": p.verified,
+                "talked": p.talked,
             })
         })
         .collect();
@@ -298,6 +332,7 @@ fn parse(text: &str) -> Option<Vec<KnownPeer>> {
             name: p.get("name")?.as_str()?.to_owned(),
             address: p.get("address").and_then(Value::as_str).map(str::to_owned),
             verified: p.get("verified").and_then(Value::as_bool).unwrap_or(false),
+            talked: p.get("talked").and_then(Value::as_bool).unwrap_or(false),
         });
     }
     Some(peers)
@@ -342,22 +377,58 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_new_keys_stops_at_the_cap_without_unpinning_anyone() {
-        let mut store = KnownPeers::in_memory();
-        store.remember(&[0; 32], "alice", None);
-        for i in 1..MAX_KNOWN + 50 {
+    fn a_flood_of_new_keys_pushes_out_only_strangers_never_a_key_worth_keeping() {
+        let key = |i: u64| {
             let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            store.remember(&key, &format!("flood {i}"), None);
+            key[..8].copy_from_slice(&i.to_le_bytes());
+            key
+        };
+        let mut store = KnownPeers::in_memory();
+        store.remember(&[1; 32], "alice", None);
+        store.talked(&[1; 32]);
+        store.remember(&[2; 32], "carol", None);
+        store.set_verified(&[2; 32], true);
+        store.remember(&[3; 32], "dave", Some("192.0.2.4:5000"));
+        store.remember(&[4; 32], "eve", None); // only connected, once
+        for i in 10..10 + 2 * MAX_KNOWN as u64 {
+            assert!(store.remember(&key(i), &format!("flood {i}"), None));
         }
         assert_eq!(store.peers().len(), MAX_KNOWN);
-        assert!(matches!(store.check(&[9; 32], "alice", None), Check::Changed { .. }), "alice is still pinned");
-        assert_eq!(store.check(&[9; 32], "bob", None), Check::New);
-        store.remember(&[9; 32], "bob", None);
-        assert_eq!(store.check(&[9; 32], "bob", None), Check::New, "not remembered while full");
-        assert_eq!(store.forget("flood 1"), 1);
-        store.remember(&[9; 32], "bob", None);
-        assert_eq!(store.check(&[9; 32], "bob", None), Check::Known { verified: false });
+        for (pinned, name) in [([1; 32], "alice"), ([2; 32], "carol"), ([3; 32], "dave")] {
+            assert!(store.contains(&pinned), "{name} was pushed out");
+            assert!(matches!(store.check(&[9; 32], name, None), Check::Changed { .. }), "{name} is still pinned");
+        }
+        assert!(!store.contains(&[4; 32]), "a stranger gives way");
+        // Full of keys worth keeping: nothing new is remembered, and it says so.
+        let mut full = KnownPeers::in_memory();
+        for i in 0..MAX_KNOWN as u64 {
+            full.remember(&key(i), &format!("friend {i}"), None);
+            full.talked(&key(i));
+        }
+        assert!(!full.remember(&[9; 32], "bob", None), "not remembered while full");
+        assert_eq!(full.check(&[9; 32], "bob", None), Check::New);
+        assert_eq!(full.forget("friend 1"), 1);
+        assert!(full.remember(&[9; 32], "bob", None));
+        assert_eq!(full.check(&[9; 32], "bob", None), Check::Known { verified: false });
+    }
+
+    #[test]
+    fn a_verified_key_is_not_locked_out_of_a_name_a_stranger_took_first() {
+        let mut store = KnownPeers::in_memory();
+        store.remember(&[1; 32], "carol", None);
+        store.set_verified(&[1; 32], true);
+        // A stranger arrives first under another name, then calls itself carol.
+        store.remember(&[2; 32], "carol", None);
+        assert_eq!(store.check(&[1; 32], "carol", None), Check::Known { verified: true }, "carol gets in");
+        assert!(
+            matches!(store.check(&[3; 32], "carol", None), Check::Changed { old } if old.verified),
+            "an unknown key under carol's name is a change, shown against the verified key"
+        );
+        // Neither verified: the first to use the name keeps it.
+        let mut store = KnownPeers::in_memory();
+        store.remember(&[1; 32], "dan", None);
+        store.remember(&[2; 32], "dan", None);
+        assert!(matches!(store.check(&[2; 32], "dan", None), Check::Changed { .. }));
     }
 
     #[test]

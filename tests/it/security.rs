@@ -399,3 +399,93 @@ fn known_peers_are_listed_and_a_forgotten_key_is_trusted_on_first_use_again() {
     assert_ne!(second.fingerprint, bob.fingerprint);
     assert_eq!(known_list(&mut a)[0].fingerprint, second.fingerprint);
 }
+
+/// A known-peers file with these keys (name, verified, talked), as a
+/// previous run would have left it.
+fn store_with(dir: &crate::support::TempDir, peers: &[([u8; 32], String, bool, bool)]) -> std::path::PathBuf {
+    use peerconn::net::secure::{fingerprint, hex};
+    let list: Vec<serde_json::Value> = peers
+        .iter()
+        .map(|(key, name, verified, talked)| {
+            serde_json::json!({"key": hex(key), "fingerprint": fingerprint(key), "name": name, "address": null,
+                "verified": verified, "talked": talked})
+        })
+        .collect();
+    let path = dir.path().join("known_peers.json");
+    std::fs::write(&path, serde_json::json!({"version": 1, "peers": list}).to_string()).unwrap();
+    path
+}
+
+fn numbered_key(i: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&i.to_le_bytes());
+    key[31] = 0xee;
+    key
+}
+
+/// Regression: after 1,000 throw-away keys the store stopped remembering,
+/// so an impostor using a real peer's name later got in as "new".
+#[test]
+fn a_full_key_store_gives_up_strangers_not_the_peers_a_person_talked_with() {
+    let dir = crate::support::TempDir::new("full-store");
+    let alice = Identity::generate();
+    let mut peers = vec![(*alice.public(), "alice".to_owned(), false, true)];
+    peers.extend((0..999).map(|i| (numbered_key(i), format!("stranger {i}"), false, false)));
+    let known = store_with(&dir, &peers);
+    let mut node = Node::with_config(EngineConfig { known_peers: Some(known), ..fast_config() });
+    let (s, addr) = node.listen("server");
+    // A peer seen for the first time is remembered (a stranger gives way)...
+    let (_bob, _) = RawPeer::hello(addr, "bob");
+    node.connected(s);
+    let listed = node.wait("the known peers", |e| match e {
+        Event::KnownPeers { peers } if peers.iter().any(|p| p.name == "bob") => Some(peers.clone()),
+        _ => None,
+    });
+    assert_eq!(listed.len(), 1000);
+    assert!(listed.iter().any(|p| p.name == "alice"), "alice, talked with, is kept");
+    // ...and an impostor using alice's name is refused as a key change.
+    drop(_bob);
+    node.lost(s);
+    let mut node = node;
+    let (s2, addr2) = node.listen("server 2");
+    let mut impostor = RawPeer::connect(addr2);
+    impostor.send(&Frame::Hello { version: 2, pairing: false, name: "alice".into() });
+    assert!(matches!(impostor.until_closed(), Some(Frame::Bye { code: ByeCode::Untrusted, .. })));
+    node.wait("the key change", |e| matches!(e, Event::KeyChanged { id, .. } if *id == s2).then_some(()));
+}
+
+#[test]
+fn a_full_store_of_peers_worth_keeping_says_a_new_key_was_not_remembered() {
+    let dir = crate::support::TempDir::new("full-friends");
+    let peers: Vec<_> = (0..1000).map(|i| (numbered_key(i), format!("friend {i}"), false, true)).collect();
+    let known = store_with(&dir, &peers);
+    let mut node = Node::with_config(EngineConfig { known_peers: Some(known), ..fast_config() });
+    let (s, addr) = node.listen("server");
+    let (_newcomer, _) = RawPeer::hello(addr, "newcomer");
+    node.connected(s);
+    let said = node.error(s);
+    assert!(said.contains("not remembered"), "{said}");
+}
+
+/// Regression: names are not identities; a stranger who first used a name
+/// locked out the peer whose key was verified.
+#[test]
+fn a_verified_key_gets_in_under_a_name_a_stranger_took_first() {
+    let dir = crate::support::TempDir::new("name-squat");
+    let carol = Identity::generate();
+    let squatter = Identity::generate();
+    let known = store_with(
+        &dir,
+        &[(*carol.public(), "carol's laptop".into(), true, true), (*squatter.public(), "carol".into(), false, false)],
+    );
+    let mut node = Node::with_config(EngineConfig { known_peers: Some(known), ..fast_config() });
+    let (s, addr) = node.listen("server");
+    let mut real = RawPeer::connect_as(addr, carol);
+    real.send(&Frame::Hello { version: 2, pairing: false, name: "carol".into() });
+    assert!(matches!(real.recv(), Some(Frame::Hello { .. })), "the verified key gets in");
+    let trust = node.wait("connected", |e| match e {
+        Event::State { id, state: PeerState::Connected { peer, .. } } if *id == s => Some(peer.trust),
+        _ => None,
+    });
+    assert_eq!(trust, Trust::Verified);
+}

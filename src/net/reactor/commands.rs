@@ -37,7 +37,10 @@ impl Reactor {
                     self.peers.insert(id, peer);
                     self.start_connecting(id);
                 }
-                Command::Send { id, text } => self.send_text(id, text),
+                Command::Send { id, text } => {
+                    self.talked_with(id);
+                    self.send_text(id, text)
+                }
                 Command::Disconnect { id } => self.disconnect(id),
                 Command::Restart { id } => match self.peers.get(id) {
                     None => self.error(id, "there is no such peersocket"),
@@ -58,6 +61,7 @@ impl Reactor {
                     }
                 }
                 Command::SendFile { id, transfer, path } => {
+                    self.talked_with(id);
                     let token = self
                         .peers
                         .get(id)
@@ -75,6 +79,9 @@ impl Reactor {
                     }
                 }
                 Command::AcceptFile { transfer } => {
+                    if let Some(key) = self.transfers.route(transfer).and_then(|t| self.peer_key_of(Token(t))) {
+                        self.known.talked(&key);
+                    }
                     self.on_transfer(transfer, |r, conn, label| r.transfers.accept(&mut conn.files, label, transfer))
                 }
                 Command::DeclineFile { transfer } => {
@@ -270,6 +277,20 @@ impl Reactor {
     pub(super) fn close_listener(&mut self, id: PeerId) {
         for token in self.peers.stop_listening(id) {
             self.sockets.remove(&Token(token));
+        }
+    }
+
+    /// The person sends to this peer: its key is no stranger.
+    fn talked_with(&mut self, id: PeerId) {
+        if let Some(key) = self.peers.get(id).and_then(|p| p.conn).and_then(|t| self.peer_key_of(Token(t))) {
+            self.known.talked(&key);
+        }
+    }
+
+    fn peer_key_of(&self, token: Token) -> Option<[u8; 32]> {
+        match self.sockets.get(&token) {
+            Some(Socket::Stream(conn)) if conn.session.is_open() => conn.session.peer_key().map(|p| p.key),
+            _ => None,
         }
     }
 

@@ -555,12 +555,25 @@ impl Reactor {
                 self.set_state(owner, PeerState::Connected { peer_name, peer_addr: remote, local_addr, peer });
             }
             SessionEvent::Remember { key, name, dialled, verified } => {
-                self.known.remember(&key, &name, dialled.as_deref());
+                if !self.known.remember(&key, &name, dialled.as_deref()) {
+                    let why = format!(
+                        "this peer's key is not remembered: {} keys are remembered already, all verified, dialled or \
+                         talked with, so a key change under its name will not be caught; forget some in Settings \
+                         or with `peerconn forget`",
+                        super::trust::MAX_KNOWN
+                    );
+                    self.error(owner, &why);
+                }
                 if verified {
                     self.known.set_verified(&key, true);
                 }
             }
-            SessionEvent::Message(text) => self.emit(Event::Message { id: owner, text }),
+            SessionEvent::Message(text) => {
+                if let Some(key) = conn.session.peer_key().map(|p| p.key) {
+                    self.known.talked(&key);
+                }
+                self.emit(Event::Message { id: owner, text })
+            }
             SessionEvent::KeyChanged { peer_name, address, key, old_key } => {
                 self.peers.rejected(owner, key, &peer_name, address);
                 let (old_fingerprint, new_fingerprint) =
