@@ -687,8 +687,12 @@ impl Run {
         let mut peer_known_before = false;
         match input.store {
             Store::Empty => {}
-            Store::OtherUnderName(i) => known.remember(other.public(), pick(NAMES, i), None),
-            Store::OtherAtAddress => known.remember(other.public(), "someone else", Some(&dialled)),
+            Store::OtherUnderName(i) => {
+                known.remember(other.public(), pick(NAMES, i), None);
+            }
+            Store::OtherAtAddress => {
+                known.remember(other.public(), "someone else", Some(&dialled));
+            }
             Store::Peer { name, verified, at_address } => {
                 known.remember(raw_id.public(), pick(NAMES, name), at_address.then_some(dialled.as_str()));
                 known.set_verified(raw_id.public(), verified);
