@@ -575,7 +575,7 @@ impl Files {
                         return Ok(());
                     }
                 };
-                link.queue(&frame);
+                link.queue_file(&frame);
             }
         }
         Ok(())

@@ -129,8 +129,29 @@ pub struct Link {
 }
 
 impl Link {
+    /// Encrypts one file frame onto the output, for whoever keeps the
+    /// transfers. Any other frame is the session's own business (a hello or
+    /// a bye from outside would be a transition written outside it): it is
+    /// not sent.
+    pub fn queue_file(&mut self, frame: &Frame) {
+        let file_frame = matches!(
+            frame,
+            Frame::Offer { .. }
+                | Frame::Accept { .. }
+                | Frame::Decline { .. }
+                | Frame::Done { .. }
+                | Frame::Cancel { .. }
+                | Frame::Received { .. }
+                | Frame::Window { .. }
+        );
+        debug_assert!(file_frame, "a {} queued as a file frame", frame.kind_name());
+        if file_frame {
+            self.queue(frame);
+        }
+    }
+
     /// Encrypts one frame onto the output.
-    pub fn queue(&mut self, frame: &Frame) {
+    fn queue(&mut self, frame: &Frame) {
         self.plain.clear();
         frame.encode(&mut self.plain);
         if let Err(e) = self.channel.seal(&self.plain, &mut self.out) {

@@ -121,7 +121,7 @@ impl Transfers {
             Ok(_) => None,
         };
         if let Some(reason) = refusal {
-            link.queue(&Frame::Decline { transfer: wire, reason: reason.clone() });
+            link.queue_file(&Frame::Decline { transfer: wire, reason: reason.clone() });
             f.forget_incoming(wire);
             self.failed(owner, label, key, &printable(&name), FailKind::Refused, reason);
             return Ok(());
@@ -256,7 +256,7 @@ impl Transfers {
         if let Some(t) = f.incoming.get_mut(&wire) {
             t.state = InState::Receiving;
             t.granted = frame::WINDOW;
-            link.queue(&Frame::Accept { transfer: wire });
+            link.queue_file(&Frame::Accept { transfer: wire });
         }
     }
 
@@ -272,7 +272,7 @@ impl Transfers {
             let granted = bytes.saturating_add(frame::WINDOW).min(t.size);
             if t.state == InState::Receiving && granted > t.granted {
                 t.granted = granted;
-                link.queue(&Frame::Window { transfer: wire, granted });
+                link.queue_file(&Frame::Window { transfer: wire, granted });
             }
         }
     }
@@ -291,7 +291,7 @@ impl Transfers {
         let Some(t) = c.files.incoming.remove(&wire) else { return };
         self.routes.remove(&key);
         self.promised.remove(&key);
-        link.queue(&Frame::Received { transfer: wire });
+        link.queue_file(&Frame::Received { transfer: wire });
         log::info!("{} received \"{}\" into {} (blake3 {hash})", c.label, printable(&t.name), path.display());
         self.emit(Event::FileReceived { id: c.owner, transfer: key, name: t.name, path, size, blake3: hash });
     }
@@ -311,9 +311,9 @@ impl Transfers {
         // (it names local paths).
         let told = failure.kind.told_peer().to_owned();
         if t.state == InState::Preparing {
-            link.queue(&Frame::Decline { transfer: wire, reason: told });
+            link.queue_file(&Frame::Decline { transfer: wire, reason: told });
         } else {
-            link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: told });
+            link.queue_file(&Frame::Cancel { transfer: wire, mine: false, reason: told });
         }
         let was_paused = !t.stalled.is_empty();
         self.failed(c.owner, c.label, key, &t.name, failure.kind, failure.reason);
@@ -392,7 +392,7 @@ impl Transfers {
             Some(reason) => {
                 // The peer learns only that it does not fit, not how much is free.
                 let told = FailKind::NoSpace.told_peer().into();
-                link.queue(&Frame::Decline { transfer: wire, reason: told });
+                link.queue_file(&Frame::Decline { transfer: wire, reason: told });
                 f.forget_incoming(wire);
                 self.failed(owner, label, key, &name, FailKind::NoSpace, reason);
             }

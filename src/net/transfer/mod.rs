@@ -265,7 +265,7 @@ impl Transfers {
         if let Some(i) = f.out_by_key(transfer) {
             let t = f.outgoing.remove(i);
             if !matches!(t.state, OutState::Queued(_) | OutState::Opening) {
-                link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: "the sender cancelled".into() });
+                link.queue_file(&Frame::Cancel { transfer: t.wire, mine: true, reason: "the sender cancelled".into() });
             }
             self.failed(owner, label, transfer, &t.name, kind, why.to_owned());
             self.start_queued(f);
@@ -275,13 +275,21 @@ impl Transfers {
                 // The writer may be naming the file this instant: it reports
                 // what really happened, as an orphan.
                 self.abort_verifying(owner, label, t, kind, why.to_owned());
-                link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
+                link.queue_file(&Frame::Cancel {
+                    transfer: wire,
+                    mine: false,
+                    reason: "the receiver cancelled".into(),
+                });
                 return;
             }
             if matches!(t.state, InState::Checking | InState::Offered) {
-                link.queue(&Frame::Decline { transfer: wire, reason: "declined".into() });
+                link.queue_file(&Frame::Decline { transfer: wire, reason: "declined".into() });
             } else {
-                link.queue(&Frame::Cancel { transfer: wire, mine: false, reason: "the receiver cancelled".into() });
+                link.queue_file(&Frame::Cancel {
+                    transfer: wire,
+                    mine: false,
+                    reason: "the receiver cancelled".into(),
+                });
             }
             self.failed(owner, label, transfer, &t.name, kind, why.to_owned());
         }

@@ -120,14 +120,14 @@ impl Transfers {
                     Block::End(hash) => {
                         t.state = OutState::Finishing;
                         t.reader = None;
-                        link.queue(&Frame::Done { transfer: t.wire, hash });
+                        link.queue_file(&Frame::Done { transfer: t.wire, hash });
                         continue;
                     }
                     Block::Failed(reason) => {
                         let t = f.outgoing.remove(i);
                         // The peer hears no local path or error text.
                         let told = "the sender could not read the file".into();
-                        link.queue(&Frame::Cancel { transfer: t.wire, mine: true, reason: told });
+                        link.queue_file(&Frame::Cancel { transfer: t.wire, mine: true, reason: told });
                         self.failed(owner, label, t.key, &t.name, FailKind::Source, reason);
                         self.start_queued(f);
                         continue;
@@ -173,7 +173,7 @@ impl Transfers {
         t.name = name.clone();
         t.size = size;
         t.state = OutState::Offered;
-        link.queue(&Frame::Offer { transfer: wire, size, name: name.clone() });
+        link.queue_file(&Frame::Offer { transfer: wire, size, name: name.clone() });
         self.emit(Event::FileOutgoing { id: c.owner, transfer: key, name, size });
     }
 
