@@ -588,16 +588,8 @@ impl FileFrames for Files {
     }
 
     fn frame(&mut self, frame: Frame, link: &mut Link) -> Result<(), Violation> {
-        let file_frame = matches!(
-            frame,
-            Frame::Offer { .. }
-                | Frame::Accept { .. }
-                | Frame::Decline { .. }
-                | Frame::Done { .. }
-                | Frame::Cancel { .. }
-                | Frame::Received { .. }
-                | Frame::Window { .. }
-        );
+        // DATA comes through `data`, never here.
+        let file_frame = frame.is_file_frame() && !matches!(frame, Frame::Data { .. });
         if !file_frame {
             self.wrong.get_or_insert(format!("FileFrames::frame was handed a {}: {frame:?}", frame.kind_name()));
         }

@@ -345,6 +345,22 @@ impl Frame {
         v
     }
 
+    /// One of the frames of a file transfer (OFFER … WINDOW), which only
+    /// whoever keeps the transfers handles.
+    pub fn is_file_frame(&self) -> bool {
+        matches!(
+            self,
+            Frame::Offer { .. }
+                | Frame::Accept { .. }
+                | Frame::Decline { .. }
+                | Frame::Data { .. }
+                | Frame::Done { .. }
+                | Frame::Cancel { .. }
+                | Frame::Received { .. }
+                | Frame::Window { .. }
+        )
+    }
+
     /// A short name of the frame type for logs ("hello", "chat", ...).
     pub fn kind_name(&self) -> &'static str {
         match self {

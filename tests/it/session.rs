@@ -291,27 +291,13 @@ fn a_server_whose_peer_never_starts_the_handshake_gives_up_at_the_hello_deadline
 
 #[test]
 fn a_peer_that_completes_the_handshake_but_never_says_hello_is_cut_at_the_hello_deadline() {
-    let now = Instant::now();
-    let mut server = Session::server(&Identity::generate(), config(), client_addr(), None, now);
-    let (mut raw, first) = Channel::initiator(&Identity::generate());
-    let known = KnownPeers::in_memory();
-    let mut guard = PairingGuard::default();
-    let mut host = Host { name: "desk", known: &known, busy: false, guard: &mut guard };
-    server.receive(&first, now, &mut host, &mut NoFiles);
-    let (mut reply, mut plain) = (Vec::new(), Vec::new());
-    raw.receive(server.output(), &mut reply, &mut plain).unwrap();
-    let n = server.output().len();
-    server.sent(n);
-    server.receive(&reply, now, &mut host, &mut NoFiles);
-    assert!(matches!(server.poll_event(), Some(SessionEvent::Secured { .. })));
-    server.handle_timeout(now + Duration::from_secs(10), false);
-    match server.poll_event() {
-        Some(SessionEvent::Ended(end)) => {
-            assert_eq!(end.kind, EndKind::TimedOut);
-            assert!(end.reason.contains("did not complete the hello within 10 s"), "{}", end.reason);
-        }
-        other => panic!("expected the end, got {other:?}"),
-    }
+    let mut raw = RawClient::connect(config());
+    assert!(matches!(raw.server.events.as_slice(), [SessionEvent::Secured { .. }]), "{:?}", raw.server.events);
+    raw.server.session.handle_timeout(raw.now + Duration::from_secs(10), false);
+    raw.server.collect();
+    let end = raw.server.ended().expect("the end");
+    assert_eq!(end.kind, EndKind::TimedOut);
+    assert!(end.reason.contains("did not complete the hello within 10 s"), "{}", end.reason);
 }
 
 #[test]
@@ -634,35 +620,14 @@ fn a_verified_key_is_verified_and_both_sides_remember_the_other() {
 
 #[test]
 fn another_protocol_version_is_refused_with_the_unsupported_bye() {
-    let now = Instant::now();
-    let mut server = Session::server(&Identity::generate(), config(), client_addr(), None, now);
-    let (mut raw, first) = Channel::initiator(&Identity::generate());
-    let known = KnownPeers::in_memory();
-    let mut guard = PairingGuard::default();
-    let mut host = Host { name: "desk", known: &known, busy: false, guard: &mut guard };
-    server.receive(&first, now, &mut host, &mut NoFiles);
-    let (mut reply, mut plain) = (Vec::new(), Vec::new());
-    raw.receive(server.output(), &mut reply, &mut plain).unwrap();
-    let n = server.output().len();
-    server.sent(n);
-    let mut hello = Vec::new();
-    Frame::Hello { version: frame::VERSION + 1, pairing: false, name: "future".into() }.encode(&mut hello);
-    raw.seal(&hello, &mut reply).unwrap();
-    server.receive(&reply, now, &mut host, &mut NoFiles);
-    let end = std::iter::from_fn(|| server.poll_event())
-        .find_map(|e| match e {
-            SessionEvent::Ended(end) => Some(end),
-            _ => None,
-        })
-        .expect("ended");
+    let mut raw = RawClient::connect(config());
+    let answer = raw.send(&Frame::Hello { version: frame::VERSION + 1, pairing: false, name: "future".into() });
+    let end = raw.server.ended().expect("ended");
     assert_eq!(end.kind, EndKind::Refused);
     assert!(end.reason.contains("speaks protocol version 3"), "{}", end.reason);
     // The bye that went out says Unsupported.
-    plain.clear();
-    let mut ignored = Vec::new();
-    raw.receive(server.output(), &mut ignored, &mut plain).unwrap();
-    match frame::decode(&plain) {
-        Ok(Some((Frame::Bye { code, .. }, _))) => assert_eq!(code, ByeCode::Unsupported),
+    match answer.as_slice() {
+        [Frame::Bye { code, .. }] => assert_eq!(*code, ByeCode::Unsupported),
         other => panic!("expected a bye, got {other:?}"),
     }
 }

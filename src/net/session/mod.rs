@@ -134,16 +134,8 @@ impl Link {
     /// a bye from outside would be a transition written outside it): it is
     /// not sent.
     pub fn queue_file(&mut self, frame: &Frame) {
-        let file_frame = matches!(
-            frame,
-            Frame::Offer { .. }
-                | Frame::Accept { .. }
-                | Frame::Decline { .. }
-                | Frame::Done { .. }
-                | Frame::Cancel { .. }
-                | Frame::Received { .. }
-                | Frame::Window { .. }
-        );
+        // DATA goes through `queue_data`, straight from the read block.
+        let file_frame = frame.is_file_frame() && !matches!(frame, Frame::Data { .. });
         debug_assert!(file_frame, "a {} queued as a file frame", frame.kind_name());
         if file_frame {
             self.queue(frame);
