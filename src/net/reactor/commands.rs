@@ -13,7 +13,7 @@ use super::{Conn, Reactor, Socket, SHUTDOWN_GRACE};
 use crate::files::FailKind;
 use crate::net::peersocket::Peer;
 use crate::net::session::{connect_error, ChatRefused, End, EndKind, Session};
-use crate::net::transfer::{ConnFiles, Files};
+use crate::net::transfer::Files;
 use crate::net::{printable, secure, Command, Event, PeerId, PeerState, Role, TransferId, Trust};
 
 impl Reactor {
@@ -82,7 +82,7 @@ impl Reactor {
                     if let Some(key) = self.transfers.route(transfer).and_then(|t| self.peer_key_of(Token(t))) {
                         self.known.talked(&key);
                     }
-                    self.on_transfer(transfer, |r, conn, label| r.transfers.accept(&mut conn.files, label, transfer))
+                    self.on_transfer(transfer, |r, conn, _, label| r.transfers.accept(&mut conn.files, label, transfer))
                 }
                 Command::DeclineFile { transfer } => {
                     self.stop_file(transfer, FailKind::DeclinedHere, "you declined the file")
@@ -340,12 +340,12 @@ impl Reactor {
     }
 
     /// Runs `f` on the connection that carries `transfer`, if it still exists.
-    fn on_transfer(&mut self, transfer: TransferId, f: impl FnOnce(&mut Reactor, &mut Conn, &str)) {
-        match self.transfers.route(transfer) {
+    fn on_transfer(&mut self, transfer: TransferId, f: impl FnOnce(&mut Reactor, &mut Conn, Token, &str)) {
+        match self.transfers.route(transfer).map(Token) {
             Some(token) => {
-                self.with_conn(Token(token), |r, conn| {
+                self.with_conn(token, |r, conn| {
                     let label = r.label(conn.owner);
-                    f(r, conn, &label)
+                    f(r, conn, token, &label)
                 });
             }
             None => log::debug!("no transfer {transfer} (it has already ended)"),
@@ -353,11 +353,9 @@ impl Reactor {
     }
 
     fn stop_file(&mut self, transfer: TransferId, kind: FailKind, why: &str) {
-        self.on_transfer(transfer, |r, conn, label| {
-            let conn_key = r.transfers.route(transfer).unwrap_or_default();
-            let peer = conn.session.peer_key().map(|p| p.key);
-            if let Some(link) = conn.session.open_link() {
-                let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: conn_key, peer, label };
+        self.on_transfer(transfer, |r, conn, token, label| {
+            let (mut c, session) = conn.split(token, label);
+            if let Some(link) = session.open_link() {
                 r.transfers.stop(&mut c, link, transfer, kind, why);
             }
         });

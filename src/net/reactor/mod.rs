@@ -114,6 +114,16 @@ struct Conn {
     lingering: bool,
 }
 
+impl Conn {
+    /// Its transfers as the registry takes them, beside its session (for
+    /// the link the transfers queue their frames on).
+    fn split<'a>(&'a mut self, token: Token, label: &'a str) -> (ConnFiles<'a>, &'a mut Session) {
+        let peer = self.session.peer_key().map(|p| p.key);
+        let files = ConnFiles { files: &mut self.files, owner: self.owner, conn: token.0, peer, label };
+        (files, &mut self.session)
+    }
+}
+
 impl Reactor {
     pub(crate) fn new(
         config: EngineConfig,
@@ -232,10 +242,8 @@ impl Reactor {
             };
             self.with_conn(token, |r, conn| {
                 let label = r.label(conn.owner);
-                let peer = conn.session.peer_key().map(|p| p.key);
-                if let Some(link) = conn.session.open_link() {
-                    let mut c =
-                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
+                let (mut c, session) = conn.split(token, &label);
+                if let Some(link) = session.open_link() {
                     if r.transfers.disk_event(&mut c, link, event).resume_reading {
                         r.read_again.push(token);
                     }
@@ -427,8 +435,7 @@ impl Reactor {
         }
         let reason = conn.session.end().map(|e| e.reason.clone()).unwrap_or_default();
         let label = self.label(conn.owner);
-        let peer = conn.session.peer_key().map(|p| p.key);
-        let mut c = ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
+        let (mut c, _) = conn.split(token, &label);
         self.transfers.end_all(&mut c, &reason);
     }
 
@@ -440,11 +447,9 @@ impl Reactor {
         loop {
             let mut added = 0;
             if !conn.files.outgoing.is_empty() {
-                let peer = conn.session.peer_key().map(|p| p.key);
-                if let Some(link) = conn.session.open_link() {
-                    let label = self.label(conn.owner);
-                    let mut c =
-                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
+                let label = self.label(conn.owner);
+                let (mut c, session) = conn.split(token, &label);
+                if let Some(link) = session.open_link() {
                     added = self.transfers.pump(&mut c, link);
                 }
             }
@@ -522,14 +527,11 @@ impl Reactor {
         };
         let label = format!("[{} {}]", printable(&name), conn.owner);
         let mut host = Host { name: &name, known: &self.known, busy, guard };
-        let peer = conn.session.peer_key().map(|p| p.key);
-        let mut files = SessionFiles {
-            registry: &mut self.transfers,
-            conn: ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label },
-        };
+        let (c, session) = conn.split(token, &label);
+        let mut files = SessionFiles { registry: &mut self.transfers, conn: c };
         match bytes {
-            Some(bytes) => conn.session.receive(bytes, now, &mut host, &mut files),
-            None => conn.session.resume(now, &mut host, &mut files),
+            Some(bytes) => session.receive(bytes, now, &mut host, &mut files),
+            None => session.resume(now, &mut host, &mut files),
         }
     }
 
@@ -676,11 +678,9 @@ impl Reactor {
             .collect();
         for token in due {
             self.with_conn(token, |r, conn| {
-                let peer = conn.session.peer_key().map(|p| p.key);
-                if let Some(link) = conn.session.open_link() {
-                    let label = r.label(conn.owner);
-                    let mut c =
-                        ConnFiles { files: &mut conn.files, owner: conn.owner, conn: token.0, peer, label: &label };
+                let label = r.label(conn.owner);
+                let (mut c, session) = conn.split(token, &label);
+                if let Some(link) = session.open_link() {
                     r.transfers.timers(&mut c, link, now);
                 }
                 // Reading is paused for a full writer or a full event

@@ -33,6 +33,9 @@ pub(crate) use outgoing::{OutState, Outgoing};
 /// File data is added to a connection's output only while less than this
 /// is waiting, so chat and control frames never queue behind more.
 pub(crate) const HIGH_WATER: usize = 256 * 1024;
+// The session takes a peer that lets more than its slack wait for having
+// stopped reading: file data must never come near that by itself.
+const _: () = assert!(super::session::OUTPUT_SLACK >= HIGH_WATER);
 /// How long an offer may wait for its free-space check before the person is
 /// asked anyway.
 pub(crate) const SPACE_CHECK_PATIENCE: Duration = Duration::from_secs(2);
