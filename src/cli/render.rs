@@ -110,6 +110,13 @@ pub(super) fn json(event: &Event, seen: &Seen) -> Option<Value> {
         Event::FileProgress { bytes, total, .. } => {
             json!({"event": "file_progress", "name": seen.transfer?, "bytes": bytes, "total": total})
         }
+        Event::FileResumed { name, offset, size, discarded, .. } => json!({
+            "event": "file_resumed",
+            "name": name,
+            "offset": offset,
+            "size": size,
+            "discarded": discarded,
+        }),
         Event::FileSent { name, size, .. } => json!({"event": "file_sent", "name": name, "size": size}),
         Event::FileReceived { name, path, size, blake3, .. } => json!({
             "event": "file_received",
@@ -172,6 +179,24 @@ pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
                 if *bytes_per_sec == 0 { String::new() } else { format!(" ({}/s{left})", human_size(*bytes_per_sec)) };
             let name = printable(seen.transfer?);
             format!("{name}: {}% of {}{speed}", tenths(*bytes, *total) * 10, human_size(*total))
+        }
+        Event::FileResumed { name, offset: 0, discarded, .. } => format!(
+            "{}: the {} from an earlier attempt did not match (the file changed, or the partial file is damaged); \
+             starting again from zero",
+            printable(name),
+            human_size(*discarded)
+        ),
+        Event::FileResumed { name, offset, size, discarded, .. } => {
+            let again = match discarded {
+                0 => String::new(),
+                _ => format!("; {} from before did not match and goes again", human_size(*discarded)),
+            };
+            let percent = offset.saturating_mul(100).checked_div(*size).unwrap_or(100);
+            format!(
+                "{}: resumed at {percent}% ({} already here, verified){again}",
+                printable(name),
+                human_size(*offset)
+            )
         }
         Event::FileSent { name, size, .. } => {
             format!("sent {} ({}), verified by the peer", printable(name), human_size(*size))

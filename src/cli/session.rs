@@ -287,6 +287,7 @@ impl Session {
             | Event::Error { .. }
             | Event::KeyChanged { .. }
             | Event::FileProgress { .. }
+            | Event::FileResumed { .. }
             | Event::Trust { .. }
             | Event::Renamed { .. }
             | Event::Removed { .. }

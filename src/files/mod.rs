@@ -13,9 +13,10 @@
 //! writer's channel aborts it and removes the temporary file.
 
 pub mod names;
+pub mod resume;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -140,11 +141,18 @@ pub enum DiskEvent {
     OpenFailed { key: TransferId, reason: String },
     /// A reader has a block ready (only sent when the reactor may be waiting).
     Readable { key: TransferId },
+    /// A reader hashed the prefix the receiver asked about: the hashes of
+    /// its proof blocks, or none when it could not read them.
+    Proved { key: TransferId, hashes: Vec<[u8; 32]> },
     /// An offered file was measured against the free space: `refusal` says
     /// why it cannot fit, or is `None` when it fits (or the space is unknown).
     SpaceChecked { key: TransferId, refusal: Option<String> },
-    /// A writer checked the space and made its temporary file: accept.
-    ReadyToReceive { key: TransferId },
+    /// A writer found `have` bytes of this file from an earlier attempt:
+    /// the sender is asked to prove them.
+    Partial { key: TransferId, have: u64 },
+    /// A writer checked the space and made (or verified) its file: accept
+    /// from `offset`. `discarded` bytes of a partial file failed the proof.
+    ReadyToReceive { key: TransferId, offset: u64, discarded: u64 },
     /// A writer verified and stored the file.
     Stored { key: TransferId, path: PathBuf, size: u64, hash: String },
     /// A writer failed; its temporary file is gone.
@@ -161,8 +169,10 @@ impl DiskEvent {
             DiskEvent::Opened { key, .. }
             | DiskEvent::OpenFailed { key, .. }
             | DiskEvent::Readable { key }
+            | DiskEvent::Proved { key, .. }
             | DiskEvent::SpaceChecked { key, .. }
-            | DiskEvent::ReadyToReceive { key }
+            | DiskEvent::Partial { key, .. }
+            | DiskEvent::ReadyToReceive { key, .. }
             | DiskEvent::Stored { key, .. }
             | DiskEvent::WriteFailed { key, .. }
             | DiskEvent::Drained { key }
@@ -210,10 +220,18 @@ pub enum Block {
     Failed(String),
 }
 
+/// What the reactor tells a reader.
+enum ReadCmd {
+    /// Hash the first this many bytes in proof blocks.
+    Prove(u64),
+    /// Stream the file from this offset.
+    Start(u64),
+}
+
 /// The reactor's end of a reader thread. Dropping it stops the thread.
 pub struct Reader {
     pub blocks: Receiver<Block>,
-    go: Option<Sender<()>>,
+    go: Sender<ReadCmd>,
     /// The reactor found the channel empty and waits for a `Readable`.
     pub waiting: Arc<AtomicBool>,
     /// Spent buffers go back to the reader, so a transfer reuses a few
@@ -227,21 +245,25 @@ impl Reader {
         let _ = self.spent.try_send(buf);
     }
 
-    /// The peer accepted: start reading.
-    pub fn start(&mut self) {
-        if let Some(go) = self.go.take() {
-            let _ = go.send(());
-        }
+    /// The peer asked to resume: hash the first `have` bytes (a
+    /// `Proved` follows).
+    pub fn prove(&self, have: u64) {
+        let _ = self.go.try_send(ReadCmd::Prove(have));
+    }
+
+    /// The peer accepted from `offset`: start reading there.
+    pub fn start(&self, offset: u64) {
+        let _ = self.go.try_send(ReadCmd::Start(offset));
     }
 }
 
 /// Opens `path` on a new thread and, once started, streams it in blocks.
 pub fn spawn_reader(key: TransferId, path: PathBuf, notify: Notify) -> Reader {
     let (blocks_tx, blocks) = crossbeam_channel::bounded(READ_AHEAD);
-    let (go, go_rx) = crossbeam_channel::bounded(1);
+    let (go, go_rx) = crossbeam_channel::bounded(2);
     let waiting = Arc::new(AtomicBool::new(false));
     let (spent, spent_rx) = crossbeam_channel::bounded(READ_AHEAD + 2);
-    let reader = Reader { blocks, go: Some(go), waiting: waiting.clone(), spent };
+    let reader = Reader { blocks, go, waiting: waiting.clone(), spent };
     let spawned = std::thread::Builder::new().name("peerconn-read".into()).spawn({
         let notify = notify.clone();
         move || read_file(key, &path, notify, go_rx, blocks_tx, waiting, spent_rx)
@@ -256,7 +278,7 @@ fn read_file(
     key: TransferId,
     path: &Path,
     notify: Notify,
-    go: Receiver<()>,
+    go: Receiver<ReadCmd>,
     blocks: Sender<Block>,
     waiting: Arc<AtomicBool>,
     spent: Receiver<Vec<u8>>,
@@ -289,8 +311,42 @@ fn read_file(
     let modified = meta.modified().ok();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     notify.send(DiskEvent::Opened { key, name, size });
-    if go.recv().is_err() {
-        return; // declined, cancelled or lost before it started
+    // `hasher` has hashed the file's first `hashed` bytes.
+    let mut hasher = blake3::Hasher::new();
+    let mut hashed: u64 = 0;
+    let offset = loop {
+        match go.recv() {
+            // Declined, cancelled or lost before it started.
+            Err(_) => return,
+            Ok(ReadCmd::Prove(have)) => {
+                hasher.reset();
+                let proved = file.rewind().and_then(|()| resume::hash_blocks(&mut file, have.min(size), &mut hasher));
+                let hashes = proved.unwrap_or_else(|e| {
+                    log::warn!("cannot read {} to prove a partial file: {e}", path.display());
+                    Vec::new()
+                });
+                hashed = if hashes.is_empty() { 0 } else { have.min(size) };
+                if hashed == 0 {
+                    hasher.reset();
+                }
+                notify.send(DiskEvent::Proved { key, hashes });
+            }
+            Ok(ReadCmd::Start(offset)) => break offset.min(size),
+        }
+    };
+    if hashed != offset {
+        // The receiver kept less than it asked about (rare): hash again up
+        // to where the data starts.
+        hasher.reset();
+        let prefix = file.rewind().and_then(|()| io::copy(&mut (&mut file).take(offset), &mut hasher));
+        if !matches!(prefix, Ok(n) if n == offset) {
+            let _ = blocks.send(Block::Failed(format!("cannot read {}", path.display())));
+            return;
+        }
+    }
+    if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+        let _ = blocks.send(Block::Failed(format!("cannot read {}: {e}", path.display())));
+        return;
     }
     let send = |block: Block| -> bool {
         if blocks.send(block).is_err() {
@@ -301,8 +357,7 @@ fn read_file(
         }
         true
     };
-    let mut hasher = blake3::Hasher::new();
-    let mut total: u64 = 0;
+    let mut total: u64 = offset;
     loop {
         let mut buf = spent.try_recv().unwrap_or_default();
         buf.resize(BLOCK, 0);
@@ -358,6 +413,8 @@ fn fill(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 /// What the reactor gives a writer.
 #[derive(Debug)]
 pub enum WriteMsg {
+    /// The sender's hashes of the partial file's blocks (after `Partial`).
+    Proof(Vec<[u8; 32]>),
     Data(Vec<u8>),
     /// All data was delivered; the sender's hash.
     Done([u8; 32]),
@@ -375,6 +432,9 @@ pub struct Writer {
     finished: AtomicBool,
     /// Buffers the writer is done with, for the reactor to fill again.
     spent: Receiver<Vec<u8>>,
+    /// The transfer was cut, not stopped: a resumable partial file is
+    /// written out as far as it came and kept.
+    keep: Arc<AtomicBool>,
 }
 
 impl Drop for Writer {
@@ -391,6 +451,12 @@ impl Writer {
     /// kept unless it was named already (then `Stored` still comes).
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Release);
+    }
+
+    /// The connection was lost: the writer writes what it was given and
+    /// keeps its partial file for a later resume (then it is dropped).
+    pub fn keep_partial(&self) {
+        self.keep.store(true, Ordering::Release);
     }
 
     /// Hands a message to the writer without waiting. `Err` gives it back
@@ -445,6 +511,9 @@ pub struct WriteJob {
     /// Bytes promised to other files still arriving: the free space must
     /// hold them too.
     pub reserved: u64,
+    /// Where this file's resumable partial file is (or goes), when the
+    /// sender's key is known ([`resume::partial_path`]).
+    pub partial: Option<PathBuf>,
 }
 
 /// Starts a writer for a file of `size` bytes called `name` (already made
@@ -454,18 +523,27 @@ pub struct WriteJob {
 /// the writer. The thread handle is for joining at shutdown; the thread
 /// ends on its own when the `Writer` is dropped.
 pub fn spawn_writer(job: WriteJob, faults: Faults, notify: Notify) -> (Writer, Option<std::thread::JoinHandle<()>>) {
-    let WriteJob { key, dir, name, size, window, reserved } = job;
+    let WriteJob { key, dir, name, size, window, reserved, partial } = job;
     let behind = usize::try_from(window).unwrap_or(usize::MAX).div_ceil(BLOCK).saturating_add(4);
     let (tx, rx) = crossbeam_channel::bounded(behind);
     let stalled = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
     let (spent_tx, spent) = crossbeam_channel::bounded(4);
-    let writer = Writer { tx, stalled: stalled.clone(), abort: abort.clone(), finished: AtomicBool::new(false), spent };
+    let keep = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        tx,
+        stalled: stalled.clone(),
+        abort: abort.clone(),
+        finished: AtomicBool::new(false),
+        spent,
+        keep: keep.clone(),
+    };
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
-            let target = (dir.as_path(), name.as_str(), size, reserved);
-            let result = receive_file(key, target, &faults, &notify, &rx, &stalled, &abort, &spent_tx);
+            let target = Target { dir: &dir, name: &name, size, reserved, partial: partial.as_deref() };
+            let flags = Flags { stalled: &stalled, abort: &abort, keep: &keep };
+            let result = receive_file(key, target, &faults, &notify, &rx, flags, &spent_tx);
             match result {
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size, hash });
@@ -489,51 +567,149 @@ pub fn spawn_writer(job: WriteJob, faults: Faults, notify: Notify) -> (Writer, O
 struct TempFile {
     path: PathBuf,
     file: Option<File>,
+    /// A partial file that may be resumed (see [`resume`]).
+    resumable: bool,
+    /// Left where it is when dropped, for a later resume.
+    keep: bool,
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         self.file = None;
-        let _ = fs::remove_file(&self.path);
+        if !self.keep {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a writer puts its file.
+struct Target<'a> {
+    dir: &'a Path,
+    name: &'a str,
+    size: u64,
+    reserved: u64,
+    partial: Option<&'a Path>,
+}
+
+/// What the reactor signals a writer with, beside its channel.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    stalled: &'a AtomicBool,
+    abort: &'a AtomicBool,
+    keep: &'a AtomicBool,
+}
+
+/// Opens the resumable partial file at `path` (made if missing) and locks
+/// it; `None` if it is in use by another transfer or not a plain file.
+/// Returns the file and how many bytes it already holds (none if it holds
+/// more than `size`, which no earlier attempt could have written).
+fn open_partial(path: &Path, size: u64) -> io::Result<Option<(TempFile, u64)>> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never write through a link someone put under our name.
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(windows)]
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Ok(None);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() || file.try_lock().is_err() {
+        return Ok(None);
+    }
+    let mut have = file.metadata()?.len();
+    if have > size {
+        file.set_len(0)?;
+        have = 0;
+    }
+    Ok(Some((TempFile { path: path.to_owned(), file: Some(file), resumable: true, keep: false }, have)))
+}
+
 fn receive_file(
     key: TransferId,
-    (dir, name, size, reserved): (&Path, &str, u64, u64),
+    Target { dir, name, size, reserved, partial }: Target,
     faults: &Faults,
     notify: &Notify,
     rx: &Receiver<WriteMsg>,
-    stalled: &AtomicBool,
-    abort: &AtomicBool,
+    Flags { stalled, abort, keep: cut }: Flags,
     spent: &Sender<Vec<u8>>,
 ) -> Result<Option<(PathBuf, String)>, Failure> {
     fs::create_dir_all(dir)
         .map_err(|e| Failure::disk(&e, format!("cannot create the downloads folder {}: {e}", dir.display())))?;
-    if let Some(refusal) = lacks_space(dir, size, reserved) {
+    // What a partial file already holds need not fit again.
+    let held = partial.and_then(|p| fs::symlink_metadata(p).ok()).filter(|m| m.is_file()).map_or(0, |m| m.len());
+    if let Some(refusal) = lacks_space(dir, size.saturating_sub(held), reserved) {
         return Err(Failure::new(FailKind::NoSpace, refusal));
     }
-    let mut temp = create_temp(dir).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
-    notify.send(DiskEvent::ReadyToReceive { key });
+    let opened = match partial {
+        Some(path) => open_partial(path, size)
+            .map_err(|e| Failure::disk(&e, format!("cannot open a partial file in {}: {e}", dir.display())))?,
+        None => None,
+    };
+    let (mut temp, have) = match opened {
+        Some(found) => found,
+        None => (create_temp(dir).map_err(|reason| Failure::new(FailKind::Disk, reason))?, 0),
+    };
     let mut hasher = blake3::Hasher::new();
-    let mut writeback = Writeback::default();
     let mut written: u64 = 0;
-    let mut reported: u64 = 0;
+    if have > 0 {
+        notify.send(DiskEvent::Partial { key, have });
+        let hashes = loop {
+            match rx.recv() {
+                Ok(WriteMsg::Proof(hashes)) => break hashes,
+                Ok(_) => {} // nothing else comes before the proof
+                Err(_) => {
+                    // Cut or stopped before the proof came: what was there stays.
+                    temp.keep = true;
+                    return if abort.load(Ordering::Acquire) && !cut.load(Ordering::Acquire) {
+                        temp.keep = false;
+                        Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"))
+                    } else {
+                        Ok(None)
+                    };
+                }
+            }
+        };
+        let file = temp.file.as_mut().expect("open until kept");
+        let failed =
+            |e: io::Error| Failure::disk(&e, format!("cannot read the partial file in {}: {e}", dir.display()));
+        written = file.rewind().and_then(|()| resume::verify(file, have, &hashes, &mut hasher)).map_err(failed)?;
+        file.set_len(written).and_then(|()| file.seek(SeekFrom::Start(written))).map(drop).map_err(failed)?;
+    }
+    notify.send(DiskEvent::ReadyToReceive { key, offset: written, discarded: have - written });
+    let mut writeback = Writeback { started: written, settled: written, off: false };
+    let mut reported: u64 = written;
     loop {
         // An aborted writer always says so: whoever aborted it waits for
         // its word (a writer merely dropped ends silently).
         let cancelled = || Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"));
-        let Ok(msg) = rx.recv() else {
+        let received = rx.recv();
+        // A cut transfer writes out what it was given and keeps the file
+        // (if there is anything in it to resume).
+        let kept = cut.load(Ordering::Acquire) && temp.resumable;
+        let Ok(msg) = received else {
+            if kept {
+                temp.keep = written > 0;
+                return Ok(None);
+            }
             return if abort.load(Ordering::Acquire) { cancelled() } else { Ok(None) };
         };
-        if abort.load(Ordering::Acquire) && !matches!(msg, WriteMsg::Done(_)) {
+        if abort.load(Ordering::Acquire) && !kept && !matches!(msg, WriteMsg::Done(_)) {
             return cancelled();
         }
         if stalled.swap(false, Ordering::AcqRel) {
             notify.send(DiskEvent::Drained { key });
         }
         match msg {
+            WriteMsg::Proof(_) => {} // only ever asked for before the data
             WriteMsg::Data(bytes) => {
                 if let Some(delay) = faults.write_delay {
                     std::thread::sleep(delay);
@@ -577,6 +753,7 @@ fn receive_file(
                     return Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"));
                 }
                 let path = keep(&temp.path, dir, name).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
+                temp.keep = true; // it has its final name now
                 return Ok(Some((path, hash.to_hex().to_string())));
             }
         }
@@ -653,7 +830,7 @@ fn create_temp(dir: &Path) -> Result<TempFile, String> {
                 // Held until the file is kept or removed, so a cleanup by
                 // another PeerConn never takes a file in use.
                 let _ = file.try_lock();
-                return Ok(TempFile { path, file: Some(file) });
+                return Ok(TempFile { path, file: Some(file), resumable: false, keep: false });
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(format!("cannot create a file in {}: {e}", dir.display())),
@@ -792,15 +969,18 @@ impl SpaceChecker {
     }
 }
 
-/// Removes temporary files left by a PeerConn that crashed. A file still
-/// locked by a running PeerConn is left alone. Returns how many went.
+/// Removes temporary files left by a PeerConn that crashed, and partial
+/// files past [`resume::sweep`]'s bounds. A file still locked by a running
+/// PeerConn is left alone. Returns how many went.
 pub fn remove_leftovers(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    let mut removed = 0;
+    let mut removed = resume::sweep(dir, resume::MAX_TOTAL);
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !names::is_temp_name(name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+        // Partial files that may be resumed have their own, longer rule.
+        if !names::is_temp_name(name) || resume::is_partial_name(name) || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
             continue;
         }
         let path = entry.path();

@@ -48,6 +48,9 @@ pub struct FileCard {
     /// Speed and time left, or the outcome.
     pub detail: String,
     pub state: FileState,
+    /// Where it picked up an earlier attempt ("resumed at 61 %"), shown
+    /// beside the speed while it runs.
+    pub resumed: Option<String>,
 }
 
 /// Where a file card is.
@@ -235,6 +238,7 @@ mod tests {
             progress: 0.0,
             detail: String::new(),
             state: FileState::Offered,
+            resumed: None,
         };
         ChatRow::new(Kind::File(file), "card")
     }

@@ -216,6 +216,19 @@ pub fn speed(bytes_per_sec: u64, secs_left: Option<u64>) -> String {
     format!("{}/s{left}", human_size(bytes_per_sec))
 }
 
+/// Where a transfer picked up an earlier, cut attempt.
+pub fn resumed(offset: u64, size: u64, discarded: u64) -> String {
+    if offset == 0 {
+        return "started again: what arrived before did not match".into();
+    }
+    // Never "100 %" for a file still missing bytes.
+    let percent = (offset.saturating_mul(100) / size.max(1)).min(99);
+    match discarded {
+        0 => format!("resumed at {percent} %"),
+        _ => format!("resumed at {percent} % ({} sent again)", human_size(discarded)),
+    }
+}
+
 pub fn saved_as(path: &Path) -> String {
     format!("Saved as {}", path.display())
 }

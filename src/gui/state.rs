@@ -489,7 +489,20 @@ impl State {
                 self.update_file(transfer, |card| {
                     card.state = FileState::Running;
                     card.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
-                    card.detail = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
+                    let speed = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
+                    card.detail = match &card.resumed {
+                        Some(note) => format!("{note} · {speed}"),
+                        None => speed,
+                    };
+                });
+            }
+            Event::FileResumed { transfer, offset, size, discarded, .. } => {
+                let note = copy::resumed(offset, size, discarded);
+                self.update_file(transfer, |card| {
+                    card.state = FileState::Running;
+                    card.progress = if size == 0 { 1.0 } else { offset as f32 / size as f32 };
+                    card.detail = note.clone();
+                    card.resumed = Some(note);
                 });
             }
             Event::FileSent { transfer, .. } => self.update_file(transfer, |card| {
@@ -579,8 +592,15 @@ impl State {
         peer.files.retain(|_, seq| chat.holds(*seq));
         let files = &peer.files;
         peer.received.retain(|t, _| files.contains_key(t));
-        let card =
-            FileCard { transfer, incoming, size, progress: 0.0, detail: String::new(), state: FileState::Offered };
+        let card = FileCard {
+            transfer,
+            incoming,
+            size,
+            progress: 0.0,
+            detail: String::new(),
+            state: FileState::Offered,
+            resumed: None,
+        };
         let seq = peer.chat.push(ChatRow::new(Kind::File(card), name));
         peer.files.insert(transfer, seq);
     }

@@ -44,8 +44,11 @@ pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 /// to disk. Small enough that a chat message never waits long behind file
 /// data in the socket buffers, large enough to fill a LAN.
 pub const WINDOW: u64 = 4 * 1024 * 1024;
+// The PROOF's block rule belongs to the protocol, and the disk side
+// hashes by it; it lives there, which imports nothing from the network.
+pub use crate::files::resume::{proof_block, proof_blocks, MAX_PROOF_BLOCKS};
 
-/// Frame type bytes: 0x01..=0x07 for the connection, pairing and chat, 0x10..=0x16
+/// Frame type bytes: 0x01..=0x07 for the connection, pairing and chat, 0x10..=0x1A
 /// for file transfer.
 pub mod kind {
     pub const HELLO: u8 = 0x01;
@@ -63,9 +66,12 @@ pub mod kind {
     pub const CANCEL: u8 = 0x15;
     pub const RECEIVED: u8 = 0x16;
     pub const WINDOW: u8 = 0x17;
+    pub const RESUME: u8 = 0x18;
+    pub const PROOF: u8 = 0x19;
+    pub const ACCEPT_FROM: u8 = 0x1A;
 
     pub(super) fn known(t: u8) -> bool {
-        matches!(t, HELLO..=CONFIRM | OFFER..=WINDOW)
+        matches!(t, HELLO..=CONFIRM | OFFER..=ACCEPT_FROM)
     }
 }
 
@@ -181,6 +187,25 @@ pub enum Frame {
     Window {
         transfer: u32,
         granted: u64,
+    },
+    /// Instead of ACCEPT: the receiver holds the first `have` bytes of this
+    /// file from an earlier attempt and asks the sender to prove them.
+    Resume {
+        transfer: u32,
+        have: u64,
+    },
+    /// The sender's answer to RESUME: the BLAKE3 hash of each
+    /// [`proof_block`] of the first `have` bytes of its file, or none when
+    /// it cannot read them.
+    Proof {
+        transfer: u32,
+        hashes: Vec<[u8; 32]>,
+    },
+    /// After a PROOF: the receiver verified its first `offset` bytes (at
+    /// least one) and accepts the rest.
+    AcceptFrom {
+        transfer: u32,
+        offset: u64,
     },
 }
 
@@ -333,6 +358,23 @@ impl Frame {
                 out.extend_from_slice(&transfer.to_be_bytes());
                 out.extend_from_slice(&granted.to_be_bytes());
             }
+            Frame::Resume { transfer, have } => {
+                out.push(kind::RESUME);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&have.to_be_bytes());
+            }
+            Frame::Proof { transfer, hashes } => {
+                out.push(kind::PROOF);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                for hash in hashes.iter().take(MAX_PROOF_BLOCKS as usize) {
+                    out.extend_from_slice(hash);
+                }
+            }
+            Frame::AcceptFrom { transfer, offset } => {
+                out.push(kind::ACCEPT_FROM);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -358,6 +400,9 @@ impl Frame {
                 | Frame::Cancel { .. }
                 | Frame::Received { .. }
                 | Frame::Window { .. }
+                | Frame::Resume { .. }
+                | Frame::Proof { .. }
+                | Frame::AcceptFrom { .. }
         )
     }
 
@@ -378,6 +423,9 @@ impl Frame {
             Frame::Done { .. } => "file end",
             Frame::Cancel { .. } => "file cancel",
             Frame::Received { .. } => "file receipt",
+            Frame::Resume { .. } => "file resume",
+            Frame::Proof { .. } => "file proof",
+            Frame::AcceptFrom { .. } => "file accept from",
             Frame::Window { .. } => "file window",
         }
     }
@@ -513,6 +561,29 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
                 .try_into()
                 .map_err(|_| FrameError::Malformed("file window", format!("{} bytes instead of 8", rest.len())))?;
             Frame::Window { transfer, granted: u64::from_be_bytes(granted) }
+        }
+        kind::RESUME => {
+            let (transfer, rest) = transfer_id(payload, "file resume")?;
+            let have: [u8; 8] = rest
+                .try_into()
+                .map_err(|_| FrameError::Malformed("file resume", format!("{} bytes instead of 8", rest.len())))?;
+            Frame::Resume { transfer, have: u64::from_be_bytes(have) }
+        }
+        kind::ACCEPT_FROM => {
+            let (transfer, rest) = transfer_id(payload, "file accept from")?;
+            let offset: [u8; 8] = rest
+                .try_into()
+                .map_err(|_| FrameError::Malformed("file accept from", format!("{} bytes instead of 8", rest.len())))?;
+            Frame::AcceptFrom { transfer, offset: u64::from_be_bytes(offset) }
+        }
+        kind::PROOF => {
+            let (transfer, rest) = transfer_id(payload, "file proof")?;
+            if rest.len() % 32 != 0 || rest.len() as u64 > MAX_PROOF_BLOCKS * 32 {
+                let why = format!("{} bytes of hashes: a whole number of 32, at most {MAX_PROOF_BLOCKS}", rest.len());
+                return Err(FrameError::Malformed("file proof", why));
+            }
+            let hashes = rest.chunks_exact(32).map(|h| h.try_into().expect("32 bytes")).collect();
+            Frame::Proof { transfer, hashes }
         }
         kind::DECLINE => {
             let (transfer, reason) = transfer_id(payload, "file decline")?;

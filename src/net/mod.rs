@@ -143,6 +143,13 @@ pub enum Event {
     /// Bytes moved so far, at most ten times a second per transfer and once
     /// at the end.
     FileProgress { id: PeerId, transfer: TransferId, bytes: u64, total: u64, bytes_per_sec: u64, eta: Option<Duration> },
+    /// A transfer takes up an earlier, cut attempt of the same file (same
+    /// peer key, name and size), on either end: data goes from `offset`,
+    /// whose bytes the receiver proved against the sender's block hashes.
+    /// `discarded` bytes of its partial file failed the proof (the file
+    /// changed, or the partial file was damaged); `offset` 0 means it
+    /// starts again from zero.
+    FileResumed { id: PeerId, transfer: TransferId, name: String, offset: u64, size: u64, discarded: u64 },
     /// The peer verified and stored a file we sent.
     FileSent { id: PeerId, transfer: TransferId, name: String, size: u64 },
     /// We verified and stored a file; `path` is where it is.
@@ -167,6 +174,7 @@ impl Event {
             | Event::FileOutgoing { id, .. }
             | Event::FileIncoming { id, .. }
             | Event::FileProgress { id, .. }
+            | Event::FileResumed { id, .. }
             | Event::FileSent { id, .. }
             | Event::FileReceived { id, .. }
             | Event::FileFailed { id, .. } => id,

@@ -33,13 +33,13 @@ use snow::resolvers::CryptoResolver;
 /// authentication), X25519, AES-256-GCM (hardware-accelerated through
 /// `ring` on every desktop CPU of the last decade), BLAKE2s.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_AESGCM_BLAKE2s";
-/// The protocol version this build speaks. Version 1 was unencrypted and
-/// is refused.
-pub const VERSION: u16 = 2;
+/// The protocol version this build speaks. Version 1 was unencrypted;
+/// version 2 could not resume a transfer. Both are refused.
+pub const VERSION: u16 = 3;
 /// What each side sends first: `PEERCONN` and the version.
 pub const PREAMBLE: [u8; 10] = [b'P', b'E', b'E', b'R', b'C', b'O', b'N', b'N', 0, VERSION as u8];
 /// Bound into the handshake, so both sides agree on what they speak.
-const PROLOGUE: &[u8] = b"PeerConn protocol 2";
+const PROLOGUE: &[u8] = b"PeerConn protocol 3";
 /// Largest Noise message.
 pub const MAX_RECORD: usize = 65_535;
 /// Authentication tag of each transport message.
@@ -235,6 +235,9 @@ impl fmt::Display for SecureError {
             ),
             SecureError::Version(v) if *v > VERSION => {
                 write!(f, "it speaks protocol {v}, newer than this PeerConn's {VERSION}; update this one")
+            }
+            SecureError::Version(v) if *v > 1 => {
+                write!(f, "it speaks protocol {v}, older than this PeerConn's {VERSION}; the peer must update")
             }
             SecureError::Version(v) => write!(f, "it speaks protocol {v}; this PeerConn speaks {VERSION}"),
             SecureError::Handshake(what) => write!(f, "the encrypted handshake failed ({what})"),
@@ -787,7 +790,8 @@ mod tests {
     fn preambles_are_told_apart() {
         assert_eq!(check_preamble(b"GET / HTTP/1.1"), Err(SecureError::NotPeerConn));
         assert_eq!(check_preamble(&[0, 0, 0, 20, 1, b'P']), Err(SecureError::Version(1)));
-        assert_eq!(check_preamble(b"PEERCONN\x00\x03"), Err(SecureError::Version(3)));
+        assert_eq!(check_preamble(b"PEERCONN\x00\x02"), Err(SecureError::Version(2)));
+        assert_eq!(check_preamble(b"PEERCONN\x00\x04"), Err(SecureError::Version(4)));
         assert_eq!(check_preamble(b"PEER"), Ok(()));
         assert_eq!(check_preamble(&PREAMBLE), Ok(()));
     }

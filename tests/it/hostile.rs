@@ -262,13 +262,13 @@ fn hello_with_wrong_magic_is_refused_as_not_peerconn() {
 }
 
 #[test]
-fn hello_with_protocol_version_3_is_answered_unsupported() {
+fn hello_with_the_next_protocol_version_is_answered_unsupported() {
     let mut t = Arena::new();
     let mut raw = RawPeer::connect(t.addr);
-    raw.send_bytes(&hello_bytes(&MAGIC, 3, "future"));
+    raw.send_bytes(&hello_bytes(&MAGIC, 4, "future"));
     // The engine does not say hello to a version it cannot speak: the
     // first thing back is the bye.
-    assert_bye(raw.recv(), ByeCode::Unsupported, "version 3");
+    assert_bye(raw.recv(), ByeCode::Unsupported, "version 4");
     assert_eq!(closed_by_engine(&mut raw), None);
     t.healthy();
     t.target_still_takes_a_real_peer();

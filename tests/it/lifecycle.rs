@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use peerconn::net::frame::{ByeCode, Frame};
+use peerconn::net::frame::{self, ByeCode, Frame};
 use peerconn::net::{EndKind, EngineConfig, Event, ListenOptions, PeerState};
 
 use crate::support::{pair, Node, RawPeer};
@@ -92,7 +92,7 @@ fn busy_refusal_is_a_bye_with_the_busy_code() {
     b.connected(first);
     a.connected(s);
     let mut raw = RawPeer::connect(addr);
-    raw.send(&Frame::Hello { version: 2, pairing: false, name: "second".into() });
+    raw.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: "second".into() });
     match raw.until_closed() {
         Some(Frame::Bye { code: ByeCode::Busy, .. }) => {}
         other => panic!("expected a busy bye, got {other:?}"),

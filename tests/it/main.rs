@@ -19,6 +19,7 @@ mod mitm;
 mod name_props;
 mod name_rules;
 mod protocol;
+mod resume;
 mod security;
 mod session;
 mod session_props;

@@ -297,12 +297,12 @@ proptest! {
             Ok(Some((Frame::Bye { code: ByeCode::Busy, reason: want }, bye.len())))
         );
 
-        let hello = Frame::Hello { version: 2, pairing: false, name: name.clone() }.to_bytes();
+        let hello = Frame::Hello { version: frame::VERSION, pairing: false, name: name.clone() }.to_bytes();
         let want = fill(name.chars().collect(), MAX_NAME);
         if frame::check_name(&want).is_ok() {
             prop_assert_eq!(
                 decode(&hello),
-                Ok(Some((Frame::Hello { version: 2, pairing: false, name: want }, hello.len())))
+                Ok(Some((Frame::Hello { version: frame::VERSION, pairing: false, name: want }, hello.len())))
             );
         } else {
             // Clipped to nothing but white space: refused, not mangled.
@@ -445,9 +445,12 @@ fn a_hello_with_a_wrong_name_length_is_malformed() {
     malformed(decode(&raw_frame(kind::HELLO, &too_long)), "hello", "limit");
     // The longest name is fine.
     let longest = "n".repeat(MAX_NAME);
-    let ok = hello_payload(&MAGIC, 2, longest.len() as u8, longest.as_bytes());
+    let ok = hello_payload(&MAGIC, frame::VERSION, longest.len() as u8, longest.as_bytes());
     let ok = raw_frame(kind::HELLO, &ok);
-    assert_eq!(decode(&ok), Ok(Some((Frame::Hello { version: 2, pairing: false, name: longest }, ok.len()))));
+    assert_eq!(
+        decode(&ok),
+        Ok(Some((Frame::Hello { version: frame::VERSION, pairing: false, name: longest }, ok.len())))
+    );
 }
 
 #[test]

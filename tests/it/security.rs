@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use peerconn::net::frame::{ByeCode, Frame};
+use peerconn::net::frame::{self, ByeCode, Frame};
 use peerconn::net::secure::Identity;
 use peerconn::net::{EngineConfig, Event, ListenOptions, PeerId, PeerIdentity, PeerState, Trust};
 
@@ -85,7 +85,7 @@ fn a_new_key_under_a_remembered_name_is_stopped_before_any_message_until_trusted
 
     // Someone else says he is bob, with another key: stopped, told why.
     let mut impostor = RawPeer::connect(addr);
-    impostor.send(&Frame::Hello { version: 2, pairing: false, name: "bob".into() });
+    impostor.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: "bob".into() });
     impostor.send(&Frame::Chat("it is me, bob".into()));
     match impostor.until_closed() {
         Some(Frame::Bye { code: ByeCode::Untrusted, reason }) => assert!(reason.contains("trust"), "{reason}"),
@@ -106,7 +106,7 @@ fn a_new_key_under_a_remembered_name_is_stopped_before_any_message_until_trusted
     a.engine.trust_new_key(s);
     let identity = impostor.identity.clone();
     let mut again = RawPeer::connect_as(addr, identity);
-    again.send(&Frame::Hello { version: 2, pairing: false, name: "bob".into() });
+    again.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: "bob".into() });
     assert!(matches!(again.recv(), Some(Frame::Hello { .. })));
     let (_, now) = connected_as(&mut a, s);
     assert_eq!((now.fingerprint, now.trust), (new, Trust::Known));
@@ -211,7 +211,7 @@ fn a_confirmation_without_the_code_counts_as_a_wrong_code() {
     let mut a = Node::new();
     let (s, addr) = listen_with_code(&mut a, "4821-0937");
     let mut raw = RawPeer::connect(addr);
-    raw.send(&Frame::Hello { version: 2, pairing: true, name: "guesser".into() });
+    raw.send(&Frame::Hello { version: frame::VERSION, pairing: true, name: "guesser".into() });
     assert!(matches!(raw.recv(), Some(Frame::Hello { pairing: true, .. })));
     assert!(matches!(raw.recv(), Some(Frame::Pair(_))));
     raw.send(&Frame::Confirm([7; 32]));
@@ -308,7 +308,7 @@ fn an_old_unencrypted_peerconn_is_told_to_update() {
     let mut answer = Vec::new();
     let _ = std::io::Read::read_to_end(&mut old, &mut answer);
     // Our preamble went out first; then the engine closed the connection.
-    assert!(answer.starts_with(b"PEERCONN\x00\x02"), "{answer:?}");
+    assert!(answer.starts_with(&peerconn::net::secure::PREAMBLE), "{answer:?}");
 
     // And our client, meeting such a server, says what is wrong.
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -449,7 +449,7 @@ fn a_full_key_store_gives_up_strangers_not_the_peers_a_person_talked_with() {
     let mut node = node;
     let (s2, addr2) = node.listen("server 2");
     let mut impostor = RawPeer::connect(addr2);
-    impostor.send(&Frame::Hello { version: 2, pairing: false, name: "alice".into() });
+    impostor.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: "alice".into() });
     assert!(matches!(impostor.until_closed(), Some(Frame::Bye { code: ByeCode::Untrusted, .. })));
     node.wait("the key change", |e| matches!(e, Event::KeyChanged { id, .. } if *id == s2).then_some(()));
 }
@@ -481,7 +481,7 @@ fn a_verified_key_gets_in_under_a_name_a_stranger_took_first() {
     let mut node = Node::with_config(EngineConfig { known_peers: Some(known), ..fast_config() });
     let (s, addr) = node.listen("server");
     let mut real = RawPeer::connect_as(addr, carol);
-    real.send(&Frame::Hello { version: 2, pairing: false, name: "carol".into() });
+    real.send(&Frame::Hello { version: frame::VERSION, pairing: false, name: "carol".into() });
     assert!(matches!(real.recv(), Some(Frame::Hello { .. })), "the verified key gets in");
     let trust = node.wait("connected", |e| match e {
         Event::State { id, state: PeerState::Connected { peer, .. } } if *id == s => Some(peer.trust),

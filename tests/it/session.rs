@@ -624,7 +624,7 @@ fn another_protocol_version_is_refused_with_the_unsupported_bye() {
     let answer = raw.send(&Frame::Hello { version: frame::VERSION + 1, pairing: false, name: "future".into() });
     let end = raw.server.ended().expect("ended");
     assert_eq!(end.kind, EndKind::Refused);
-    assert!(end.reason.contains("speaks protocol version 3"), "{}", end.reason);
+    assert!(end.reason.contains("speaks protocol version 4"), "{}", end.reason);
     // The bye that went out says Unsupported.
     match answer.as_slice() {
         [Frame::Bye { code, .. }] => assert_eq!(*code, ByeCode::Unsupported),

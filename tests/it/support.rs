@@ -503,3 +503,93 @@ impl Drop for Flood {
         }
     }
 }
+
+/// A TCP relay in front of `upstream` that counts the bytes it carries
+/// from each client to the server, can cap that direction's rate (as a
+/// slower link would), and can cut every connection through it at once,
+/// as a network that goes away does. It stops when dropped.
+pub struct Relay {
+    pub addr: SocketAddr,
+    /// Bytes carried from clients to the server so far.
+    pub upstream_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    /// `rate`: bytes per second from client to server, `None` for as fast
+    /// as loopback goes.
+    pub fn new(upstream: SocketAddr, rate: Option<u64>) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, counted, open) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let (stopped, count, opened) = (stop.clone(), counted.clone(), open.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((down, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = down.set_nonblocking(false);
+                let Ok(up) = TcpStream::connect(upstream) else { continue };
+                let mut held = opened.lock().unwrap();
+                held.push(down.try_clone().unwrap());
+                held.push(up.try_clone().unwrap());
+                drop(held);
+                let (down2, up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let count = count.clone();
+                std::thread::spawn(move || relay_pump(down, up, rate, Some(&count)));
+                std::thread::spawn(move || relay_pump(up2, down2, None, None));
+            }
+        });
+        Relay { addr, upstream_bytes: counted, open, stop }
+    }
+
+    /// Bytes carried from clients to the server so far.
+    pub fn carried(&self) -> u64 {
+        self.upstream_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Cuts every connection through the relay, both ways, at once.
+    pub fn cut(&self) {
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cut();
+    }
+}
+
+fn relay_pump(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>, count: Option<&std::sync::atomic::AtomicU64>) {
+    let started = Instant::now();
+    let mut total: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        total += n as u64;
+        if let Some(count) = count {
+            count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(total as f64 / rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = from.shutdown(std::net::Shutdown::Both);
+}

@@ -334,7 +334,7 @@ fn receiver_cancels_mid_transfer_and_the_partial_file_is_removed() {
 }
 
 #[test]
-fn peer_gone_mid_transfer_fails_the_transfer_and_leaves_no_partial_file() {
+fn peer_gone_mid_transfer_fails_the_transfer_and_keeps_only_a_partial_file_to_resume() {
     let mut link = Link::new();
     let (_t_out, t_in) = start_big(&mut link);
     let Link { a, mut b, sb, down_b, .. } = link;
@@ -343,7 +343,22 @@ fn peer_gone_mid_transfer_fails_the_transfer_and_leaves_no_partial_file() {
     assert_eq!(kind, FailKind::ConnectionEnded);
     assert!(reason.starts_with("the connection ended"), "{reason}");
     b.lost(sb);
-    settles_to(&down_b, &[]);
+    holds_only_a_partial_file(&down_b);
+}
+
+/// Nothing under the file's name: only our hidden partial file, which the
+/// same sender can resume (tests/it/resume.rs).
+fn holds_only_a_partial_file(dir: &TempDir) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let names = dir.names();
+        if let [one] = names.as_slice() {
+            assert!(one.starts_with(".peerconn-resume-") && one.ends_with(".part"), "{one}");
+            return;
+        }
+        assert!(names.is_empty() && Instant::now() < deadline, "{names:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -369,7 +384,7 @@ fn a_peer_that_says_bye_mid_transfer_fails_the_transfer_before_the_peersocket_is
         }
         _ => unreachable!(),
     }
-    settles_to(&down, &[]);
+    holds_only_a_partial_file(&down);
 }
 
 #[test]

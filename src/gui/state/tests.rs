@@ -445,3 +445,34 @@ fn a_peers_message_is_shown_escaped_and_saved_with_their_key() {
     assert!(text.contains("\n    second line\n"), "{text}");
     assert!(text.contains("] me: mine\n"), "{text}");
 }
+
+#[test]
+fn a_resumed_file_says_where_it_picked_up_beside_its_speed() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    state.apply(offer(DEN, None, true));
+    let resumed = |offset, discarded| Event::FileResumed {
+        id: DEN,
+        transfer: OFFER,
+        name: "holiday.zip".into(),
+        offset,
+        size: 3_000_000,
+        discarded,
+    };
+    state.apply(resumed(1_830_000, 0));
+    let card_now = card(&state, DEN);
+    assert_eq!((card_now.state, card_now.progress), (FileState::Running, 0.61));
+    assert_eq!(card_now.detail, "resumed at 61 %");
+    state.apply(Event::FileProgress {
+        id: DEN,
+        transfer: OFFER,
+        bytes: 2_000_000,
+        total: 3_000_000,
+        bytes_per_sec: 1_000_000,
+        eta: Some(Duration::from_secs(1)),
+    });
+    assert_eq!(card(&state, DEN).detail, "resumed at 61 % · 1.0 MB/s · 1 s left");
+    // A partial file that did not match starts again and says so.
+    state.apply(resumed(0, 1_830_000));
+    assert_eq!(card(&state, DEN).detail, "started again: what arrived before did not match");
+}

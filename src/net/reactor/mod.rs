@@ -433,10 +433,13 @@ impl Reactor {
         if conn.files.is_empty() {
             return;
         }
-        let reason = conn.session.end().map(|e| e.reason.clone()).unwrap_or_default();
+        let end = conn.session.end();
+        let reason = end.map(|e| e.reason.clone()).unwrap_or_default();
+        // A peer that broke the protocol or a limit gets nothing kept for it.
+        let keep = !end.is_some_and(|e| matches!(e.kind, EndKind::Protocol | EndKind::Limit));
         let label = self.label(conn.owner);
         let (mut c, _) = conn.split(token, &label);
-        self.transfers.end_all(&mut c, &reason);
+        self.transfers.end_all(&mut c, &reason, keep);
     }
 
     /// Writes until the output is empty or the socket would block, adding

@@ -26,6 +26,11 @@ pub(crate) enum InState {
     Offered,
     /// Accepted; the writer is checking space and creating its file.
     Preparing,
+    /// A partial file of it is here from before: RESUME went out, and the
+    /// sender's PROOF is awaited or being checked by the writer.
+    Resuming {
+        proved: bool,
+    },
     Receiving,
     /// DONE delivered to the writer, which is checking the hash.
     Verifying,
@@ -42,6 +47,10 @@ pub(crate) struct Incoming {
     /// Messages the writer had no room for; reading pauses until it does.
     pub stalled: VecDeque<WriteMsg>,
     pub received: u64,
+    /// Where its resumable partial file goes (the sender's key is known).
+    pub partial: Option<std::path::PathBuf>,
+    /// Bytes a partial file held when we asked to resume.
+    pub have: u64,
     /// We allow data up to this byte.
     pub granted: u64,
     pub meter: Meter,
@@ -84,6 +93,7 @@ impl Transfers {
             size: t.size,
             window: frame::WINDOW,
             reserved: self.reserved(),
+            partial: t.partial.clone(),
         };
         // From now on this file's bytes are promised: later offers must fit
         // beside them.
@@ -127,6 +137,7 @@ impl Transfers {
             return Ok(());
         }
         let name = safe.unwrap_or_default();
+        let partial = c.peer.map(|key| files::resume::partial_path(&self.downloads, &key, &name, size));
         log::info!("{label} offered \"{}\" ({size} bytes)", printable(&name));
         f.incoming.insert(
             wire,
@@ -139,6 +150,8 @@ impl Transfers {
                 pending: Vec::new(),
                 stalled: Default::default(),
                 received: 0,
+                partial,
+                have: 0,
                 granted: 0,
                 meter: Meter::new(),
                 offered: Instant::now(),
@@ -173,7 +186,7 @@ impl Transfers {
         };
         if t.state != InState::Receiving {
             let what = match t.state {
-                InState::Checking | InState::Offered | InState::Preparing => {
+                InState::Checking | InState::Offered | InState::Preparing | InState::Resuming { .. } => {
                     "sent file data before the file was accepted"
                 }
                 _ => "sent file data after the end of the file",
@@ -250,13 +263,65 @@ impl Transfers {
         self.failed(owner, label, t.key, &t.name, FailKind::CancelledByPeer, why);
     }
 
-    /// The writer made its temporary file: ACCEPT goes out.
-    pub(super) fn ready_to_receive(f: &mut Files, link: &mut Link, key: TransferId) {
+    /// The writer found part of the file from an earlier attempt: RESUME
+    /// asks the sender to prove it.
+    pub(super) fn partial(f: &mut Files, link: &mut Link, key: TransferId, have: u64) {
         let Some(wire) = f.in_by_key(key) else { return };
         if let Some(t) = f.incoming.get_mut(&wire) {
-            t.state = InState::Receiving;
-            t.granted = frame::WINDOW;
+            if t.state == InState::Preparing {
+                t.state = InState::Resuming { proved: false };
+                t.have = have;
+                link.queue_file(&Frame::Resume { transfer: wire, have });
+            }
+        }
+    }
+
+    /// The sender's PROOF of the partial file: the writer checks its blocks.
+    pub(super) fn proof(f: &mut Files, wire: u32, hashes: Vec<[u8; 32]>) -> Result<(), Violation> {
+        let Some(t) = f.incoming.get_mut(&wire) else {
+            if f.was_cancelled_in(wire) {
+                return Ok(());
+            }
+            return Err(Violation("sent a proof for a file it never offered".into()));
+        };
+        if t.state != (InState::Resuming { proved: false }) {
+            return Err(Violation("sent a proof nobody asked for".into()));
+        }
+        let want = frame::proof_blocks(t.have);
+        if !hashes.is_empty() && hashes.len() as u64 != want {
+            return Err(Violation(format!("sent {} block hashes where {want} prove the partial file", hashes.len())));
+        }
+        t.state = InState::Resuming { proved: true };
+        t.deliver(Some(WriteMsg::Proof(hashes)));
+        Ok(())
+    }
+
+    /// The writer made its file, or verified what it had: ACCEPT (or
+    /// ACCEPT FROM where the verified part ends) goes out.
+    pub(super) fn ready_to_receive(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        key: TransferId,
+        offset: u64,
+        discarded: u64,
+    ) {
+        let Some(wire) = c.files.in_by_key(key) else { return };
+        let Some(t) = c.files.incoming.get_mut(&wire) else { return };
+        t.state = InState::Receiving;
+        t.received = offset;
+        t.granted = offset.saturating_add(frame::WINDOW);
+        if let Some(left) = self.promised.get_mut(&key) {
+            *left = t.size.saturating_sub(offset);
+        }
+        if offset > 0 {
+            link.queue_file(&Frame::AcceptFrom { transfer: wire, offset });
+        } else {
             link.queue_file(&Frame::Accept { transfer: wire });
+        }
+        if t.have > 0 {
+            let (name, size) = (t.name.clone(), t.size);
+            self.resumed(c.owner, c.label, key, name, offset, size, discarded);
         }
     }
 

@@ -100,6 +100,19 @@ impl Files {
     }
 }
 
+impl Drop for Files {
+    /// However a connection's transfers go (its end, or the engine's),
+    /// files still arriving were cut, not stopped: their partial files stay
+    /// for a resume. (A transfer stopped on purpose left `incoming` first.)
+    fn drop(&mut self) {
+        for t in self.incoming.values() {
+            if let Some(writer) = &t.writer {
+                writer.keep_partial();
+            }
+        }
+    }
+}
+
 /// Measures a transfer's speed and decides when to report progress.
 pub(crate) struct Meter {
     last_report: Option<Instant>,
@@ -248,6 +261,32 @@ impl Transfers {
         self.emit(Event::FileFailed { id, transfer, name: name.to_owned(), kind, reason });
     }
 
+    /// A transfer picks up where an earlier attempt was cut: both ends say
+    /// where, and how much of the partial file failed its proof.
+    #[allow(clippy::too_many_arguments)]
+    fn resumed(
+        &self,
+        id: PeerId,
+        label: &str,
+        transfer: TransferId,
+        name: String,
+        offset: u64,
+        size: u64,
+        discarded: u64,
+    ) {
+        let shown = printable(&name);
+        match (offset, discarded) {
+            (0, _) => log::info!(
+                "{label} \"{shown}\": the {discarded} bytes from an earlier attempt did not match (the file changed, or the partial file is damaged); starting again from zero"
+            ),
+            (_, 0) => log::info!("{label} \"{shown}\" resumed at byte {offset} of {size}, verified"),
+            _ => log::info!(
+                "{label} \"{shown}\" resumed at byte {offset} of {size}; {discarded} more bytes from before did not match and are sent again"
+            ),
+        }
+        self.emit(Event::FileResumed { id, transfer, name, offset, size, discarded });
+    }
+
     /// Bytes promised to accepted files still arriving.
     fn reserved(&self) -> u64 {
         self.promised.values().fold(0u64, |sum, left| sum.saturating_add(*left))
@@ -305,7 +344,13 @@ impl Transfers {
             Frame::Data { transfer, bytes } => return self.data(c, transfer, &bytes),
             Frame::Done { transfer, hash } => return Transfers::done(c.files, transfer, hash),
             Frame::Cancel { transfer, mine: true, reason } => self.sender_cancelled(c, transfer, &reason),
-            Frame::Accept { transfer } => self.peer_accepted(c.files, transfer),
+            Frame::Accept { transfer } => return self.peer_accepted(c, transfer, 0),
+            Frame::AcceptFrom { transfer, offset: 0 } => {
+                return Err(Violation(format!("accepted transfer {transfer} from byte 0 after a proof")))
+            }
+            Frame::AcceptFrom { transfer, offset } => return self.peer_accepted(c, transfer, offset),
+            Frame::Resume { transfer, have } => return Transfers::peer_resume(c.files, transfer, have),
+            Frame::Proof { transfer, hashes } => return Transfers::proof(c.files, transfer, hashes),
             Frame::Decline { transfer, reason } => self.peer_declined(c, transfer, &reason),
             Frame::Cancel { transfer, mine: false, reason } => self.receiver_cancelled(c, transfer, &reason),
             Frame::Window { transfer, granted } => Transfers::window(c.files, transfer, granted),
@@ -345,7 +390,11 @@ impl Transfers {
             DiskEvent::OpenFailed { key, reason } => self.open_failed(c, key, reason),
             DiskEvent::Readable { .. } => {} // the pump after this takes it
             DiskEvent::SpaceChecked { key, refusal } => self.space_checked(c, link, key, refusal),
-            DiskEvent::ReadyToReceive { key } => Transfers::ready_to_receive(c.files, link, key),
+            DiskEvent::Proved { key, hashes } => Transfers::proved(c.files, link, key, hashes),
+            DiskEvent::Partial { key, have } => Transfers::partial(c.files, link, key, have),
+            DiskEvent::ReadyToReceive { key, offset, discarded } => {
+                self.ready_to_receive(c, link, key, offset, discarded)
+            }
             DiskEvent::Consumed { key, bytes } => self.consumed(c.files, link, key, bytes),
             DiskEvent::Stored { key, path, size, hash } => self.stored(c, link, key, path, size, hash),
             DiskEvent::WriteFailed { key, failure } => after.resume_reading = self.write_failed(c, link, key, failure),
@@ -356,7 +405,9 @@ impl Transfers {
 
     /// The connection is ending: every transfer on it fails, except files
     /// already being verified, which are still reported when stored.
-    pub fn end_all(&mut self, c: &mut ConnFiles, reason: &str) {
+    /// Files still arriving keep their partial files for a resume when
+    /// `keep` (the connection was cut, not broken by the peer).
+    pub fn end_all(&mut self, c: &mut ConnFiles, reason: &str, keep: bool) {
         let (owner, label) = (c.owner, c.label);
         let why = format!("the connection ended: {reason}");
         for t in std::mem::take(&mut c.files.outgoing) {
@@ -369,6 +420,10 @@ impl Transfers {
                 self.routes.remove(&t.key);
                 self.orphans.insert(t.key, Orphan { id: owner, name: t.name, cancelled: None });
             } else {
+                // Cut, not stopped: what arrived is kept for a resume.
+                if let (Some(writer), true) = (&t.writer, keep) {
+                    writer.keep_partial();
+                }
                 self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
             }
         }

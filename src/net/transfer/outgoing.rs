@@ -14,7 +14,7 @@ use crossbeam_channel::TryRecvError;
 use super::{ConnFiles, ConnKey, Files, Meter, Transfers, HIGH_WATER, MAX_ACTIVE_OUT};
 use crate::files::{self, Block, FailKind, Reader, TransferId};
 use crate::net::frame::{self, Frame};
-use crate::net::session::Link;
+use crate::net::session::{Link, Violation};
 use crate::net::{printable, Event};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -23,8 +23,11 @@ pub(crate) enum OutState {
     Queued(PathBuf),
     /// The reader is opening the file.
     Opening,
-    /// OFFER sent; waiting for ACCEPT or DECLINE.
+    /// OFFER sent; waiting for ACCEPT or DECLINE (or, after a PROOF,
+    /// ACCEPT FROM).
     Offered,
+    /// The receiver asked to resume: the reader is hashing its prefix.
+    Proving,
     Sending,
     /// DONE sent; waiting for the receiver's verdict.
     Finishing,
@@ -40,6 +43,8 @@ pub(crate) struct Outgoing {
     /// The block being cut into DATA frames, and how far.
     pub current: Option<(Vec<u8>, usize)>,
     pub sent: u64,
+    /// What the receiver said it holds from before (RESUME), once proven.
+    pub have: u64,
     /// The receiver allows data up to this byte.
     pub granted: u64,
     pub meter: Meter,
@@ -68,6 +73,7 @@ impl Transfers {
             reader: None,
             current: None,
             sent: 0,
+            have: 0,
             granted: 0,
             meter: Meter::new(),
         });
@@ -187,17 +193,62 @@ impl Transfers {
         }
     }
 
-    /// The peer's ACCEPT: data may flow, up to the first window.
-    pub(super) fn peer_accepted(&mut self, f: &mut Files, wire: u32) {
-        if let Some(i) = f.out_by_wire(wire) {
-            let t = &mut f.outgoing[i];
-            if t.state == OutState::Offered {
-                t.state = OutState::Sending;
-                t.granted = frame::WINDOW;
-                if let Some(reader) = t.reader.as_mut() {
-                    reader.start();
-                }
+    /// The peer's ACCEPT (`offset` 0) or ACCEPT FROM: data may flow from
+    /// `offset`, up to a window beyond it.
+    pub(super) fn peer_accepted(&mut self, c: &mut ConnFiles, wire: u32, offset: u64) -> Result<(), Violation> {
+        let Some(i) = c.files.out_by_wire(wire) else { return Ok(()) };
+        let t = &mut c.files.outgoing[i];
+        if t.state == OutState::Proving {
+            return Err(Violation("accepted a file before the proof it asked for".into()));
+        }
+        if t.state != OutState::Offered {
+            return Ok(());
+        }
+        if offset > t.have {
+            return Err(Violation(format!("accepted from byte {offset}, past the {} bytes it proved", t.have)));
+        }
+        t.state = OutState::Sending;
+        t.sent = offset;
+        t.granted = offset.saturating_add(frame::WINDOW);
+        if let Some(reader) = t.reader.as_ref() {
+            reader.start(offset);
+        }
+        if t.have > 0 {
+            let (key, name, size, discarded) = (t.key, t.name.clone(), t.size, t.have - offset);
+            self.resumed(c.owner, c.label, key, name, offset, size, discarded);
+        }
+        Ok(())
+    }
+
+    /// The peer's RESUME: it holds `have` bytes of this file from before;
+    /// the reader hashes ours to prove them.
+    pub(super) fn peer_resume(f: &mut Files, wire: u32, have: u64) -> Result<(), Violation> {
+        let Some(i) = f.out_by_wire(wire) else { return Ok(()) };
+        let t = &mut f.outgoing[i];
+        if t.state != OutState::Offered || t.have > 0 {
+            return Err(Violation("asked to resume a file that was not waiting for an answer".into()));
+        }
+        if have == 0 || have > t.size {
+            return Err(Violation(format!("asked to resume after {have} bytes of a {}-byte file", t.size)));
+        }
+        t.state = OutState::Proving;
+        t.have = have;
+        if let Some(reader) = t.reader.as_ref() {
+            reader.prove(have);
+        }
+        Ok(())
+    }
+
+    /// The reader hashed the prefix: PROOF goes out.
+    pub(super) fn proved(f: &mut Files, link: &mut Link, key: TransferId, hashes: Vec<[u8; 32]>) {
+        let Some(i) = f.out_by_key(key) else { return };
+        let t = &mut f.outgoing[i];
+        if t.state == OutState::Proving {
+            if hashes.is_empty() {
+                t.have = 0; // nothing proven: only a plain ACCEPT will do
             }
+            t.state = OutState::Offered;
+            link.queue_file(&Frame::Proof { transfer: t.wire, hashes });
         }
     }
 
