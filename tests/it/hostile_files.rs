@@ -316,3 +316,168 @@ fn the_sender_keeps_to_the_window_until_the_receiver_moves_it() {
     }
     assert_eq!(got, bytes);
 }
+
+// ----- resuming ---------------------------------------------------------------
+
+/// An engine that offers `bytes` to a raw receiver, which has the offer.
+fn offered_to_raw(bytes: &[u8]) -> (Node, PeerId, RawPeer, u32, TempDir) {
+    let mut node = Node::new();
+    let (id, addr) = node.listen("sender");
+    let (mut raw, _) = RawPeer::hello(addr, "receiver");
+    node.connected(id);
+    let outbox = TempDir::new("resume-hostile");
+    let path = outbox.path().join("file.bin");
+    fs::write(&path, bytes).unwrap();
+    node.engine.send_file(id, &path);
+    let Some(Frame::Offer { transfer, .. }) = raw.recv() else { panic!("expected an offer") };
+    (node, id, raw, transfer, outbox)
+}
+
+#[test]
+fn a_resume_past_the_offered_size_or_of_nothing_loses_the_receiver() {
+    for have in [0, 1_000_001] {
+        let (mut node, id, mut raw, transfer, _outbox) = offered_to_raw(&vec![3; 1_000_000]);
+        raw.send(&Frame::Resume { transfer, have });
+        let (reason, _) = node.lost(id);
+        assert!(reason.contains(&format!("asked to resume after {have} bytes of a 1000000-byte file")), "{reason}");
+    }
+}
+
+#[test]
+fn an_accept_from_beyond_what_was_proven_loses_the_receiver() {
+    // Without any RESUME, nothing is proven.
+    let (mut node, id, mut raw, transfer, _outbox) = offered_to_raw(&vec![3; 1_000_000]);
+    raw.send(&Frame::AcceptFrom { transfer, offset: 10 });
+    let (reason, _) = node.lost(id);
+    assert!(reason.contains("past the 0 bytes it proved"), "{reason}");
+    // After a proof of 3 MiB, byte 3 MiB + 1 is beyond it.
+    let bytes = crate::support::noise(4 * 1024 * 1024, 4);
+    let (mut node, id, mut raw, transfer, _outbox) = offered_to_raw(&bytes);
+    raw.send(&Frame::Resume { transfer, have: 3 * 1024 * 1024 });
+    let Some(Frame::Proof { hashes, .. }) = raw.recv() else { panic!("expected a proof") };
+    assert_eq!(hashes.len(), 3, "one hash per MiB");
+    assert_eq!(hashes[1], *blake3::hash(&bytes[1024 * 1024..2 * 1024 * 1024]).as_bytes());
+    raw.send(&Frame::AcceptFrom { transfer, offset: 3 * 1024 * 1024 + 1 });
+    let (reason, _) = node.lost(id);
+    assert!(reason.contains("past the 3145728 bytes it proved"), "{reason}");
+}
+
+#[test]
+fn a_receiver_that_resumes_at_a_proven_offset_gets_only_the_rest_and_the_whole_hash() {
+    let bytes = crate::support::noise(3 * 1024 * 1024 + 777, 8);
+    let (_node, _id, mut raw, transfer, _outbox) = offered_to_raw(&bytes);
+    raw.send(&Frame::Resume { transfer, have: 2 * 1024 * 1024 + 5 });
+    let Some(Frame::Proof { hashes, .. }) = raw.recv() else { panic!("expected a proof") };
+    assert_eq!(hashes.len(), 3, "two whole MiB and the 5 bytes after them");
+    assert_eq!(hashes[2], *blake3::hash(&bytes[2 * 1024 * 1024..2 * 1024 * 1024 + 5]).as_bytes());
+    // It keeps only the first MiB, say.
+    raw.send(&Frame::AcceptFrom { transfer, offset: 1024 * 1024 });
+    let mut got = Vec::new();
+    loop {
+        match raw.recv() {
+            Some(Frame::Data { bytes, .. }) => got.extend_from_slice(&bytes),
+            Some(Frame::Done { hash, .. }) => {
+                assert_eq!(&hash, blake3::hash(&bytes).as_bytes(), "DONE hashes the whole file");
+                break;
+            }
+            Some(Frame::Window { .. }) | Some(Frame::Ping(_)) => {}
+            other => panic!("expected data, got {other:?}"),
+        }
+        if got.len() as u64 % frame_window() == 0 {
+            raw.send(&Frame::Window { transfer, granted: u64::MAX });
+        }
+    }
+    assert_eq!(got, bytes[1024 * 1024..], "exactly the rest");
+}
+
+fn frame_window() -> u64 {
+    peerconn::net::frame::WINDOW
+}
+
+/// A sender (with a fixed key) that got part of a file through, then was
+/// cut: the victim keeps its partial file. Returns the victim and the key.
+fn cut_after_one_mib() -> (Victim, peerconn::net::secure::Identity, Vec<u8>) {
+    let mut v = Victim::new();
+    let identity = peerconn::net::secure::Identity::generate();
+    let bytes = crate::support::noise(2 * 1024 * 1024, 31);
+    let (listener, addr) = v.node.listen("victim again");
+    let mut raw = RawPeer::connect_as(addr, identity.clone());
+    raw.send(&Frame::Hello { version: peerconn::net::frame::VERSION, pairing: false, name: "cut".into() });
+    assert!(matches!(raw.recv(), Some(Frame::Hello { .. })));
+    v.node.connected(listener);
+    raw.send(&Frame::Offer { transfer: 1, size: bytes.len() as u64, name: "cut.bin".into() });
+    let transfer = v.node.wait("the offer", |e| match e {
+        Event::FileIncoming { id, transfer, .. } if *id == listener => Some(*transfer),
+        _ => None,
+    });
+    v.node.engine.accept_file(transfer);
+    assert_eq!(raw.recv(), Some(Frame::Accept { transfer: 1 }));
+    for chunk in bytes[..1024 * 1024].chunks(60_000) {
+        raw.send(&Frame::Data { transfer: 1, bytes: chunk.to_vec() });
+    }
+    // Half a second for the data to reach the disk, then the cable goes.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(raw);
+    v.node.lost(listener);
+    (v, identity, bytes)
+}
+
+/// The same key connects again and offers the same file: the engine asks
+/// to resume. Returns the raw peer and how much the engine said it holds.
+fn offer_again(v: &mut Victim, identity: &peerconn::net::secure::Identity, size: u64) -> (RawPeer, u64, PeerId) {
+    let (listener, addr) = v.node.listen("victim third");
+    let mut raw = RawPeer::connect_as(addr, identity.clone());
+    raw.send(&Frame::Hello { version: peerconn::net::frame::VERSION, pairing: false, name: "cut".into() });
+    assert!(matches!(raw.recv(), Some(Frame::Hello { .. })));
+    v.node.connected(listener);
+    raw.send(&Frame::Offer { transfer: 1, size, name: "cut.bin".into() });
+    let transfer = v.node.wait("the offer", |e| match e {
+        Event::FileIncoming { id, transfer, .. } if *id == listener => Some(*transfer),
+        _ => None,
+    });
+    v.node.engine.accept_file(transfer);
+    match raw.recv() {
+        Some(Frame::Resume { transfer: 1, have }) => (raw, have, listener),
+        other => panic!("expected a resume, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_proof_with_the_wrong_number_of_hashes_or_unasked_loses_the_sender() {
+    let (mut v, identity, bytes) = cut_after_one_mib();
+    let (mut raw, have, listener) = offer_again(&mut v, &identity, bytes.len() as u64);
+    assert_eq!(have, 1024 * 1024);
+    raw.send(&Frame::Proof { transfer: 1, hashes: vec![[0; 32]; 2] });
+    let (reason, _) = v.node.lost(listener);
+    assert!(reason.contains("sent 2 block hashes where 1 prove the partial file"), "{reason}");
+    // And a proof nobody asked for.
+    v.raw.send(&Frame::Offer { transfer: 9, size: 10, name: "x.bin".into() });
+    v.offered().unwrap();
+    v.raw.send(&Frame::Proof { transfer: 9, hashes: vec![] });
+    let (reason, _) = v.node.lost(v.id);
+    assert!(reason.contains("a proof nobody asked for"), "{reason}");
+}
+
+#[test]
+fn a_sender_whose_proof_does_not_match_gets_a_plain_accept_and_sends_it_all() {
+    let (mut v, identity, bytes) = cut_after_one_mib();
+    let (mut raw, have, listener) = offer_again(&mut v, &identity, bytes.len() as u64);
+    // A lying (or changed) sender: the hashes do not match what is on disk.
+    raw.send(&Frame::Proof { transfer: 1, hashes: vec![[7; 32]; peerconn::net::frame::proof_blocks(have) as usize] });
+    assert_eq!(raw.recv(), Some(Frame::Accept { transfer: 1 }), "from zero");
+    let resumed = v.node.wait("resumed", |e| match e {
+        Event::FileResumed { id, offset, discarded, .. } if *id == listener => Some((*offset, *discarded)),
+        _ => None,
+    });
+    assert_eq!(resumed, (0, have));
+    for chunk in bytes.chunks(60_000) {
+        raw.send(&Frame::Data { transfer: 1, bytes: chunk.to_vec() });
+    }
+    raw.send(&Frame::Done { transfer: 1, hash: *blake3::hash(&bytes).as_bytes() });
+    let path = v.node.wait("received", |e| match e {
+        Event::FileReceived { id, path, .. } if *id == listener => Some(path.clone()),
+        Event::FileFailed { id, reason, .. } if *id == listener => panic!("{reason}"),
+        _ => None,
+    });
+    assert_eq!(fs::read(path).unwrap(), bytes);
+}

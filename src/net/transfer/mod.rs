@@ -413,16 +413,23 @@ impl Transfers {
         for t in std::mem::take(&mut c.files.outgoing) {
             self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
         }
-        for (_, t) in std::mem::take(&mut c.files.incoming) {
+        for (_, mut t) in std::mem::take(&mut c.files.incoming) {
             if t.state == InState::Checking {
                 self.routes.remove(&t.key); // never shown to the person
             } else if t.state == InState::Verifying && t.stalled.is_empty() {
                 self.routes.remove(&t.key);
                 self.orphans.insert(t.key, Orphan { id: owner, name: t.name, cancelled: None });
             } else {
-                // Cut, not stopped: what arrived is kept for a resume.
-                if let (Some(writer), true) = (&t.writer, keep) {
-                    writer.keep_partial();
+                // Cut, not stopped: what arrived is kept for a resume, all
+                // of it (the writer takes whole blocks until now).
+                if keep && t.writer.is_some() {
+                    let last = std::mem::take(&mut t.pending);
+                    if !last.is_empty() && t.state == InState::Receiving {
+                        t.deliver(Some(files::WriteMsg::Data(last)));
+                    }
+                    if let Some(writer) = &t.writer {
+                        writer.keep_partial();
+                    }
                 }
                 self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
             }
