@@ -44,14 +44,12 @@ impl Peerconn {
     /// read line by line (a pty's carriage returns dropped).
     fn spawn(mut command: Command, what: &str) -> Peerconn {
         let data = temp_dir();
-        let mut child = command
-            .env("PEERCONN_DATA_DIR", &data.0)
-            .env("PEERCONN_CONFIG_DIR", &data.0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect(what);
+        // A test that restarts a program gives it the same folders itself.
+        if !command.get_envs().any(|(k, _)| k == "PEERCONN_CONFIG_DIR") {
+            command.env("PEERCONN_DATA_DIR", &data.0).env("PEERCONN_CONFIG_DIR", &data.0);
+        }
+        let mut child =
+            command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect(what);
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = crossbeam_channel::unbounded();
         std::thread::spawn(move || {
@@ -769,4 +767,145 @@ fn a_pairing_code_from_standard_input_or_the_environment_stays_out_of_the_proces
         let (status, err) = client.finish();
         assert!(status.success(), "{how}: {status} {err}");
     }
+}
+
+/// A `peerconn` whose key, known peers and log live in `home`, so that it
+/// can be started again as the same installation.
+fn installed(home: &TempDir, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peerconn"));
+    command.args(args).env("PEERCONN_DATA_DIR", &home.0).env("PEERCONN_CONFIG_DIR", &home.0);
+    command
+}
+
+/// The next `event` line, skipping the others.
+fn until_event(p: &Peerconn, event: &str) -> Value {
+    loop {
+        let value = p.event();
+        if value["event"] == event {
+            return value;
+        }
+        assert_ne!(value["event"], "file_failed", "{value}");
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Regression for resume: the receiving program is killed (SIGKILL)
+/// halfway through a file and started again with the same folders; the
+/// same sender sends the file again and only the rest crosses the network.
+#[test]
+fn a_receiver_killed_halfway_resumes_the_file_when_started_again() {
+    use crate::support::{fast_config, noise, Node, Relay};
+    use peerconn::net::Event;
+    let (home, down, outbox) = (temp_dir(), downloads_dir(), temp_dir());
+    let down_path = down.0.display().to_string();
+    let bytes = noise(48 * MIB as usize, 41);
+    let file = outbox.0.join("backup.zip");
+    std::fs::write(&file, &bytes).unwrap();
+    let args =
+        ["listen", "--json", "--bind", "127.0.0.1", "--name", "den", "--accept-files", "--downloads", &down_path];
+    let start = || {
+        let listener = Peerconn::spawn(installed(&home, &args), "the receiver starts");
+        listener.event_named("key");
+        let addr: std::net::SocketAddr = listener.event_named("listening")["addr"].as_str().unwrap().parse().unwrap();
+        (listener, addr)
+    };
+    let (mut listener, addr) = start();
+    let relay = Relay::new(addr, Some(40_000_000));
+    let mut sender = Node::with_config(fast_config());
+    let c = sender.engine.connect("laptop", relay.addr).unwrap();
+    sender.connected(c);
+    sender.engine.send_file(c, &file);
+    let before = loop {
+        let progress = until_event(&listener, "file_progress");
+        let bytes = progress["bytes"].as_u64().unwrap();
+        if bytes >= 48 * MIB * 2 / 5 {
+            break bytes;
+        }
+    };
+    listener.child.kill().unwrap();
+    let _ = listener.child.wait();
+    sender.wait_within(Duration::from_secs(20), "the transfer failed", |e| match e {
+        Event::FileFailed { .. } => Some(()),
+        _ => None,
+    });
+    drop(relay);
+
+    let (listener, addr) = start();
+    let relay = Relay::new(addr, None);
+    let c = sender.engine.connect("laptop", relay.addr).unwrap();
+    sender.connected(c);
+    sender.engine.send_file(c, &file);
+    let resumed = until_event(&listener, "file_resumed");
+    let offset = resumed["offset"].as_u64().unwrap();
+    assert_eq!(resumed["name"], "backup.zip");
+    assert_eq!(resumed["discarded"], 0, "{resumed}");
+    // Killed, it lost only what it had not handed to the disk yet: at most
+    // a window of data and a block.
+    assert!(offset + 5 * MIB >= before, "resumed at {offset} after {before} bytes had arrived");
+    let received = until_event(&listener, "file_received");
+    assert_eq!(received["blake3"], blake3::hash(&bytes).to_hex().as_str());
+    assert_eq!(std::fs::read(down.0.join("backup.zip")).unwrap(), bytes);
+    let rest = 48 * MIB - offset;
+    assert!(relay.carried() <= rest + rest / 2000 + 64 * 1024, "{} bytes for the {rest} missing", relay.carried());
+}
+
+/// Regression for resume: the sending program is killed halfway; sending
+/// the same file again from the same installation picks up where the
+/// receiver can prove it was.
+#[test]
+fn a_sender_killed_halfway_resumes_when_it_sends_the_file_again() {
+    use crate::support::{fast_config, noise, Node, Relay};
+    use peerconn::net::{EngineConfig, Event};
+    let (home, down, outbox) = (temp_dir(), downloads_dir(), temp_dir());
+    let bytes = noise(48 * MIB as usize, 42);
+    let file = outbox.0.join("photos.zip");
+    std::fs::write(&file, &bytes).unwrap();
+    let config = EngineConfig { downloads: down.0.clone(), accept_files_from_everyone: true, ..fast_config() };
+    let mut receiver = Node::with_config(config);
+    let (l, addr) = receiver.listen("den");
+    let relay = Relay::new(addr, Some(40_000_000));
+    let target = relay.addr.to_string();
+    let file_arg = file.display().to_string();
+    let mut first = Peerconn::spawn(installed(&home, &["send", &target, &file_arg, "--json"]), "the sender starts");
+    let t = receiver.wait("the offer", |e| match e {
+        Event::FileIncoming { id, transfer, .. } if *id == l => Some(*transfer),
+        _ => None,
+    });
+    let before = receiver.wait_within(Duration::from_secs(30), "progress", |e| match e {
+        Event::FileProgress { transfer, bytes, .. } if *transfer == t && *bytes >= 48 * MIB * 2 / 5 => Some(*bytes),
+        _ => None,
+    });
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    receiver.wait_within(Duration::from_secs(20), "the transfer failed", |e| match e {
+        Event::FileFailed { transfer, .. } if *transfer == t => Some(()),
+        _ => None,
+    });
+    drop(relay);
+
+    let (l, addr) = receiver.listen("den again");
+    let relay = Relay::new(addr, None);
+    let target = relay.addr.to_string();
+    let again = Peerconn::spawn(installed(&home, &["send", &target, &file_arg, "--json"]), "the sender starts again");
+    let resumed = until_event(&again, "file_resumed");
+    let offset = resumed["offset"].as_u64().unwrap();
+    assert!(offset + 5 * MIB >= before && offset < 48 * MIB, "resumed at {offset} after {before} had arrived");
+    assert_eq!(until_event(&again, "file_sent")["name"], "photos.zip");
+    let (status, stderr) = again.finish();
+    assert!(status.success(), "{stderr}");
+    let (t, (at, discarded)) = receiver.wait("resumed", |e| match e {
+        Event::FileResumed { id, transfer, offset, discarded, .. } if *id == l => {
+            Some((*transfer, (*offset, *discarded)))
+        }
+        _ => None,
+    });
+    assert_eq!((at, discarded), (offset, 0));
+    receiver.wait_within(Duration::from_secs(30), "received", |e| match e {
+        Event::FileReceived { transfer, .. } if *transfer == t => Some(()),
+        _ => None,
+    });
+    assert_eq!(std::fs::read(down.0.join("photos.zip")).unwrap(), bytes);
+    let rest = 48 * MIB - offset;
+    assert!(relay.carried() <= rest + rest / 2000 + 64 * 1024, "{} bytes for the {rest} missing", relay.carried());
 }
