@@ -418,6 +418,18 @@ enum FrameSpec {
         transfer: u32,
         granted: u64,
     },
+    Resume {
+        transfer: u32,
+        have: u64,
+    },
+    Proof {
+        transfer: u32,
+        hashes: Vec<[u8; 32]>,
+    },
+    AcceptFrom {
+        transfer: u32,
+        offset: u64,
+    },
     /// Any type byte and payload, with the right length.
     Raw {
         kind: u8,
@@ -478,6 +490,9 @@ impl FrameSpec {
             }
             FrameSpec::Received { transfer } => Frame::Received { transfer: *transfer },
             FrameSpec::Window { transfer, granted } => Frame::Window { transfer: *transfer, granted: *granted },
+            FrameSpec::Resume { transfer, have } => Frame::Resume { transfer: *transfer, have: *have },
+            FrameSpec::Proof { transfer, hashes } => Frame::Proof { transfer: *transfer, hashes: hashes.clone() },
+            FrameSpec::AcceptFrom { transfer, offset } => Frame::AcceptFrom { transfer: *transfer, offset: *offset },
             FrameSpec::Raw { kind, payload } => {
                 let mut bytes = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
                 bytes.push(*kind);

@@ -125,6 +125,10 @@ fn valid_frame() -> impl Strategy<Value = Frame> {
         }),
         any::<u32>().prop_map(|transfer| Frame::Received { transfer }),
         (any::<u32>(), any::<u64>()).prop_map(|(transfer, granted)| Frame::Window { transfer, granted }),
+        (any::<u32>(), any::<u64>()).prop_map(|(transfer, have)| Frame::Resume { transfer, have }),
+        (any::<u32>(), vec(any::<[u8; 32]>(), 0..=frame::MAX_PROOF_BLOCKS as usize))
+            .prop_map(|(transfer, hashes)| Frame::Proof { transfer, hashes }),
+        (any::<u32>(), any::<u64>()).prop_map(|(transfer, offset)| Frame::AcceptFrom { transfer, offset }),
     ]
 }
 

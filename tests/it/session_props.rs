@@ -112,6 +112,10 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(transfer, mine, reason)| Frame::Cancel { transfer, mine, reason }),
         1 => wire().prop_map(|transfer| Frame::Received { transfer }),
         1 => (wire(), any::<u64>()).prop_map(|(transfer, granted)| Frame::Window { transfer, granted }),
+        1 => (wire(), prop_oneof![0u64..3000, any::<u64>()]).prop_map(|(transfer, have)| Frame::Resume { transfer, have }),
+        1 => (wire(), vec(any::<[u8; 32]>(), 0..4)).prop_map(|(transfer, hashes)| Frame::Proof { transfer, hashes }),
+        1 => (wire(), prop_oneof![0u64..3000, any::<u64>()])
+            .prop_map(|(transfer, offset)| Frame::AcceptFrom { transfer, offset }),
     ]
 }
 
