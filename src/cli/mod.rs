@@ -60,12 +60,12 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Connect, send files, wait until the peer has verified each one, and exit.
+    /// Connect, send files or folders, wait until the peer has verified each one, and exit.
     Send {
         /// The peer's address and port.
         #[arg(value_name = "HOST:PORT")]
         address: String,
-        /// The files to send.
+        /// The files to send; a folder goes whole, with its structure.
         #[arg(value_name = "FILE", required = true)]
         files: Vec<PathBuf>,
         /// The name the peer sees (default: this computer's host name).

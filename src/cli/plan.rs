@@ -46,8 +46,8 @@ impl Plan {
             Command::Connect { address, common } => (Role::Connect { remote: resolve(&address)? }, common),
             Command::Send { address, files, name, json, code } => {
                 for file in &files {
-                    if !file.is_file() {
-                        return Err(Failure::Usage(format!("{} is not a file", file.display())));
+                    if !file.is_file() && !file.is_dir() {
+                        return Err(Failure::Usage(format!("{} is not a file or a folder", file.display())));
                     }
                 }
                 let common = Common { name, downloads: None, accept_files: false, json, code };

@@ -14,6 +14,7 @@
 
 pub mod names;
 pub mod resume;
+pub mod tree;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -137,6 +138,9 @@ impl Failure {
 pub enum DiskEvent {
     /// A reader opened its file: offer it.
     Opened { key: TransferId, name: String, size: u64 },
+    /// A reader found a folder and listed it: offer it. `skipped` are the
+    /// links and special files in it, left out.
+    FolderOpened { key: TransferId, name: String, size: u64, entries: Vec<tree::TreeEntry>, skipped: Vec<String> },
     /// A reader could not open its file.
     OpenFailed { key: TransferId, reason: String },
     /// A reader has a block ready (only sent when the reactor may be waiting).
@@ -161,12 +165,16 @@ pub enum DiskEvent {
     Drained { key: TransferId },
     /// A writer has written `bytes` of the file so far.
     Consumed { key: TransferId, bytes: u64 },
+    /// A folder's writer verified its `done`th file.
+    FileInFolder { key: TransferId, done: u64 },
 }
 
 impl DiskEvent {
     pub fn key(&self) -> TransferId {
         match self {
             DiskEvent::Opened { key, .. }
+            | DiskEvent::FolderOpened { key, .. }
+            | DiskEvent::FileInFolder { key, .. }
             | DiskEvent::OpenFailed { key, .. }
             | DiskEvent::Readable { key }
             | DiskEvent::Proved { key, .. }
@@ -215,7 +223,13 @@ pub struct Faults {
 #[derive(Debug)]
 pub enum Block {
     Data(Vec<u8>),
-    /// The whole file was read; its BLAKE3 hash.
+    /// In a folder: the file of entry `index` ended here; its BLAKE3 hash.
+    FileEnd {
+        index: u32,
+        hash: [u8; 32],
+    },
+    /// The whole file was read; its BLAKE3 hash (for a folder, the hash of
+    /// its files' hashes in order).
     End([u8; 32]),
     Failed(String),
 }
@@ -283,9 +297,9 @@ fn read_file(
     waiting: Arc<AtomicBool>,
     spent: Receiver<Vec<u8>>,
 ) {
-    // Windows refuses to open a folder at all; say what it is first.
+    // A folder goes as a tree (Windows refuses to open one as a file).
     if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-        return notify.send(DiskEvent::OpenFailed { key, reason: format!("{} is a folder", path.display()) });
+        return tree::read_folder(key, path, &notify, &go, &blocks, &waiting, &spent);
     }
     let opened = File::open(path).and_then(|f| {
         let meta = f.metadata()?;
@@ -416,6 +430,11 @@ pub enum WriteMsg {
     /// The sender's hashes of the partial file's blocks (after `Partial`).
     Proof(Vec<[u8; 32]>),
     Data(Vec<u8>),
+    /// In a folder: the file of entry `index` ended; the sender's hash.
+    FileEnd {
+        index: u32,
+        hash: [u8; 32],
+    },
     /// All data was delivered; the sender's hash.
     Done([u8; 32]),
 }
@@ -446,7 +465,35 @@ impl Drop for Writer {
     }
 }
 
+/// The writer thread's ends of what [`Writer`] holds.
+struct WriterParts {
+    rx: Receiver<WriteMsg>,
+    stalled: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+    keep: Arc<AtomicBool>,
+    spent: Sender<Vec<u8>>,
+}
+
 impl Writer {
+    /// A writer's handle and the thread's parts: the channel holds a whole
+    /// `window` of blocks and a few more.
+    fn new(window: u64) -> (Writer, WriterParts) {
+        let behind = usize::try_from(window).unwrap_or(usize::MAX).div_ceil(BLOCK).saturating_add(4);
+        let (tx, rx) = crossbeam_channel::bounded(behind);
+        let (stalled, abort, keep) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (spent_tx, spent) = crossbeam_channel::bounded(4);
+        let writer = Writer {
+            tx,
+            stalled: stalled.clone(),
+            abort: abort.clone(),
+            finished: AtomicBool::new(false),
+            spent,
+            keep: keep.clone(),
+        };
+        (writer, WriterParts { rx, stalled, abort, keep, spent: spent_tx })
+    }
+
     /// Stops the writer even if it already has everything: the file is not
     /// kept unless it was named already (then `Stored` still comes).
     pub fn abort(&self) {
@@ -524,23 +571,11 @@ pub struct WriteJob {
 /// ends on its own when the `Writer` is dropped.
 pub fn spawn_writer(job: WriteJob, faults: Faults, notify: Notify) -> (Writer, Option<std::thread::JoinHandle<()>>) {
     let WriteJob { key, dir, name, size, window, reserved, partial } = job;
-    let behind = usize::try_from(window).unwrap_or(usize::MAX).div_ceil(BLOCK).saturating_add(4);
-    let (tx, rx) = crossbeam_channel::bounded(behind);
-    let stalled = Arc::new(AtomicBool::new(false));
-    let abort = Arc::new(AtomicBool::new(false));
-    let (spent_tx, spent) = crossbeam_channel::bounded(4);
-    let keep = Arc::new(AtomicBool::new(false));
-    let writer = Writer {
-        tx,
-        stalled: stalled.clone(),
-        abort: abort.clone(),
-        finished: AtomicBool::new(false),
-        spent,
-        keep: keep.clone(),
-    };
+    let (writer, parts) = Writer::new(window);
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
+            let WriterParts { rx, stalled, abort, keep, spent: spent_tx } = parts;
             let target = Target { dir: &dir, name: &name, size, reserved, partial: partial.as_deref() };
             let flags = Flags { stalled: &stalled, abort: &abort, keep: &keep };
             let result = receive_file(key, target, &faults, &notify, &rx, flags, &spent_tx);
@@ -709,7 +744,8 @@ fn receive_file(
             notify.send(DiskEvent::Drained { key });
         }
         match msg {
-            WriteMsg::Proof(_) => {} // only ever asked for before the data
+            // Only ever asked for before the data; only for folders.
+            WriteMsg::Proof(_) | WriteMsg::FileEnd { .. } => {}
             WriteMsg::Data(bytes) => {
                 if let Some(delay) = faults.write_delay {
                     std::thread::sleep(delay);

@@ -166,6 +166,7 @@ mod tests {
             total: 2,
             bytes_per_sec: 0,
             eta: None,
+            files: None,
         };
         sink.send(progress);
         sink.send(message(QUEUE + 1));

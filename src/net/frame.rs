@@ -47,6 +47,10 @@ pub const WINDOW: u64 = 4 * 1024 * 1024;
 // The PROOF's block rule belongs to the protocol, and the disk side
 // hashes by it; it lives there, which imports nothing from the network.
 pub use crate::files::resume::{proof_block, proof_blocks, MAX_PROOF_BLOCKS};
+// A folder's entries are the disk side's description of a tree.
+pub use crate::files::tree::TreeEntry;
+/// Most path components in one folder entry.
+pub const MAX_DEPTH: usize = 32;
 
 /// Frame type bytes: 0x01..=0x07 for the connection, pairing and chat, 0x10..=0x1A
 /// for file transfer.
@@ -69,9 +73,12 @@ pub mod kind {
     pub const RESUME: u8 = 0x18;
     pub const PROOF: u8 = 0x19;
     pub const ACCEPT_FROM: u8 = 0x1A;
+    pub const OFFER_FOLDER: u8 = 0x1B;
+    pub const ENTRIES: u8 = 0x1C;
+    pub const FILE_DONE: u8 = 0x1D;
 
     pub(super) fn known(t: u8) -> bool {
-        matches!(t, HELLO..=CONFIRM | OFFER..=ACCEPT_FROM)
+        matches!(t, HELLO..=CONFIRM | OFFER..=FILE_DONE)
     }
 }
 
@@ -206,6 +213,27 @@ pub enum Frame {
     AcceptFrom {
         transfer: u32,
         offset: u64,
+    },
+    /// The sender offers a folder called `name`: `entries` folders and
+    /// files (ENTRIES frames follow) whose files hold `size` bytes in all.
+    OfferFolder {
+        transfer: u32,
+        size: u64,
+        entries: u32,
+        name: String,
+    },
+    /// Entries of an offered folder, in order: each one's path inside it,
+    /// and a file's size.
+    Entries {
+        transfer: u32,
+        entries: Vec<TreeEntry>,
+    },
+    /// In a folder's data: entry `index` (a file) ended here; its BLAKE3
+    /// hash.
+    FileDone {
+        transfer: u32,
+        index: u32,
+        hash: [u8; 32],
     },
 }
 
@@ -375,6 +403,29 @@ impl Frame {
                 out.extend_from_slice(&transfer.to_be_bytes());
                 out.extend_from_slice(&offset.to_be_bytes());
             }
+            Frame::OfferFolder { transfer, size, entries, name } => {
+                out.push(kind::OFFER_FOLDER);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&size.to_be_bytes());
+                out.extend_from_slice(&entries.to_be_bytes());
+                out.extend_from_slice(clip(name, MAX_FILE_NAME).as_bytes());
+            }
+            Frame::Entries { transfer, entries } => {
+                out.push(kind::ENTRIES);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                for entry in entries {
+                    if out.len() - start + entry_len(entry) > MAX_FRAME {
+                        break; // the rest does not fit: see `entries_frames`
+                    }
+                    encode_entry(out, entry);
+                }
+            }
+            Frame::FileDone { transfer, index, hash } => {
+                out.push(kind::FILE_DONE);
+                out.extend_from_slice(&transfer.to_be_bytes());
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(hash);
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -403,6 +454,9 @@ impl Frame {
                 | Frame::Resume { .. }
                 | Frame::Proof { .. }
                 | Frame::AcceptFrom { .. }
+                | Frame::OfferFolder { .. }
+                | Frame::Entries { .. }
+                | Frame::FileDone { .. }
         )
     }
 
@@ -426,6 +480,9 @@ impl Frame {
             Frame::Resume { .. } => "file resume",
             Frame::Proof { .. } => "file proof",
             Frame::AcceptFrom { .. } => "file accept from",
+            Frame::OfferFolder { .. } => "folder offer",
+            Frame::Entries { .. } => "folder entries",
+            Frame::FileDone { .. } => "folder file end",
             Frame::Window { .. } => "file window",
         }
     }
@@ -576,6 +633,43 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
                 .map_err(|_| FrameError::Malformed("file accept from", format!("{} bytes instead of 8", rest.len())))?;
             Frame::AcceptFrom { transfer, offset: u64::from_be_bytes(offset) }
         }
+        kind::OFFER_FOLDER => {
+            let (transfer, rest) = transfer_id(payload, "folder offer")?;
+            if rest.len() < 12 {
+                return Err(FrameError::Malformed("folder offer", "it has no size or entry count".into()));
+            }
+            let size = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let entries = u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+            let name = &rest[12..];
+            if name.is_empty() || name.len() > MAX_FILE_NAME {
+                let why = format!("the name is {} bytes; it must be 1 to {MAX_FILE_NAME}", name.len());
+                return Err(FrameError::Malformed("folder offer", why));
+            }
+            let name = std::str::from_utf8(name).map_err(|_| FrameError::BadUtf8("folder name"))?;
+            Frame::OfferFolder { transfer, size, entries, name: name.to_owned() }
+        }
+        kind::ENTRIES => {
+            let (transfer, mut rest) = transfer_id(payload, "folder entries")?;
+            let mut entries = Vec::new();
+            while !rest.is_empty() {
+                let (entry, after) = decode_entry(rest)?;
+                entries.push(entry);
+                rest = after;
+            }
+            if entries.is_empty() {
+                return Err(FrameError::Malformed("folder entries", "it holds no entry".into()));
+            }
+            Frame::Entries { transfer, entries }
+        }
+        kind::FILE_DONE => {
+            let (transfer, rest) = transfer_id(payload, "folder file end")?;
+            if rest.len() != 36 {
+                let why = format!("{} bytes after the transfer instead of 36", rest.len());
+                return Err(FrameError::Malformed("folder file end", why));
+            }
+            let index = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+            Frame::FileDone { transfer, index, hash: rest[4..].try_into().expect("32 bytes") }
+        }
         kind::PROOF => {
             let (transfer, rest) = transfer_id(payload, "file proof")?;
             if rest.len() % 32 != 0 || rest.len() as u64 > MAX_PROOF_BLOCKS * 32 {
@@ -617,6 +711,77 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         t => return Err(FrameError::UnknownType(t)),
     };
     Ok(Some((frame, 4 + len)))
+}
+
+/// Bytes `entry` takes in an ENTRIES frame.
+fn entry_len(entry: &TreeEntry) -> usize {
+    let size = if entry.size.is_some() { 8 } else { 0 };
+    2 + size + entry.path.iter().map(|c| 1 + c.len().min(MAX_FILE_NAME)).sum::<usize>()
+}
+
+/// kind (0 folder, 1 file), a file's size, the component count, then each
+/// component as its length and UTF-8.
+fn encode_entry(out: &mut Vec<u8>, entry: &TreeEntry) {
+    out.push(u8::from(entry.size.is_some()));
+    if let Some(size) = entry.size {
+        out.extend_from_slice(&size.to_be_bytes());
+    }
+    out.push(entry.path.len().min(MAX_DEPTH) as u8);
+    for component in entry.path.iter().take(MAX_DEPTH) {
+        let component = clip(component, MAX_FILE_NAME);
+        out.push(component.len() as u8);
+        out.extend_from_slice(component.as_bytes());
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<(TreeEntry, &[u8]), FrameError> {
+    let bad = |why: &str| FrameError::Malformed("folder entries", why.to_owned());
+    let (&kind, mut rest) = bytes.split_first().ok_or_else(|| bad("an entry is cut short"))?;
+    let size = match kind {
+        0 => None,
+        1 => {
+            let size: [u8; 8] = rest.get(..8).ok_or_else(|| bad("a file entry has no size"))?.try_into().expect("8");
+            rest = &rest[8..];
+            Some(u64::from_be_bytes(size))
+        }
+        other => return Err(bad(&format!("an entry of unknown kind {other}"))),
+    };
+    let (&count, mut rest) = rest.split_first().ok_or_else(|| bad("an entry has no path"))?;
+    if count == 0 || usize::from(count) > MAX_DEPTH {
+        return Err(bad(&format!("a path of {count} components; it must be 1 to {MAX_DEPTH}")));
+    }
+    let mut path = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (&len, after) = rest.split_first().ok_or_else(|| bad("a path is cut short"))?;
+        let len = usize::from(len);
+        if len == 0 || after.len() < len {
+            return Err(bad("a path component is empty or cut short"));
+        }
+        let component = std::str::from_utf8(&after[..len]).map_err(|_| FrameError::BadUtf8("folder entry"))?;
+        path.push(component.to_owned());
+        rest = &after[len..];
+    }
+    Ok((TreeEntry { path, size }, rest))
+}
+
+/// A folder's entries as ENTRIES frames, each as full as one frame holds.
+pub fn entries_frames(transfer: u32, entries: &[TreeEntry]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let mut batch = Vec::new();
+    let mut used = HEADER_LEN + 1 + 4;
+    for entry in entries {
+        let len = entry_len(entry);
+        if used + len > MAX_FRAME && !batch.is_empty() {
+            frames.push(Frame::Entries { transfer, entries: std::mem::take(&mut batch) });
+            used = HEADER_LEN + 1 + 4;
+        }
+        used += len;
+        batch.push(entry.clone());
+    }
+    if !batch.is_empty() {
+        frames.push(Frame::Entries { transfer, entries: batch });
+    }
+    frames
 }
 
 fn transfer_id<'a>(payload: &'a [u8], what: &'static str) -> Result<(u32, &'a [u8]), FrameError> {

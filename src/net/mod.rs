@@ -106,6 +106,13 @@ impl PeerState {
     }
 }
 
+/// What an offered folder holds (a transfer of a folder rather than a file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolderInfo {
+    pub files: u64,
+    pub folders: u64,
+}
+
 /// What the reactor reports. Events for one peersocket arrive in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -131,7 +138,7 @@ pub enum Event {
     KnownPeers { peers: Vec<KnownPeerInfo> },
     /// We offered a file (it is open and its size known); waiting for the
     /// peer to accept.
-    FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64 },
+    FileOutgoing { id: PeerId, transfer: TransferId, name: String, size: u64, folder: Option<FolderInfo> },
     /// The peer offers a file; answer with `accept_file` or `decline_file`.
     /// `name` is already made safe for the downloads folder. When `refused`
     /// says why, the offer was already declined (it cannot fit in the free
@@ -139,10 +146,27 @@ pub enum Event {
     /// `accepted`, the engine accepted it by itself (files from this peer's
     /// key, or from everyone, are accepted without asking: see
     /// [`Engine::accept_files_from`]); progress follows.
-    FileIncoming { id: PeerId, transfer: TransferId, name: String, size: u64, refused: Option<String>, accepted: bool },
+    FileIncoming {
+        id: PeerId,
+        transfer: TransferId,
+        name: String,
+        size: u64,
+        refused: Option<String>,
+        accepted: bool,
+        folder: Option<FolderInfo>,
+    },
     /// Bytes moved so far, at most ten times a second per transfer and once
     /// at the end.
-    FileProgress { id: PeerId, transfer: TransferId, bytes: u64, total: u64, bytes_per_sec: u64, eta: Option<Duration> },
+    /// `files`: for a folder, how many of its files are done, of how many.
+    FileProgress {
+        id: PeerId,
+        transfer: TransferId,
+        bytes: u64,
+        total: u64,
+        bytes_per_sec: u64,
+        eta: Option<Duration>,
+        files: Option<(u64, u64)>,
+    },
     /// A transfer takes up an earlier, cut attempt of the same file (same
     /// peer key, name and size), on either end: data goes from `offset`,
     /// whose bytes the receiver proved against the sender's block hashes.

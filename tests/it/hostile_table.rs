@@ -221,7 +221,7 @@ fn table() -> Vec<Row> {
         row("framing", "a hello name of only spaces", Handshake, vec![Plain(hello_bytes(&MAGIC, "   "))], Dropped("the name is empty")),
         row("framing", "a hello with unknown flags", Handshake, vec![Plain(framed(cat(&[&[0x01], &MAGIC, &VERSION.to_be_bytes(), &[0x80, 1, b'x']])))], Dropped("unknown flags")),
         row("framing", "an unknown frame type 0x42", Hello, vec![Plain(vec![0, 0, 0, 3, 0x42, 1, 2])], Lost("unknown frame type 0x42")),
-        row("framing", "a reserved frame type 0x1b", Hello, vec![Plain(vec![0, 0, 0, 1, 0x1B])], Lost("unknown frame type 0x1b")),
+        row("framing", "a reserved frame type 0x1e", Hello, vec![Plain(vec![0, 0, 0, 1, 0x1E])], Lost("unknown frame type 0x1e")),
         row("framing", "a chat before the hello", Handshake, vec![Send(chat("let me in"))], Dropped("chat message before the hello")),
         row("framing", "a file offer before the hello", Handshake, vec![Send(offer("early.txt", 5))], Dropped("file offer before the hello")),
         row("framing", "a hello with the wrong magic", Handshake, vec![Plain(hello_bytes(b"PEERCHAT", "impostor"))], Dropped("not speaking the PeerConn protocol")),

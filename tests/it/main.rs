@@ -10,6 +10,7 @@ mod chat;
 mod cli;
 #[cfg(target_os = "linux")]
 mod flood;
+mod folder;
 mod hostile;
 mod hostile_files;
 mod hostile_table;

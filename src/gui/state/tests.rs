@@ -46,7 +46,15 @@ fn lost(id: PeerId, reason: &str) -> Event {
 
 fn offer(id: PeerId, refused: Option<&str>, accepted: bool) -> Event {
     let refused = refused.map(str::to_owned);
-    Event::FileIncoming { id, transfer: OFFER, name: "holiday.zip".into(), size: 3_000_000, refused, accepted }
+    Event::FileIncoming {
+        id,
+        transfer: OFFER,
+        name: "holiday.zip".into(),
+        size: 3_000_000,
+        refused,
+        accepted,
+        folder: None,
+    }
 }
 
 fn message(id: PeerId, text: &str) -> Event {
@@ -133,6 +141,7 @@ fn an_offer_accepted_shows_its_progress_then_where_it_was_saved() {
         total: 3_000_000,
         bytes_per_sec,
         eta,
+        files: None,
     };
     state.apply(progress(0, 0, None));
     assert_eq!(card(&state, DEN).detail, "starting…", "the first reading has no speed yet");
@@ -160,7 +169,7 @@ fn an_offer_accepted_shows_its_progress_then_where_it_was_saved() {
 #[test]
 fn a_file_sent_ends_verified_by_the_peer_and_a_failed_one_says_why() {
     let mut state = with_den();
-    state.apply(Event::FileOutgoing { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10 });
+    state.apply(Event::FileOutgoing { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10, folder: None });
     assert_eq!(card(&state, DEN).state, FileState::Offered);
     assert!(!card(&state, DEN).incoming, "waiting for the peer to accept");
     state.apply(Event::FileSent { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10 });
@@ -293,6 +302,7 @@ fn messages_to_an_unselected_peer_count_as_unread_until_it_is_selected() {
         size: 1,
         refused: Some("declined".into()),
         accepted: false,
+        folder: None,
     });
     state.apply(Event::FileIncoming {
         id: DEN,
@@ -301,6 +311,7 @@ fn messages_to_an_unselected_peer_count_as_unread_until_it_is_selected() {
         size: 1,
         refused: None,
         accepted: true,
+        folder: None,
     });
     assert_eq!(peer(&state, DEN).unread, 0);
 }
@@ -470,6 +481,7 @@ fn a_resumed_file_says_where_it_picked_up_beside_its_speed() {
         total: 3_000_000,
         bytes_per_sec: 1_000_000,
         eta: Some(Duration::from_secs(1)),
+        files: None,
     });
     assert_eq!(card(&state, DEN).detail, "resumed at 61 % · 1.0 MB/s · 1 s left");
     // A partial file that did not match starts again and says so.

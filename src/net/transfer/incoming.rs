@@ -12,13 +12,16 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{ConnFiles, Files, Meter, Orphan, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
+use crate::files::tree::{Manifest, TreeEntry, MAX_ENTRIES};
 use crate::files::{self, FailKind, Failure, TransferId, WriteJob, WriteMsg, Writer};
 use crate::net::frame::{self, Frame};
 use crate::net::session::{Link, Violation};
-use crate::net::{printable, Event, PeerId};
+use crate::net::{printable, Event, FolderInfo, PeerId};
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum InState {
+    /// A folder was offered: its entries are still arriving.
+    Listing,
     /// Offered; being measured against the free space before the person
     /// is asked (a file that cannot fit is declined at once).
     Checking,
@@ -57,6 +60,34 @@ pub(crate) struct Incoming {
     /// When the offer came (a free-space check that takes too long is
     /// given up on: see `SPACE_CHECK_PATIENCE`).
     pub offered: std::time::Instant,
+    /// An offered folder rather than a file.
+    pub folder: Option<FolderIn>,
+}
+
+/// A folder the peer offers us.
+pub(crate) struct FolderIn {
+    /// Entries the offer said it has.
+    pub expected: u32,
+    /// Entries so far, while they arrive.
+    pub listing: Vec<TreeEntry>,
+    /// The entries, checked, once all are here.
+    pub manifest: Option<Manifest>,
+    /// Files the writer has verified.
+    pub done: u64,
+    /// What the listing takes in memory, about.
+    pub bytes: usize,
+}
+
+/// Folders from one peer that may wait for an answer (each holds its list).
+const MAX_FOLDERS_WAITING: usize = 4;
+/// The most memory one folder's listing may take.
+const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+
+impl FolderIn {
+    fn info(&self) -> Option<FolderInfo> {
+        let m = self.manifest.as_ref()?;
+        Some(FolderInfo { files: m.files, folders: m.entries.len() as u64 - m.files })
+    }
 }
 
 impl Incoming {
@@ -86,6 +117,22 @@ impl Transfers {
         }
         log::info!("{label} accepted \"{}\"", printable(&t.name));
         self.writers.retain(|w| !w.is_finished());
+        if let Some(manifest) = t.folder.as_ref().and_then(|d| d.manifest.clone()) {
+            self.promised.insert(transfer, t.size);
+            let (writer, thread) = files::tree::spawn_folder_writer(
+                transfer,
+                self.downloads.clone(),
+                manifest,
+                self.reserved(),
+                frame::WINDOW,
+                self.faults.clone(),
+                self.notify.clone(),
+            );
+            self.writers.extend(thread);
+            t.writer = Some(writer);
+            t.state = InState::Preparing;
+            return;
+        }
         let job = WriteJob {
             key: transfer,
             dir: self.downloads.clone(),
@@ -155,10 +202,16 @@ impl Transfers {
                 granted: 0,
                 meter: Meter::new(),
                 offered: Instant::now(),
+                folder: None,
             },
         );
         self.routes.insert(key, c.conn);
-        // The person is asked once the file is known to fit.
+        self.check_space(c, link, key, size);
+        Ok(())
+    }
+
+    /// The person is asked once the offer is known to fit.
+    fn check_space(&mut self, c: &mut ConnFiles, link: &mut Link, key: TransferId, size: u64) {
         if self.space_checker.is_none() && !self.space_checker_failed {
             self.space_checker = files::SpaceChecker::spawn(self.notify.clone(), &self.faults)
                 .inspect_err(|e| log::warn!("cannot start the free-space checker: {e}"))
@@ -171,7 +224,159 @@ impl Transfers {
             // The writer checks again before it creates anything.
             self.space_checked(c, link, key, None);
         }
+    }
+
+    /// The peer's OFFER FOLDER: its entries follow.
+    pub(super) fn offer_folder(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        wire: u32,
+        (size, count, name): (u64, u32, String),
+    ) -> Result<(), Violation> {
+        let (owner, label) = (c.owner, c.label);
+        let f = &mut *c.files;
+        if f.incoming.contains_key(&wire) || f.was_cancelled_in(wire) {
+            return Err(Violation(format!("offered transfer number {wire} twice")));
+        }
+        if f.incoming.values().any(|t| t.state == InState::Listing) {
+            return Err(Violation("offered a folder while another one's entries were still arriving".into()));
+        }
+        let key = TransferId(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        // Each folder waiting for an answer holds its listing.
+        let unanswered = f.incoming.values().filter(|t| t.folder.is_some() && t.writer.is_none()).count();
+        let refusal = if f.incoming.len() >= MAX_PENDING_OFFERS {
+            Some(format!("declined: {MAX_PENDING_OFFERS} offers from this peer are already waiting or under way"))
+        } else if unanswered >= MAX_FOLDERS_WAITING {
+            Some(format!("declined: {MAX_FOLDERS_WAITING} folders from this peer are already waiting for an answer"))
+        } else if count > MAX_ENTRIES {
+            Some(format!("declined: the folder has {count} entries; at most {MAX_ENTRIES} are taken in one offer"))
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            link.queue_file(&Frame::Decline { transfer: wire, reason: reason.clone() });
+            f.forget_incoming(wire);
+            self.failed(owner, label, key, &printable(&name), FailKind::Refused, reason);
+            return Ok(());
+        }
+        log::info!("{label} offers the folder \"{}\" ({count} entries, {size} bytes)", printable(&name));
+        f.incoming.insert(
+            wire,
+            Incoming {
+                key,
+                name,
+                size,
+                state: InState::Listing,
+                writer: None,
+                pending: Vec::new(),
+                stalled: Default::default(),
+                received: 0,
+                partial: None,
+                have: 0,
+                granted: 0,
+                meter: Meter::new(),
+                offered: Instant::now(),
+                folder: Some(FolderIn { expected: count, listing: Vec::new(), manifest: None, done: 0, bytes: 0 }),
+            },
+        );
+        self.routes.insert(key, c.conn);
+        if count == 0 {
+            self.listed(c, link, wire);
+        }
         Ok(())
+    }
+
+    /// The peer's ENTRIES of a folder it offered.
+    pub(super) fn entries(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        wire: u32,
+        entries: Vec<TreeEntry>,
+    ) -> Result<(), Violation> {
+        let Some(t) = c.files.incoming.get_mut(&wire) else {
+            if c.files.was_cancelled_in(wire) {
+                return Ok(());
+            }
+            return Err(Violation("sent folder entries for no folder it offered".into()));
+        };
+        let (InState::Listing, Some(folder)) = (&t.state, t.folder.as_mut()) else {
+            return Err(Violation("sent folder entries after the folder's listing".into()));
+        };
+        if folder.listing.len() + entries.len() > folder.expected as usize {
+            return Err(Violation(format!("sent more folder entries than the {} it offered", folder.expected)));
+        }
+        folder.bytes += entries.iter().map(|e| 8 + e.path.iter().map(|c| c.len() + 1).sum::<usize>()).sum::<usize>();
+        if folder.bytes > MAX_LISTING_BYTES {
+            return Err(Violation(format!("sent a folder listing over {} MiB", MAX_LISTING_BYTES >> 20)));
+        }
+        folder.listing.extend(entries);
+        if folder.listing.len() == folder.expected as usize {
+            self.listed(c, link, wire);
+        }
+        Ok(())
+    }
+
+    /// A folder's listing is complete: checked, then measured against the
+    /// free space and shown like a file offer, or declined.
+    fn listed(&mut self, c: &mut ConnFiles, link: &mut Link, wire: u32) {
+        let (owner, label) = (c.owner, c.label);
+        let Some(t) = c.files.incoming.get_mut(&wire) else { return };
+        let Some(folder) = t.folder.as_mut() else { return };
+        let listing = std::mem::take(&mut folder.listing);
+        match Manifest::check(&t.name, t.size, listing) {
+            Ok(manifest) => {
+                t.name = manifest.name.clone();
+                folder.manifest = Some(manifest);
+                t.state = InState::Checking;
+                t.offered = Instant::now();
+                let (key, size) = (t.key, t.size);
+                self.check_space(c, link, key, size);
+            }
+            Err(why) => {
+                let reason = format!("declined: the folder cannot be taken: {why}");
+                let name = printable(&t.name).into_owned();
+                let key = t.key;
+                link.queue_file(&Frame::Decline { transfer: wire, reason: reason.clone() });
+                c.files.forget_incoming(wire);
+                self.failed(owner, label, key, &name, FailKind::Refused, reason);
+            }
+        }
+    }
+
+    /// The peer's FILE DONE inside a folder's data: the writer checks that
+    /// file.
+    pub(super) fn file_done(f: &mut Files, wire: u32, index: u32, hash: [u8; 32]) -> Result<(), Violation> {
+        let Some(t) = f.incoming.get_mut(&wire) else {
+            if f.was_cancelled_in(wire) {
+                return Ok(());
+            }
+            return Err(Violation("ended a folder's file for no folder it offered".into()));
+        };
+        let is_file = t
+            .folder
+            .as_ref()
+            .and_then(|d| d.manifest.as_ref())
+            .is_some_and(|m| m.entries.get(index as usize).is_some_and(|e| e.size.is_some()));
+        if t.state != InState::Receiving || !is_file {
+            return Err(Violation(format!("ended entry {index}, which is no file being received")));
+        }
+        // The writer gets the file's last bytes before its end.
+        let last = std::mem::take(&mut t.pending);
+        if !last.is_empty() {
+            t.deliver(Some(WriteMsg::Data(last)));
+        }
+        t.deliver(Some(WriteMsg::FileEnd { index, hash }));
+        Ok(())
+    }
+
+    /// A folder's writer verified another file.
+    pub(super) fn file_in_folder(f: &mut Files, key: TransferId, done: u64) {
+        let Some(wire) = f.in_by_key(key) else { return };
+        if let Some(folder) = f.incoming.get_mut(&wire).and_then(|t| t.folder.as_mut()) {
+            folder.done = done;
+        }
     }
 
     /// File data for an incoming transfer: checked against the offer and
@@ -186,9 +391,11 @@ impl Transfers {
         };
         if t.state != InState::Receiving {
             let what = match t.state {
-                InState::Checking | InState::Offered | InState::Preparing | InState::Resuming { .. } => {
-                    "sent file data before the file was accepted"
-                }
+                InState::Listing
+                | InState::Checking
+                | InState::Offered
+                | InState::Preparing
+                | InState::Resuming { .. } => "sent file data before the file was accepted",
                 _ => "sent file data after the end of the file",
             };
             return Err(Violation(what.into()));
@@ -209,6 +416,7 @@ impl Transfers {
             t.deliver(Some(WriteMsg::Data(block)));
         }
         if let Some(r) = t.meter.add(bytes.len() as u64, t.received, t.size) {
+            let files = t.folder.as_ref().and_then(|d| d.manifest.as_ref().map(|m| (d.done, m.files)));
             let event = Event::FileProgress {
                 id: c.owner,
                 transfer: t.key,
@@ -216,6 +424,7 @@ impl Transfers {
                 total: t.size,
                 bytes_per_sec: r.bytes_per_sec,
                 eta: r.eta,
+                files,
             };
             self.emit(event);
         }
@@ -254,7 +463,7 @@ impl Transfers {
         if t.state == InState::Verifying {
             return self.abort_verifying(owner, label, t, FailKind::CancelledByPeer, why);
         }
-        if t.state == InState::Checking {
+        if matches!(t.state, InState::Listing | InState::Checking) {
             // Withdrawn before the person ever saw it.
             self.routes.remove(&t.key);
             log::info!("{label} withdrew its offer of \"{}\"", printable(&t.name));
@@ -444,6 +653,7 @@ impl Transfers {
             size,
             refused: refused.clone(),
             accepted,
+            folder: t.folder.as_ref().and_then(FolderIn::info),
         };
         self.emit(shown);
         match refused {

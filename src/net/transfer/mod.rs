@@ -324,7 +324,7 @@ impl Transfers {
                 });
                 return;
             }
-            if matches!(t.state, InState::Checking | InState::Offered) {
+            if matches!(t.state, InState::Listing | InState::Checking | InState::Offered) {
                 link.queue_file(&Frame::Decline { transfer: wire, reason: "declined".into() });
             } else {
                 link.queue_file(&Frame::Cancel {
@@ -351,6 +351,11 @@ impl Transfers {
             Frame::AcceptFrom { transfer, offset } => return self.peer_accepted(c, transfer, offset),
             Frame::Resume { transfer, have } => return Transfers::peer_resume(c.files, transfer, have),
             Frame::Proof { transfer, hashes } => return Transfers::proof(c.files, transfer, hashes),
+            Frame::OfferFolder { transfer, size, entries, name } => {
+                return self.offer_folder(c, link, transfer, (size, entries, name))
+            }
+            Frame::Entries { transfer, entries } => return self.entries(c, link, transfer, entries),
+            Frame::FileDone { transfer, index, hash } => return Transfers::file_done(c.files, transfer, index, hash),
             Frame::Decline { transfer, reason } => self.peer_declined(c, transfer, &reason),
             Frame::Cancel { transfer, mine: false, reason } => self.receiver_cancelled(c, transfer, &reason),
             Frame::Window { transfer, granted } => Transfers::window(c.files, transfer, granted),
@@ -387,6 +392,10 @@ impl Transfers {
         let mut after = After::default();
         match event {
             DiskEvent::Opened { key, name, size } => self.opened(c, link, key, name, size),
+            DiskEvent::FolderOpened { key, name, size, entries, skipped } => {
+                self.folder_opened(c, link, key, name, size, entries, skipped)
+            }
+            DiskEvent::FileInFolder { key, done } => Transfers::file_in_folder(c.files, key, done),
             DiskEvent::OpenFailed { key, reason } => self.open_failed(c, key, reason),
             DiskEvent::Readable { .. } => {} // the pump after this takes it
             DiskEvent::SpaceChecked { key, refusal } => self.space_checked(c, link, key, refusal),
@@ -414,7 +423,7 @@ impl Transfers {
             self.failed(owner, label, t.key, &t.name, FailKind::ConnectionEnded, why.clone());
         }
         for (_, mut t) in std::mem::take(&mut c.files.incoming) {
-            if t.state == InState::Checking {
+            if matches!(t.state, InState::Listing | InState::Checking) {
                 self.routes.remove(&t.key); // never shown to the person
             } else if t.state == InState::Verifying && t.stalled.is_empty() {
                 self.routes.remove(&t.key);

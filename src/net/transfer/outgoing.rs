@@ -15,7 +15,7 @@ use super::{ConnFiles, ConnKey, Files, Meter, Transfers, HIGH_WATER, MAX_ACTIVE_
 use crate::files::{self, Block, FailKind, Reader, TransferId};
 use crate::net::frame::{self, Frame};
 use crate::net::session::{Link, Violation};
-use crate::net::{printable, Event};
+use crate::net::{printable, Event, FolderInfo};
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum OutState {
@@ -48,12 +48,26 @@ pub(crate) struct Outgoing {
     /// The receiver allows data up to this byte.
     pub granted: u64,
     pub meter: Meter,
+    /// A folder: its entries still to go out, and its files.
+    pub folder: Option<FolderOut>,
+}
+
+/// A folder we send.
+pub(crate) struct FolderOut {
+    /// ENTRIES frames not queued yet: they go as the connection drains,
+    /// like data, so a huge folder never floods the output.
+    pub listing: std::collections::VecDeque<Frame>,
+    pub files: u64,
+    /// Files the receiver has all the bytes of.
+    pub done: u64,
 }
 
 impl Outgoing {
-    /// Has data it may send now, or its end to take from the reader.
+    /// Has data it may send now, or its end to take from the reader (a
+    /// folder's file ends come between its data, at any offset).
     pub fn can_send(&self) -> bool {
-        self.state == OutState::Sending && (self.sent < self.granted || self.sent >= self.size)
+        self.state == OutState::Sending
+            && (self.sent < self.granted || self.sent >= self.size || (self.folder.is_some() && self.current.is_none()))
     }
 }
 
@@ -76,6 +90,7 @@ impl Transfers {
             have: 0,
             granted: 0,
             meter: Meter::new(),
+            folder: None,
         });
         self.start_queued(f);
     }
@@ -103,6 +118,13 @@ impl Transfers {
         let f = &mut *c.files;
         let mut added = 0;
         while link.pending_output() < HIGH_WATER {
+            // A folder's listing goes out before anything waits for an answer to it.
+            if let Some(frame) =
+                f.outgoing.iter_mut().find_map(|t| t.folder.as_mut().and_then(|d| d.listing.pop_front()))
+            {
+                link.queue_file(&frame);
+                continue;
+            }
             let Some(i) = f.outgoing.iter().position(Outgoing::can_send) else { break };
             let t = &mut f.outgoing[i];
             if t.current.is_none() {
@@ -123,6 +145,13 @@ impl Transfers {
                 };
                 match block {
                     Block::Data(bytes) => t.current = Some((bytes, 0)),
+                    Block::FileEnd { index, hash } => {
+                        link.queue_file(&Frame::FileDone { transfer: t.wire, index, hash });
+                        if let Some(folder) = t.folder.as_mut() {
+                            folder.done += 1;
+                        }
+                        continue;
+                    }
                     Block::End(hash) => {
                         t.state = OutState::Finishing;
                         t.reader = None;
@@ -141,7 +170,12 @@ impl Transfers {
                 }
             }
             let Some((bytes, pos)) = t.current.as_mut() else { break };
-            let allowed = (t.granted - t.sent).min(frame::MAX_DATA as u64) as usize;
+            let allowed = t.granted.saturating_sub(t.sent).min(frame::MAX_DATA as u64) as usize;
+            if allowed == 0 {
+                // A folder took its next block with the window closed: it
+                // waits for a WINDOW (can_send is false now).
+                continue;
+            }
             let n = (bytes.len() - *pos).min(allowed);
             if !link.queue_data(t.wire, &bytes[*pos..*pos + n]) {
                 break;
@@ -162,6 +196,7 @@ impl Transfers {
                     total: t.size,
                     bytes_per_sec: r.bytes_per_sec,
                     eta: r.eta,
+                    files: t.folder.as_ref().map(|d| (d.done, d.files)),
                 });
             }
         }
@@ -180,7 +215,56 @@ impl Transfers {
         t.size = size;
         t.state = OutState::Offered;
         link.queue_file(&Frame::Offer { transfer: wire, size, name: name.clone() });
-        self.emit(Event::FileOutgoing { id: c.owner, transfer: key, name, size });
+        self.emit(Event::FileOutgoing { id: c.owner, transfer: key, name, size, folder: None });
+    }
+
+    /// A reader listed its folder: the offer goes out, its entries after it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn folder_opened(
+        &mut self,
+        c: &mut ConnFiles,
+        link: &mut Link,
+        key: TransferId,
+        name: String,
+        size: u64,
+        entries: Vec<files::tree::TreeEntry>,
+        skipped: Vec<String>,
+    ) {
+        let f = &mut *c.files;
+        let Some(i) = f.out_by_key(key) else { return };
+        let wire = f.next_wire;
+        f.next_wire = f.next_wire.wrapping_add(1);
+        let files = entries.iter().filter(|e| e.size.is_some()).count() as u64;
+        let folders = entries.len() as u64 - files;
+        let t = &mut f.outgoing[i];
+        t.wire = wire;
+        t.name = name.clone();
+        t.size = size;
+        t.state = OutState::Offered;
+        let count = entries.len() as u32;
+        link.queue_file(&Frame::OfferFolder { transfer: wire, size, entries: count, name: name.clone() });
+        let listing = frame::entries_frames(wire, &entries).into();
+        t.folder = Some(FolderOut { listing, files, done: 0 });
+        if !skipped.is_empty() {
+            let list = skipped.iter().take(20).map(|s| printable(s).into_owned()).collect::<Vec<_>>().join(", ");
+            let more = if skipped.len() > 20 { format!(" and {} more", skipped.len() - 20) } else { String::new() };
+            let what =
+                format!("left out of \"{}\" (links and special files are not sent): {list}{more}", printable(&name));
+            log::info!("{} {what}", c.label);
+            self.emit(Event::Error { id: c.owner, reason: what });
+        }
+        log::info!(
+            "{} offers the folder \"{}\": {files} files in {folders} folders, {size} bytes",
+            c.label,
+            printable(&name)
+        );
+        self.emit(Event::FileOutgoing {
+            id: c.owner,
+            transfer: key,
+            name,
+            size,
+            folder: Some(FolderInfo { files, folders }),
+        });
     }
 
     /// A reader could not open its file.
