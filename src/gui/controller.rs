@@ -271,6 +271,13 @@ impl Controller {
         }
     }
 
+    /// The native folder picker, for a folder to send to the selected peer.
+    pub fn pick_folder(&mut self) {
+        if let Some(peer) = self.state.selected() {
+            self.shell.pick_folder(peer.id);
+        }
+    }
+
     pub fn accept(&mut self, transfer: TransferId, always: bool) {
         let change = self.then_show(|c| c.state.accept(transfer, always));
         self.accept_files_from(change);

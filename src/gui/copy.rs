@@ -196,7 +196,7 @@ pub fn message(text: &str) -> String {
 }
 
 pub fn older_dropped(kept: usize) -> String {
-    format!("Older messages were dropped to save memory: this conversation keeps the last {}.", thousands(kept))
+    format!("Older messages were dropped to save memory: this conversation keeps the last {}.", thousands(kept as u64))
 }
 
 pub fn size(bytes: u64) -> String {
@@ -214,6 +214,22 @@ pub fn speed(bytes_per_sec: u64, secs_left: Option<u64>) -> String {
     }
     let left = secs_left.map(|s| format!(" · {} left", duration(s))).unwrap_or_default();
     format!("{}/s{left}", human_size(bytes_per_sec))
+}
+
+/// A file's name as its card shows it; a folder's says what it holds.
+pub fn offered_name(name: &str, folder: Option<crate::net::FolderInfo>) -> String {
+    match folder {
+        None => name.to_owned(),
+        Some(f) => {
+            let files = if f.files == 1 { "1 file".to_owned() } else { format!("{} files", thousands(f.files)) };
+            format!("{name}/ (folder, {files})")
+        }
+    }
+}
+
+/// Which file of a folder is moving: the one after those done.
+pub fn file_of(done: u64, of: u64) -> String {
+    format!("file {} of {}", thousands((done + 1).min(of)), thousands(of))
 }
 
 /// Where a transfer picked up an earlier, cut attempt.
@@ -285,6 +301,7 @@ pub fn folder_not_opened(folder: &Path, why: &str) -> String {
 
 /// The native pickers' titles.
 pub const PICK_FILES: &str = "Send files";
+pub const PICK_FOLDER: &str = "Send a folder";
 pub const PICK_DOWNLOADS: &str = "Downloads folder";
 pub const SAVE_CHAT: &str = "Save chat";
 
@@ -334,7 +351,7 @@ pub fn bad_pairing_code(why: &str) -> String {
 }
 
 /// 5000 as "5,000".
-fn thousands(n: usize) -> String {
+fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -76,6 +76,19 @@ impl Shell {
         });
     }
 
+    /// The native folder picker, for a folder to send to `peer`.
+    pub fn pick_folder(&self, peer: PeerId) {
+        self.spawn("peerconn-picker", move || {
+            match native_dialog::DialogBuilder::file().set_title(copy::PICK_FOLDER).open_single_dir().show() {
+                Ok(dir) => dir.map(|dir| Report::FilesPicked { peer, paths: vec![dir] }),
+                Err(e) => {
+                    log::warn!("no folder picker: {e}");
+                    Some(Report::NoFilePicker)
+                }
+            }
+        });
+    }
+
     /// The native folder picker, starting at `start`.
     pub fn pick_downloads(&self, start: PathBuf) {
         self.spawn("peerconn-picker", move || {

@@ -464,9 +464,11 @@ impl State {
                     self.selected = None;
                 }
             }
-            Event::FileOutgoing { transfer, name, size, .. } => self.add_file(i, transfer, &name, size, false),
-            Event::FileIncoming { transfer, name, size, refused, accepted, .. } => {
-                self.add_file(i, transfer, &name, size, true);
+            Event::FileOutgoing { transfer, name, size, folder, .. } => {
+                self.add_file(i, transfer, &copy::offered_name(&name, folder), size, false)
+            }
+            Event::FileIncoming { transfer, name, size, refused, accepted, folder, .. } => {
+                self.add_file(i, transfer, &copy::offered_name(&name, folder), size, true);
                 if let Some(reason) = refused {
                     // Already declined: never shown with Accept, even for a
                     // moment; the failure that follows says why.
@@ -485,11 +487,14 @@ impl State {
                     self.count_unread(i);
                 }
             }
-            Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, .. } => {
+            Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, files, .. } => {
                 self.update_file(transfer, |card| {
                     card.state = FileState::Running;
                     card.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
-                    let speed = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
+                    let mut speed = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
+                    if let Some((done, of)) = files {
+                        speed = format!("{} · {speed}", copy::file_of(done, of));
+                    }
                     card.detail = match &card.resumed {
                         Some(note) => format!("{note} · {speed}"),
                         None => speed,

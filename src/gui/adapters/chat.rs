@@ -161,6 +161,8 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
     let c = controller.clone();
     global.on_send_files(move || c.with(|c| c.pick_files()));
     let c = controller.clone();
+    global.on_send_folder(move || c.with(|c| c.pick_folder()));
+    let c = controller.clone();
     global.on_send_path(move |path| c.with(|c| c.send_path(path.trim())));
     let c = controller.clone();
     global.on_accept(move |transfer, always| c.with(|c| c.accept(transfer_id(transfer), always)));

@@ -488,3 +488,36 @@ fn a_resumed_file_says_where_it_picked_up_beside_its_speed() {
     state.apply(resumed(0, 1_830_000));
     assert_eq!(card(&state, DEN).detail, "started again: what arrived before did not match");
 }
+
+#[test]
+fn a_folder_card_says_what_it_holds_and_which_file_is_moving() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "0182-0015"));
+    let folder = Some(peerconn_folder(2000, 12));
+    state.apply(Event::FileIncoming {
+        id: DEN,
+        transfer: OFFER,
+        name: "photos".into(),
+        size: 3_000_000,
+        refused: None,
+        accepted: true,
+        folder,
+    });
+    let rows = peer(&state, DEN).chat.rows();
+    let row = rows.iter().find(|r| r.file().is_some_and(|f| f.transfer == OFFER)).unwrap();
+    assert_eq!(row.text, "photos/ (folder, 2,000 files)");
+    state.apply(Event::FileProgress {
+        id: DEN,
+        transfer: OFFER,
+        bytes: 1_000_000,
+        total: 3_000_000,
+        bytes_per_sec: 1_000_000,
+        eta: Some(Duration::from_secs(2)),
+        files: Some((811, 2000)),
+    });
+    assert_eq!(card(&state, DEN).detail, "file 812 of 2,000 · 1.0 MB/s · 2 s left");
+}
+
+fn peerconn_folder(files: u64, folders: u64) -> crate::net::FolderInfo {
+    crate::net::FolderInfo { files, folders }
+}
