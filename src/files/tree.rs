@@ -213,7 +213,10 @@ pub(super) fn read_folder(
         let mut total = 0u64;
         loop {
             let mut buf = spent.try_recv().unwrap_or_default();
-            buf.resize(BLOCK, 0);
+            // Small files are most of a photo library: fill only what the
+            // file holds (and a byte more, to see it grow).
+            let wanted = (want - total.min(want)).saturating_add(1).min(BLOCK as u64) as usize;
+            buf.resize(wanted, 0);
             let n = match super::fill(&mut file, &mut buf) {
                 Ok(n) => n,
                 Err(e) => {
@@ -346,6 +349,7 @@ fn receive_folder(
     let mut reported: u64 = 0;
     let mut all = blake3::Hasher::new();
     let mut finished: Vec<PathBuf> = Vec::new();
+    let mut told = std::time::Instant::now();
     let open_next = |next: &mut usize| -> Result<Option<Current>, Failure> {
         while *next < manifest.entries.len() {
             let index = *next;
@@ -441,7 +445,11 @@ fn receive_folder(
                 all.update(&hash);
                 finished.push(inside(&staging.path, &entry.path));
                 drop(c.file);
-                notify.send(DiskEvent::FileInFolder { key, done: finished.len() as u64 });
+                // The count is for the progress line: ten times a second is plenty.
+                if told.elapsed() >= std::time::Duration::from_millis(100) {
+                    told = std::time::Instant::now();
+                    notify.send(DiskEvent::FileInFolder { key, done: finished.len() as u64 });
+                }
             }
             WriteMsg::Done(expected) => {
                 if current.is_some() || open_next(&mut next)?.is_some() || finished.len() as u64 != manifest.files {
