@@ -68,7 +68,10 @@ fn main() {
     let ((tar_median, tar_cpu), tar_best) = median(&mut theirs);
     let ((our_median, our_cpu), our_best) = median(&mut ours);
     println!();
-    println!("PeerConn folder benchmark ({files} files of {each} bytes over loopback in {}, {rounds} rounds)", dir.display());
+    println!(
+        "PeerConn folder benchmark ({files} files of {each} bytes over loopback in {}, {rounds} rounds)",
+        dir.display()
+    );
     println!("                                   median     files/s    CPU-s      best");
     let row = |what: &str, m: Duration, cpu: f64, b: Duration| {
         let rate = files as f64 / m.as_secs_f64();
@@ -131,9 +134,8 @@ fn tar_socat(source: &Path, target: &Path) -> (Duration, f64) {
     );
     let mut rx = Command::new("sh").arg("-c").arg(&receiver).stdout(Stdio::null()).spawn().unwrap();
     // The sender retries until the listener is up (a few milliseconds).
-    let sender = format!(
-        "tar c -C '{parent}' '{name}' | socat -b 1048576 -u - TCP:127.0.0.1:{port},retry=1000,interval=0.002"
-    );
+    let sender =
+        format!("tar c -C '{parent}' '{name}' | socat -b 1048576 -u - TCP:127.0.0.1:{port},retry=1000,interval=0.002");
     let status = Command::new("sh").arg("-c").arg(&sender).status().unwrap();
     assert!(status.success(), "tar | socat failed");
     assert!(rx.wait().unwrap().success(), "socat | tar x failed");

@@ -159,9 +159,10 @@ fn main() {
     }
     if !rtt.is_zero() {
         println!(
-            "  PeerConn's window of {} MiB per file allows at most {:.1} MB/s at a {} ms round trip",
-            frame::WINDOW >> 20,
-            frame::WINDOW as f64 / 1e6 / rtt.as_secs_f64(),
+            "  PeerConn's window per file (4 MiB, growing to {} MiB while the disk keeps up) allows at most \
+             {:.1} MB/s at a {} ms round trip",
+            frame::MAX_WINDOW >> 20,
+            frame::MAX_WINDOW as f64 / 1e6 / rtt.as_secs_f64(),
             rtt.as_millis()
         );
     }

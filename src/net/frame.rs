@@ -44,6 +44,11 @@ pub const MAX_DATA: usize = MAX_PAYLOAD - 4;
 /// to disk. Small enough that a chat message never waits long behind file
 /// data in the socket buffers, large enough to fill a LAN.
 pub const WINDOW: u64 = 4 * 1024 * 1024;
+/// The most a receiver lets its window grow to (WINDOW frames may grant
+/// up to what it has written plus this): a long, fast link needs its
+/// round trip's worth of data in flight, and what is in flight may have to
+/// wait in the receiver's memory for its disk.
+pub const MAX_WINDOW: u64 = 16 * 1024 * 1024;
 // The PROOF's block rule belongs to the protocol, and the disk side
 // hashes by it; it lives there, which imports nothing from the network.
 pub use crate::files::resume::{proof_block, proof_blocks, MAX_PROOF_BLOCKS};

@@ -475,3 +475,64 @@ fn a_sender_whose_proof_does_not_match_gets_a_plain_accept_and_sends_it_all() {
     });
     assert_eq!(fs::read(path).unwrap(), bytes);
 }
+
+// ----- the window ---------------------------------------------------------------
+
+/// A raw sender on a long link: it sends what it may, then a round trip
+/// (`rtt`) passes before it hears back. Returns the most the receiver let
+/// it have unacknowledged at once, the window.
+fn widest_window(v: &mut Victim, size: u64, rtt: Duration) -> u64 {
+    use peerconn::net::frame::WINDOW;
+    v.raw.send(&Frame::Offer { transfer: 1, size, name: "stream.bin".into() });
+    let (transfer, _) = v.offered().unwrap();
+    v.node.engine.accept_file(transfer);
+    assert_eq!(v.raw.recv(), Some(Frame::Accept { transfer: 1 }));
+    let chunk = vec![0x5a; 60_000];
+    let (mut sent, mut granted, mut widest) = (0u64, WINDOW, WINDOW);
+    while sent < size {
+        while sent < granted.min(size) {
+            let n = (granted.min(size) - sent).min(chunk.len() as u64) as usize;
+            v.raw.send(&Frame::Data { transfer: 1, bytes: chunk[..n].to_vec() });
+            sent += n as u64;
+        }
+        if sent == size {
+            break;
+        }
+        std::thread::sleep(rtt);
+        // Everything the receiver said meanwhile.
+        v.raw.stream.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        while let Some(frame) = v.raw.recv() {
+            match frame {
+                Frame::Window { granted: g, .. } => granted = granted.max(g),
+                Frame::Ping(n) => v.raw.send(&Frame::Pong(n)),
+                other => panic!("expected a window, got {other:?}"),
+            }
+        }
+        v.raw.stream.set_read_timeout(Some(crate::support::PATIENCE)).unwrap();
+        widest = widest.max(granted.saturating_sub(sent));
+        if granted == sent {
+            // Nothing was written meanwhile: wait for the disk.
+            match v.raw.recv() {
+                Some(Frame::Window { granted: g, .. }) => granted = granted.max(g),
+                other => panic!("expected a window, got {other:?}"),
+            }
+        }
+    }
+    widest
+}
+
+#[test]
+fn the_window_grows_while_the_disk_keeps_up_and_stays_small_when_it_does_not() {
+    use peerconn::net::frame::{MAX_WINDOW, WINDOW};
+    // 30 ms round trips: the disk has long written each window out when
+    // the next comes.
+    let mut fast = Victim::new();
+    let widest = widest_window(&mut fast, 64 * 1024 * 1024, Duration::from_millis(30));
+    assert!(widest > 2 * WINDOW, "a disk that keeps up let only {widest} bytes go per round trip");
+    assert!(widest <= MAX_WINDOW, "{widest} bytes per round trip is more than the receiver may hold");
+    // A disk that takes 20 ms per 256 KiB (13 MB/s) is behind every time.
+    let slow = peerconn::net::Faults { write_delay: Some(Duration::from_millis(20)), ..Default::default() };
+    let mut slow = Victim::with_faults(slow);
+    let widest = widest_window(&mut slow, 16 * 1024 * 1024, Duration::from_millis(30));
+    assert!(widest <= WINDOW, "a disk that falls behind let {widest} bytes go per round trip");
+}

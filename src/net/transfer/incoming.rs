@@ -56,6 +56,10 @@ pub(crate) struct Incoming {
     pub have: u64,
     /// We allow data up to this byte.
     pub granted: u64,
+    /// How far past what the writer has written we let the sender go: it
+    /// grows while the disk keeps up with a sender pushing against it and
+    /// shrinks when the disk falls behind (see `consumed`).
+    pub window: u64,
     pub meter: Meter,
     /// When the offer came (a free-space check that takes too long is
     /// given up on: see `SPACE_CHECK_PATIENCE`).
@@ -124,7 +128,7 @@ impl Transfers {
                 self.downloads.clone(),
                 manifest,
                 self.reserved(),
-                frame::WINDOW,
+                frame::MAX_WINDOW,
                 self.faults.clone(),
                 self.notify.clone(),
             );
@@ -138,7 +142,7 @@ impl Transfers {
             dir: self.downloads.clone(),
             name: t.name.clone(),
             size: t.size,
-            window: frame::WINDOW,
+            window: frame::MAX_WINDOW,
             reserved: self.reserved(),
             partial: t.partial.clone(),
         };
@@ -200,6 +204,7 @@ impl Transfers {
                 partial,
                 have: 0,
                 granted: 0,
+                window: frame::WINDOW,
                 meter: Meter::new(),
                 offered: Instant::now(),
                 folder: None,
@@ -275,6 +280,7 @@ impl Transfers {
                 partial: None,
                 have: 0,
                 granted: 0,
+                window: frame::WINDOW,
                 meter: Meter::new(),
                 offered: Instant::now(),
                 folder: Some(FolderIn { expected: count, listing: Vec::new(), manifest: None, done: 0, bytes: 0 }),
@@ -543,7 +549,16 @@ impl Transfers {
             if let Some(left) = self.promised.get_mut(&key) {
                 *left = t.size.saturating_sub(bytes);
             }
-            let granted = bytes.saturating_add(frame::WINDOW).min(t.size);
+            // What arrived and still waits for the disk. (What we granted
+            // but did not receive yet is on the network: a long link holds
+            // a round trip's worth, which only a wider window fills.)
+            let queued = t.received.saturating_sub(bytes);
+            if queued > t.window / 2 {
+                t.window = (t.window / 2).max(frame::WINDOW);
+            } else if queued < t.window / 4 {
+                t.window = (t.window * 2).min(frame::MAX_WINDOW);
+            }
+            let granted = bytes.saturating_add(t.window).min(t.size);
             if t.state == InState::Receiving && granted > t.granted {
                 t.granted = granted;
                 link.queue_file(&Frame::Window { transfer: wire, granted });
