@@ -430,6 +430,22 @@ enum FrameSpec {
         transfer: u32,
         offset: u64,
     },
+    OfferFolder {
+        transfer: u32,
+        size: u64,
+        entries: u32,
+        name: String,
+    },
+    /// A folder's entries: each a path and, for a file, a size.
+    Entries {
+        transfer: u32,
+        entries: Vec<(Vec<String>, Option<u64>)>,
+    },
+    FileDone {
+        transfer: u32,
+        index: u32,
+        hash: [u8; 32],
+    },
     /// Any type byte and payload, with the right length.
     Raw {
         kind: u8,
@@ -493,6 +509,19 @@ impl FrameSpec {
             FrameSpec::Resume { transfer, have } => Frame::Resume { transfer: *transfer, have: *have },
             FrameSpec::Proof { transfer, hashes } => Frame::Proof { transfer: *transfer, hashes: hashes.clone() },
             FrameSpec::AcceptFrom { transfer, offset } => Frame::AcceptFrom { transfer: *transfer, offset: *offset },
+            FrameSpec::OfferFolder { transfer, size, entries, name } => {
+                Frame::OfferFolder { transfer: *transfer, size: *size, entries: *entries, name: name.clone() }
+            }
+            FrameSpec::Entries { transfer, entries } => Frame::Entries {
+                transfer: *transfer,
+                entries: entries
+                    .iter()
+                    .map(|(path, size)| peerconn::net::frame::TreeEntry { path: path.clone(), size: *size })
+                    .collect(),
+            },
+            FrameSpec::FileDone { transfer, index, hash } => {
+                Frame::FileDone { transfer: *transfer, index: *index, hash: *hash }
+            }
             FrameSpec::Raw { kind, payload } => {
                 let mut bytes = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
                 bytes.push(*kind);

@@ -104,9 +104,22 @@ pub(super) fn json(event: &Event, seen: &Seen) -> Option<Value> {
             "old_fingerprint": old_fingerprint,
             "new_fingerprint": new_fingerprint,
         }),
-        Event::FileIncoming { name, size, refused, accepted, .. } => {
-            json!({"event": "file_offered", "name": name, "size": size, "refused": refused, "accepted": accepted})
-        }
+        Event::FileIncoming { name, size, refused, accepted, folder, .. } => json!({
+            "event": "file_offered",
+            "name": name,
+            "size": size,
+            "refused": refused,
+            "accepted": accepted,
+            "folder": folder.map(|f| json!({"files": f.files, "folders": f.folders})),
+        }),
+        Event::FileProgress { bytes, total, files: Some((done, of)), .. } => json!({
+            "event": "file_progress",
+            "name": seen.transfer?,
+            "bytes": bytes,
+            "total": total,
+            "files_done": done,
+            "files": of,
+        }),
         Event::FileProgress { bytes, total, .. } => {
             json!({"event": "file_progress", "name": seen.transfer?, "bytes": bytes, "total": total})
         }
@@ -167,10 +180,12 @@ pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
              changed, run `peerconn forget {old_fingerprint}` and connect again.",
             printable(peer_name)
         ),
-        Event::FileOutgoing { name, size, .. } => format!("offering {} ({})", printable(name), human_size(*size)),
-        Event::FileIncoming { name, size, accepted, .. } => {
+        Event::FileOutgoing { name, size, folder, .. } => {
+            format!("offering {} ({}{})", printable(name), folder_words(*folder), human_size(*size))
+        }
+        Event::FileIncoming { name, size, accepted, folder, .. } => {
             let accepting = if *accepted { ", accepting" } else { "" };
-            format!("the peer offers {} ({}){accepting}", printable(name), human_size(*size))
+            format!("the peer offers {} ({}{}){accepting}", printable(name), folder_words(*folder), human_size(*size))
         }
         Event::FileProgress { bytes, total, bytes_per_sec, eta, .. } => {
             let left = eta.map(|d| format!(", {} s left", d.as_secs())).unwrap_or_default();
@@ -207,6 +222,14 @@ pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
         Event::FileFailed { name, reason, .. } => format!("file {} failed: {reason}", printable(name)),
         Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } | Event::KnownPeers { .. } => return None,
     })
+}
+
+/// "a folder of 2000 files in 12 folders, " or nothing for a file.
+fn folder_words(folder: Option<peerconn::net::FolderInfo>) -> String {
+    match folder {
+        None => String::new(),
+        Some(f) => format!("a folder of {} files in {} folders, ", f.files, f.folders),
+    }
 }
 
 /// Tenths of a transfer done (text mode prints each tenth once).

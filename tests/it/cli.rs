@@ -909,3 +909,26 @@ fn a_sender_killed_halfway_resumes_when_it_sends_the_file_again() {
     let rest = 48 * MIB - offset;
     assert!(relay.carried() <= rest + rest / 2000 + 64 * 1024, "{} bytes for the {rest} missing", relay.carried());
 }
+
+#[test]
+fn send_takes_a_folder_whole_and_the_listener_stores_it_under_its_name() {
+    let down = downloads_dir();
+    let down_path = down.0.display().to_string();
+    let (alice, addr) = listen_json(&["--once", "--accept-files", "--downloads", &down_path]);
+    let outbox = temp_dir();
+    let root = outbox.0.join("trip");
+    std::fs::create_dir_all(root.join("day 1/empty")).unwrap();
+    std::fs::write(root.join("day 1/map.png"), crate::support::noise(200_000, 5)).unwrap();
+    std::fs::write(root.join("notes.txt"), b"pack the tent").unwrap();
+    let bob = Peerconn::start(&["send", &addr, root.to_str().unwrap(), "--json"]);
+    assert_eq!(until_event(&bob, "file_sent")["name"], "trip");
+    assert!(bob.finish().0.success());
+    let offered = until_event(&alice, "file_offered");
+    assert_eq!(offered["folder"], serde_json::json!({"files": 2, "folders": 2}), "{offered}");
+    assert_eq!(offered["size"], 200_000 + 13);
+    let received = until_event(&alice, "file_received");
+    assert_eq!(received["path"], down.0.join("trip").display().to_string());
+    assert_eq!(std::fs::read(down.0.join("trip/day 1/map.png")).unwrap(), crate::support::noise(200_000, 5));
+    assert_eq!(std::fs::read(down.0.join("trip/notes.txt")).unwrap(), b"pack the tent");
+    assert!(down.0.join("trip/day 1/empty").is_dir());
+}

@@ -25,6 +25,14 @@ fn fill(chars: Vec<char>, max: usize) -> String {
 
 /// Any char, weighted towards the multi-byte and odd ones that trip up
 /// length and boundary arithmetic.
+/// A folder entry any encoder can carry: 1 to 32 components of 1 to 255
+/// bytes, a file's size or none.
+fn tree_entry() -> impl Strategy<Value = frame::TreeEntry> {
+    (vec(vec(any_char(), 1..40), 1..=frame::MAX_DEPTH), proptest::option::of(any::<u64>())).prop_map(|(path, size)| {
+        frame::TreeEntry { path: path.into_iter().map(|c| fill(c, frame::MAX_FILE_NAME)).collect(), size }
+    })
+}
+
 fn any_char() -> impl Strategy<Value = char> {
     prop_oneof![
         3 => any::<char>(),
@@ -129,6 +137,18 @@ fn valid_frame() -> impl Strategy<Value = Frame> {
         (any::<u32>(), vec(any::<[u8; 32]>(), 0..=frame::MAX_PROOF_BLOCKS as usize))
             .prop_map(|(transfer, hashes)| Frame::Proof { transfer, hashes }),
         (any::<u32>(), any::<u64>()).prop_map(|(transfer, offset)| Frame::AcceptFrom { transfer, offset }),
+        (any::<u32>(), any::<u64>(), any::<u32>(), vec(any_char(), 1..60)).prop_map(
+            |(transfer, size, entries, name)| {
+                Frame::OfferFolder { transfer, size, entries, name: fill(name, frame::MAX_FILE_NAME) }
+            }
+        ),
+        // (At most 8 × 32 × 39 × 4 bytes: always one frame.)
+        (any::<u32>(), vec(tree_entry(), 1..=8)).prop_map(|(transfer, entries)| Frame::Entries { transfer, entries }),
+        (any::<u32>(), any::<u32>(), any::<[u8; 32]>()).prop_map(|(transfer, index, hash)| Frame::FileDone {
+            transfer,
+            index,
+            hash
+        }),
     ]
 }
 
@@ -532,4 +552,26 @@ fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
         let bytes = raw_frame(kind::BYE, &[byte]);
         assert_eq!(decode(&bytes), Ok(Some((Frame::Bye { code, reason: String::new() }, bytes.len()))));
     }
+}
+
+#[test]
+fn a_long_folder_listing_is_cut_into_whole_frames_that_decode_to_it() {
+    let entries: Vec<frame::TreeEntry> = (0..5000)
+        .map(|i| frame::TreeEntry {
+            path: vec![format!("folder {}", i / 100), format!("{}-{i}", "photo ✓".repeat(20))],
+            size: (i % 7 != 0).then_some(i as u64 * 1000),
+        })
+        .collect();
+    let frames = frame::entries_frames(9, &entries);
+    assert!(frames.len() > 10, "{} frames", frames.len());
+    let mut back = Vec::new();
+    for f in &frames {
+        let bytes = f.to_bytes();
+        assert!(bytes.len() <= MAX_FRAME, "a frame of {} bytes", bytes.len());
+        match decode(&bytes) {
+            Ok(Some((Frame::Entries { transfer: 9, entries }, used))) if used == bytes.len() => back.extend(entries),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(back, entries);
 }
