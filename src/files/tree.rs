@@ -532,8 +532,9 @@ fn make_durable(staging: &Path, files: &[PathBuf], manifest: &Manifest) -> io::R
     for entry in manifest.entries.iter().filter(|e| e.size.is_none()) {
         File::open(inside(staging, &entry.path))?.sync_all()?;
     }
+    // (Windows cannot sync a folder; its entries are journaled.)
     #[cfg(not(unix))]
-    let _ = manifest;
+    let _ = (staging, manifest);
     Ok(())
 }
 
@@ -571,7 +572,7 @@ fn place(staging: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
             // Windows never renames onto an existing folder.
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) if fs::symlink_metadata(&path).is_ok() => continue,
+            Err(_) if fs::symlink_metadata(&path).is_ok() => continue,
             Err(e) => return Err(format!("cannot save {}: {e}", path.display())),
         }
     }
