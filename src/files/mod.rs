@@ -1015,7 +1015,10 @@ pub fn remove_leftovers(dir: &Path) -> usize {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         // Partial files that may be resumed have their own, longer rule.
-        if !names::is_temp_name(name) || resume::is_partial_name(name) || !entry.file_type().is_ok_and(|t| t.is_file())
+        let kind = entry.file_type();
+        if !names::is_temp_name(name)
+            || resume::is_partial_name(name)
+            || !kind.as_ref().is_ok_and(|t| t.is_file() || t.is_dir())
         {
             continue;
         }
@@ -1029,6 +1032,15 @@ pub fn remove_leftovers(dir: &Path) -> usize {
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < LEFTOVER_AGE);
         if recent {
+            continue;
+        }
+        // A folder a crashed PeerConn was building (a running one keeps
+        // writing into it, so it is recent).
+        if kind.is_ok_and(|t| t.is_dir()) {
+            if fs::remove_dir_all(&path).is_ok() {
+                log::info!("removed the leftover temporary folder {}", path.display());
+                removed += 1;
+            }
             continue;
         }
         // The lock is held until the file is gone.

@@ -12,7 +12,7 @@
 //! that match: data is never trusted because it is there. The whole-file
 //! BLAKE3 check at the end still decides whether the file is kept.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -64,7 +64,7 @@ pub fn is_partial_name(name: &str) -> bool {
 /// Reads the first `have` bytes of `file` (from where it stands) and
 /// returns the BLAKE3 hash of each proof block, feeding every byte to
 /// `whole` too.
-pub fn hash_blocks(file: &mut File, have: u64, whole: &mut blake3::Hasher) -> io::Result<Vec<[u8; 32]>> {
+pub fn hash_blocks(file: &mut impl Read, have: u64, whole: &mut blake3::Hasher) -> io::Result<Vec<[u8; 32]>> {
     let block = proof_block(have);
     let mut hashes = Vec::with_capacity(proof_blocks(have) as usize);
     let mut buf = vec![0u8; super::BLOCK];
@@ -81,7 +81,7 @@ pub fn hash_blocks(file: &mut File, have: u64, whole: &mut blake3::Hasher) -> io
 /// longest run of blocks whose hashes match `expected`. Returns how many
 /// bytes are proven; `whole` has hashed exactly those. A file shorter than
 /// `have` proves what it holds, in whole blocks.
-pub fn verify(file: &mut File, have: u64, expected: &[[u8; 32]], whole: &mut blake3::Hasher) -> io::Result<u64> {
+pub fn verify(file: &mut impl Read, have: u64, expected: &[[u8; 32]], whole: &mut blake3::Hasher) -> io::Result<u64> {
     if expected.len() as u64 != proof_blocks(have) {
         return Ok(0);
     }
@@ -107,7 +107,7 @@ pub fn verify(file: &mut File, have: u64, expected: &[[u8; 32]], whole: &mut bla
     Ok(at)
 }
 
-fn hash_block(file: &mut File, len: u64, buf: &mut [u8], whole: &mut blake3::Hasher) -> io::Result<[u8; 32]> {
+fn hash_block(file: &mut impl Read, len: u64, buf: &mut [u8], whole: &mut blake3::Hasher) -> io::Result<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
     let mut left = len;
     while left > 0 {
@@ -127,17 +127,19 @@ struct Found {
     modified: SystemTime,
 }
 
-/// Removes partial files older than [`MAX_AGE`], then the oldest while all
-/// of them together take more than `max_total`. A file locked by a running
-/// transfer is never taken. Returns how many went.
+/// Removes partial files (and folders) older than [`MAX_AGE`], then the
+/// oldest while all of them together take more than `max_total`. A file
+/// locked by a running transfer is never taken. Returns how many went.
 pub fn sweep(dir: &Path, max_total: u64) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     let mut found: Vec<Found> = entries
         .flatten()
         .filter(|e| e.file_name().to_str().is_some_and(is_partial_name))
         .filter_map(|e| {
-            let meta = e.metadata().ok().filter(|m| m.is_file())?;
-            Some(Found { path: e.path(), len: meta.len(), modified: meta.modified().ok()? })
+            let meta = fs::symlink_metadata(e.path()).ok()?;
+            let len = if meta.is_dir() { size_of_folder(&e.path()) } else { meta.len() };
+            (meta.is_file() || meta.is_dir()).then_some(())?;
+            Some(Found { path: e.path(), len, modified: meta.modified().ok()? })
         })
         .collect();
     // Newest first: what is kept is counted from the front.
@@ -150,13 +152,18 @@ pub fn sweep(dir: &Path, max_total: u64) -> usize {
         if !old && total <= max_total {
             continue;
         }
-        let Ok(file) = fs::OpenOptions::new().write(true).open(&f.path) else { continue };
-        if file.try_lock().is_err() {
-            continue; // in use
-        }
-        if fs::remove_file(&f.path).is_ok() {
+        let gone = if f.path.is_dir() {
+            fs::remove_dir_all(&f.path).is_ok()
+        } else {
+            let Ok(file) = fs::OpenOptions::new().write(true).open(&f.path) else { continue };
+            if file.try_lock().is_err() {
+                continue; // in use
+            }
+            fs::remove_file(&f.path).is_ok()
+        };
+        if gone {
             let why = if old { "not resumed for a week" } else { "partial files take too much space" };
-            log::info!("removed the partial file {} ({why})", f.path.display());
+            log::info!("removed the partial transfer {} ({why})", f.path.display());
             removed += 1;
             total -= f.len;
         }
@@ -164,9 +171,23 @@ pub fn sweep(dir: &Path, max_total: u64) -> usize {
     removed
 }
 
+/// The bytes of the files under `dir`, links not followed.
+fn size_of_folder(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match fs::symlink_metadata(e.path()) {
+            Ok(m) if m.is_dir() => size_of_folder(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::{Seek, Write};
 
     fn temp_file(bytes: &[u8]) -> (PathBuf, File) {

@@ -13,13 +13,13 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{names, Block, DiskEvent, FailKind, Failure, Faults, Notify, ReadCmd, TransferId, WriteMsg, BLOCK};
+use super::{names, resume, Block, DiskEvent, FailKind, Failure, Faults, Notify, ReadCmd, TransferId, WriteMsg, BLOCK};
 
 /// Most entries (folders and files) in one folder offer.
 pub const MAX_ENTRIES: u32 = 200_000;
@@ -179,15 +179,28 @@ pub(super) fn read_folder(
     };
     let Walked { entries, sources, size, skipped } = walked;
     let sizes: Vec<u64> = entries.iter().map(|e| e.size.unwrap_or(0)).collect();
+    let kinds: Vec<Option<u64>> = entries.iter().map(|e| e.size).collect();
     notify.send(DiskEvent::FolderOpened { key, name, size, entries, skipped });
-    // A folder is never resumed: only a start from zero is taken.
-    loop {
+    let files: Vec<(PathBuf, u64)> =
+        sources.iter().zip(&sizes).filter_map(|(p, &len)| p.clone().map(|p| (p, len))).collect();
+    // The receiver may ask to resume: the folder's data is its files one
+    // after another, proven in blocks like a file's.
+    let offset = loop {
         match go.recv() {
             Err(_) => return,
-            Ok(ReadCmd::Start(_)) => break,
-            Ok(ReadCmd::Prove(_)) => notify.send(DiskEvent::Proved { key, hashes: Vec::new() }),
+            Ok(ReadCmd::Start(offset)) => break offset.min(size),
+            Ok(ReadCmd::Prove(have)) => {
+                let mut stream = Stream::new(files.clone());
+                let hashes = resume::hash_blocks(&mut stream, have.min(size), &mut blake3::Hasher::new())
+                    .unwrap_or_else(|e| {
+                        log::warn!("cannot read {} to prove a partial folder: {e}", root.display());
+                        Vec::new()
+                    });
+                notify.send(DiskEvent::Proved { key, hashes });
+            }
         }
-    }
+    };
+    let (first, within) = split(&kinds, offset);
     let send = |block: Block| -> bool {
         if blocks.send(block).is_err() {
             return false;
@@ -198,7 +211,22 @@ pub(super) fn read_folder(
         true
     };
     let mut all = blake3::Hasher::new();
-    for (index, source) in sources.iter().enumerate() {
+    // Files the receiver already holds count in the hash of hashes; their
+    // bytes are not sent again.
+    for (index, source) in sources.iter().enumerate().take(first) {
+        let Some(path) = source else { continue };
+        let mut hasher = blake3::Hasher::new();
+        match File::open(path).and_then(|f| io::copy(&mut f.take(sizes[index]), &mut hasher)) {
+            Ok(n) if n == sizes[index] => {
+                all.update(hasher.finalize().as_bytes());
+            }
+            _ => {
+                send(Block::Failed(format!("cannot read {}", path.strip_prefix(root).unwrap_or(path).display())));
+                return;
+            }
+        }
+    }
+    for (index, source) in sources.iter().enumerate().skip(first) {
         let Some(path) = source else { continue };
         let shown = path.strip_prefix(root).unwrap_or(path).display().to_string();
         let want = sizes[index];
@@ -211,6 +239,16 @@ pub(super) fn read_folder(
         };
         let mut hasher = blake3::Hasher::new();
         let mut total = 0u64;
+        if index == first && within > 0 {
+            // The data picks up inside this file: hash what the receiver has.
+            match io::copy(&mut (&mut file).take(within), &mut hasher) {
+                Ok(n) if n == within => total = within,
+                _ => {
+                    send(Block::Failed(format!("cannot read {shown}")));
+                    return;
+                }
+            }
+        }
         loop {
             let mut buf = spent.try_recv().unwrap_or_default();
             // Small files are most of a photo library: fill only what the
@@ -256,10 +294,15 @@ pub(super) fn read_folder(
 /// Starts a writer for the checked folder `manifest` in `dir`. Messages:
 /// [`WriteMsg::Data`] for the files' bytes in order, [`WriteMsg::FileEnd`]
 /// after each file, [`WriteMsg::Done`] with the hash of the hashes.
+/// `partial`: where the folder is built when the sender's key is known
+/// ([`Manifest::partial_path`]): kept there if the connection is cut, and
+/// resumed from when the same key offers the same folder again.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_folder_writer(
     key: TransferId,
     dir: PathBuf,
     manifest: Manifest,
+    partial: Option<PathBuf>,
     reserved: u64,
     window: u64,
     faults: Faults,
@@ -269,9 +312,10 @@ pub fn spawn_folder_writer(
     let spawned = std::thread::Builder::new().name("peerconn-write".into()).spawn({
         let notify = notify.clone();
         move || {
-            let super::WriterParts { rx, stalled, abort, keep: _, spent } = parts;
+            let super::WriterParts { rx, stalled, abort, keep, spent } = parts;
+            let flags = (&*stalled, &*abort, &*keep);
             let result =
-                receive_folder(key, &dir, &manifest, reserved, &faults, &notify, &rx, &stalled, &abort, &spent);
+                receive_folder(key, (&dir, partial), &manifest, reserved, &faults, &notify, &rx, flags, &spent);
             match result {
                 Ok(Some((path, hash))) => {
                     notify.send(DiskEvent::Stored { key, path, size: manifest.size, hash });
@@ -295,6 +339,8 @@ pub fn spawn_folder_writer(
 struct Staging {
     path: PathBuf,
     kept: bool,
+    /// Named for a resume: held in [`IN_USE`] while it is being written.
+    resumable: bool,
 }
 
 impl Drop for Staging {
@@ -302,7 +348,119 @@ impl Drop for Staging {
         if !self.kept {
             let _ = fs::remove_dir_all(&self.path);
         }
+        if self.resumable {
+            in_use().lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
+        }
     }
+}
+
+/// Resumable folders being written by this process (a folder cannot be
+/// locked as a file is): a second offer of the same folder at once builds
+/// its own.
+fn in_use() -> &'static std::sync::Mutex<HashSet<PathBuf>> {
+    static IN_USE: std::sync::OnceLock<std::sync::Mutex<HashSet<PathBuf>>> = std::sync::OnceLock::new();
+    IN_USE.get_or_init(Default::default)
+}
+
+impl Manifest {
+    /// Where the folder is built for a resume, from the sender's key and
+    /// everything the listing says (names, sizes, order): the same folder
+    /// offered again by the same key finds it.
+    pub fn partial_path(&self, dir: &Path, peer: &[u8; 32]) -> PathBuf {
+        let mut hasher = blake3::Hasher::new_derive_key("PeerConn 2026 resumable partial folder");
+        hasher.update(peer);
+        hasher.update(&self.size.to_be_bytes());
+        hasher.update(self.name.as_bytes());
+        for entry in &self.entries {
+            hasher.update(&entry.size.map_or([0xff; 8], u64::to_be_bytes));
+            hasher.update(&(entry.path.len() as u64).to_be_bytes());
+            for component in &entry.path {
+                hasher.update(&(component.len() as u64).to_be_bytes());
+                hasher.update(component.as_bytes());
+            }
+        }
+        let id = hasher.finalize().to_hex();
+        dir.join(format!("{}{}{}", resume::RESUME_PREFIX, &id[..32], names::TEMP_SUFFIX))
+    }
+
+    /// Entries' sizes, `None` for folders (see [`split`]).
+    fn kinds(&self) -> Vec<Option<u64>> {
+        self.entries.iter().map(|e| e.size).collect()
+    }
+}
+
+/// How much of the folder's data a kept folder at `root` holds: its files
+/// in order, whole, then the first one that is short; 0 if anything in it
+/// is not what the listing says (a link, a file where a folder belongs).
+fn held(root: &Path, manifest: &Manifest) -> u64 {
+    let mut have = 0u64;
+    for entry in &manifest.entries {
+        let Ok(meta) = fs::symlink_metadata(inside(root, &entry.path)) else {
+            if entry.size.is_none() {
+                return 0;
+            }
+            break;
+        };
+        match entry.size {
+            None if meta.is_dir() => {}
+            Some(len) if meta.is_file() => {
+                have += meta.len().min(len);
+                if meta.len() < len {
+                    break;
+                }
+            }
+            _ => return 0,
+        }
+    }
+    have
+}
+
+/// Where a folder's writer starts: after what a kept folder proved.
+#[derive(Default)]
+struct Resumed {
+    /// The next entry to open.
+    next: usize,
+    /// The file the data picks up inside.
+    current: Option<Current>,
+    /// The hashes of the files already whole.
+    all: blake3::Hasher,
+    finished: Vec<PathBuf>,
+    offset: u64,
+}
+
+/// Makes a kept folder hold exactly the first `offset` bytes of the
+/// folder's data: whole files before it (their hashes taken again), the
+/// file it falls in cut there and open to go on, nothing after it.
+fn take_up(root: &Path, manifest: &Manifest, offset: u64) -> io::Result<Resumed> {
+    let (first, within) = split(&manifest.kinds(), offset);
+    let mut resumed = Resumed { next: first, offset, ..Resumed::default() };
+    for (index, entry) in manifest.entries.iter().enumerate() {
+        let Some(len) = entry.size else { continue };
+        let path = inside(root, &entry.path);
+        if index < first {
+            let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+            file.set_len(len)?;
+            let mut hasher = blake3::Hasher::new();
+            io::copy(&mut file, &mut hasher)?;
+            resumed.all.update(hasher.finalize().as_bytes());
+            resumed.finished.push(path);
+        } else if index == first && within > 0 {
+            let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+            file.set_len(within)?;
+            let mut hasher = blake3::Hasher::new();
+            io::copy(&mut (&mut file).take(within), &mut hasher)?;
+            use std::io::Seek;
+            file.seek(io::SeekFrom::Start(within))?;
+            resumed.current = Some(Current { index, file, written: within, hasher });
+            resumed.next = index + 1;
+        } else {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(resumed)
 }
 
 /// The file being written and how far it is.
@@ -316,39 +474,91 @@ struct Current {
 #[allow(clippy::too_many_arguments)]
 fn receive_folder(
     key: TransferId,
-    dir: &Path,
+    (dir, partial): (&Path, Option<PathBuf>),
     manifest: &Manifest,
     reserved: u64,
     faults: &Faults,
     notify: &Notify,
     rx: &Receiver<WriteMsg>,
-    stalled: &AtomicBool,
-    abort: &AtomicBool,
+    (stalled, abort, cut): (&AtomicBool, &AtomicBool, &AtomicBool),
     spent: &Sender<Vec<u8>>,
 ) -> Result<Option<(PathBuf, String)>, Failure> {
     let disk = |e: io::Error, what: &dyn Fn(&io::Error) -> String| Failure::disk(&e, what(&e));
     fs::create_dir_all(dir)
         .map_err(|e| disk(e, &|e| format!("cannot create the downloads folder {}: {e}", dir.display())))?;
-    if let Some(refusal) = super::lacks_space(dir, manifest.size, reserved) {
+    // A folder kept from a cut attempt, if it is not being written now.
+    let partial = partial.filter(|p| in_use().lock().unwrap_or_else(|e| e.into_inner()).insert(p.clone()));
+    let have = partial.as_deref().filter(|p| p.is_dir()).map_or(0, |p| held(p, manifest));
+    if let Some(refusal) = super::lacks_space(dir, manifest.size - have, reserved) {
+        if let Some(p) = &partial {
+            in_use().lock().unwrap_or_else(|e| e.into_inner()).remove(p);
+        }
         return Err(Failure::new(FailKind::NoSpace, refusal));
     }
-    let staging =
-        make_staging(dir).map_err(|e| disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())))?;
-    let mut staging = Staging { path: staging, kept: false };
+    let mut staging = match partial {
+        Some(path) => {
+            if have == 0 && fs::symlink_metadata(&path).is_ok() {
+                // Nothing in it to resume: start it again.
+                let _ = fs::remove_dir_all(&path);
+                let _ = fs::remove_file(&path);
+            }
+            let made = if have == 0 { fs::create_dir(&path) } else { Ok(()) };
+            let staging = Staging { path, kept: false, resumable: true };
+            made.map_err(|e| disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())))?;
+            staging
+        }
+        None => {
+            let path = make_staging(dir)
+                .map_err(|e| disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())))?;
+            Staging { path, kept: false, resumable: false }
+        }
+    };
     // Every folder first (empty ones included), each made by us inside our
-    // own new folder, so none can be a link someone planted.
+    // own folder, so none can be a link someone planted.
     for entry in manifest.entries.iter().filter(|e| e.size.is_none()) {
         let path = inside(&staging.path, &entry.path);
-        fs::create_dir(&path).map_err(|e| disk(e, &|e| format!("cannot create {}: {e}", path.display())))?;
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if have > 0 && e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(disk(e, &|e| format!("cannot create {}: {e}", path.display()))),
+        }
     }
-    notify.send(DiskEvent::ReadyToReceive { key, offset: 0, discarded: 0 });
+    let mut resumed = Resumed::default();
+    if have > 0 {
+        notify.send(DiskEvent::Partial { key, have });
+        let hashes = loop {
+            match rx.recv() {
+                Ok(WriteMsg::Proof(hashes)) => break hashes,
+                Ok(_) => {}
+                Err(_) => {
+                    // Cut or stopped before the proof came: what was there stays,
+                    // unless it was stopped on purpose.
+                    staging.kept = cut.load(Ordering::Acquire) || !abort.load(Ordering::Acquire);
+                    return if staging.kept {
+                        Ok(None)
+                    } else {
+                        Err(Failure::new(FailKind::CancelledHere, "cancelled before the folder was saved"))
+                    };
+                }
+            }
+        };
+        let failed =
+            |e: io::Error| Failure::disk(&e, format!("cannot read the partial folder in {}: {e}", dir.display()));
+        let files =
+            manifest.entries.iter().filter_map(|e| e.size.map(|len| (inside(&staging.path, &e.path), len))).collect();
+        let proven =
+            resume::verify(&mut Stream::new(files), have, &hashes, &mut blake3::Hasher::new()).map_err(failed)?;
+        resumed = take_up(&staging.path, manifest, proven).map_err(failed)?;
+        notify.send(DiskEvent::ReadyToReceive { key, offset: proven, discarded: have - proven });
+        notify.send(DiskEvent::FileInFolder { key, done: resumed.finished.len() as u64 });
+    } else {
+        notify.send(DiskEvent::ReadyToReceive { key, offset: 0, discarded: 0 });
+    }
     // The files, in order; `next` is the next entry to look at.
-    let mut next = 0usize;
-    let mut current: Option<Current> = None;
-    let mut written_all: u64 = 0;
-    let mut reported: u64 = 0;
-    let mut all = blake3::Hasher::new();
-    let mut finished: Vec<PathBuf> = Vec::new();
+    let Resumed { next, current, all, finished, offset } = resumed;
+    let (mut next, mut current, mut all, mut finished) = (next, current, all, finished);
+    let mut written_all: u64 = offset;
+    let mut reported: u64 = offset;
     let mut told = std::time::Instant::now();
     let open_next = |next: &mut usize| -> Result<Option<Current>, Failure> {
         while *next < manifest.entries.len() {
@@ -367,7 +577,13 @@ fn receive_folder(
         Ok(None)
     };
     loop {
-        let Ok(msg) = rx.recv() else {
+        let received = rx.recv();
+        // A cut folder keeps what it has for a resume (if it has anything).
+        if cut.load(Ordering::Acquire) && staging.resumable {
+            staging.kept = written_all > 0;
+            return Ok(None);
+        }
+        let Ok(msg) = received else {
             return if abort.load(Ordering::Acquire) {
                 Err(Failure::new(FailKind::CancelledHere, "cancelled before the folder was saved"))
             } else {
@@ -487,6 +703,73 @@ fn display(path: &[String]) -> String {
         .chars()
         .map(|c| if crate::text::escaped_in_display(c) { c.escape_unicode().to_string() } else { c.to_string() })
         .collect()
+}
+
+/// Where `offset` falls in a folder's data (its files' bytes one after
+/// another; `kinds` is each entry's size, `None` for a folder): the first
+/// entry whose data is not all before `offset`, and how many of its bytes
+/// are. An empty file exactly at `offset` is not before it. Both ends of a
+/// resumed folder cut it the same way.
+pub fn split(kinds: &[Option<u64>], offset: u64) -> (usize, u64) {
+    let mut start = 0u64;
+    for (i, kind) in kinds.iter().enumerate() {
+        let Some(len) = *kind else { continue };
+        if start == offset || start.saturating_add(len) > offset {
+            return (i, offset - start);
+        }
+        start += len;
+    }
+    (kinds.len(), 0)
+}
+
+/// A folder's files read one after another as one stream: each for its
+/// size in the listing, or as far as it goes if it is shorter (the stream
+/// ends there) or missing.
+struct Stream {
+    files: std::vec::IntoIter<(PathBuf, u64)>,
+    current: Option<(File, u64)>,
+    ended: bool,
+}
+
+impl Stream {
+    fn new(files: Vec<(PathBuf, u64)>) -> Stream {
+        Stream { files: files.into_iter(), current: None, ended: false }
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.current.is_none() {
+                let Some((path, len)) = self.files.next() else { return Ok(0) };
+                match File::open(&path) {
+                    Ok(file) => self.current = Some((file, len)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.ended = true;
+                        return Ok(0);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let (file, left) = self.current.as_mut().expect("just opened");
+            if *left == 0 {
+                self.current = None;
+                continue;
+            }
+            let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                // Shorter than listed: the stream ends here.
+                self.ended = true;
+                return Ok(0);
+            }
+            *left -= n as u64;
+            return Ok(n);
+        }
+    }
 }
 
 /// `root` joined with the (already safe) components.

@@ -311,3 +311,124 @@ fn a_folder_whose_data_runs_past_a_file_without_its_end_is_damaged() {
     });
     assert_eq!(kind, FailKind::Damaged);
 }
+
+// ----- resuming a folder --------------------------------------------------------
+
+/// The receiver's kept folder, once its writer let go of it.
+fn kept_folder(down: &Path) -> std::path::PathBuf {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> =
+            fs::read_dir(down).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        if let [one] = names.as_slice() {
+            let path = down.join(one);
+            if one.starts_with(".peerconn-resume-") && path.is_dir() {
+                std::thread::sleep(Duration::from_millis(200));
+                return path;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{names:?} in the downloads folder");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `root` to `b` through a relay capped at 20 MB/s and cuts the
+/// relay once the receiver has 40 % of it.
+fn cut_folder(a: &mut Node, b: &mut Node, root: &Path) {
+    use crate::support::Relay;
+    let (listener, addr) = b.listen("receiver");
+    let relay = Relay::new(addr, Some(20_000_000));
+    let c = a.engine.connect("sender", relay.addr).unwrap();
+    a.connected(c);
+    b.connected(listener);
+    a.engine.send_file(c, root);
+    let (t, _, size, _) = offered(b, listener);
+    b.wait_within(Duration::from_secs(30), "40 %", |e| match e {
+        Event::FileProgress { transfer, bytes, .. } if *transfer == t && *bytes >= size * 2 / 5 => Some(()),
+        _ => None,
+    });
+    relay.cut();
+    b.wait_within(Duration::from_secs(10), "the cut", |e| match e {
+        Event::FileFailed { transfer, kind: FailKind::ConnectionEnded, .. } if *transfer == t => Some(()),
+        _ => None,
+    });
+}
+
+/// Sends `root` again, directly; returns where it resumed, how much went
+/// again, the bytes the relay carried and the stored folder.
+fn send_again(a: &mut Node, b: &mut Node, root: &Path) -> ((u64, u64), u64, std::path::PathBuf) {
+    use crate::support::Relay;
+    let (listener, addr) = b.listen("receiver again");
+    let relay = Relay::new(addr, None);
+    let c = a.engine.connect("sender", relay.addr).unwrap();
+    a.connected(c);
+    b.connected(listener);
+    let t_out = a.engine.send_file(c, root);
+    let (t, _, _, _) = offered(b, listener);
+    let at = b.wait("resumed", |e| match e {
+        Event::FileResumed { transfer, offset, discarded, .. } if *transfer == t => Some((*offset, *discarded)),
+        Event::FileProgress { transfer, .. } if *transfer == t => panic!("moved without resuming"),
+        _ => None,
+    });
+    let sender_at = a.wait("resumed", |e| match e {
+        Event::FileResumed { transfer, offset, discarded, .. } if *transfer == t_out => Some((*offset, *discarded)),
+        _ => None,
+    });
+    assert_eq!(sender_at, at, "both ends say the same");
+    let stored = received(b, t);
+    sent(a, t_out);
+    (at, relay.carried(), stored)
+}
+
+fn library_of(outbox: &Path, files: u64) -> std::path::PathBuf {
+    let root = outbox.join("backup");
+    for i in 0..files {
+        let dir = root.join(format!("month {:02}", i % 4));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(format!("part {i:02}.bin")), noise(1024 * 1024 + i as usize * 77, i)).unwrap();
+    }
+    fs::create_dir_all(root.join("empty")).unwrap();
+    fs::write(root.join("zero.bin"), b"").unwrap();
+    root
+}
+
+#[test]
+fn a_folder_cut_halfway_resumes_where_the_receiver_proves_it_was() {
+    let (outbox, down) = (TempDir::new("folder-cut-out"), TempDir::new("folder-cut-down"));
+    let root = library_of(outbox.path(), 24);
+    let config = EngineConfig { downloads: down.path().into(), accept_files_from_everyone: true, ..fast_config() };
+    let (mut a, mut b) = (Node::new(), Node::with_config(config));
+    cut_folder(&mut a, &mut b, &root);
+    let kept = kept_folder(down.path());
+    let ((offset, discarded), carried, stored) = send_again(&mut a, &mut b, &root);
+    let total: u64 = (0..24).map(|i| 1024 * 1024 + i * 77).sum();
+    assert!(offset >= total / 3 && offset < total, "resumed at {offset} of {total}");
+    assert_eq!(discarded, 0);
+    let rest = total - offset;
+    assert!(carried <= rest + rest / 2000 + 256 * 1024, "{carried} bytes carried for the {rest} missing");
+    assert_eq!(stored, down.path().join("backup"));
+    assert_eq!(tree(&stored), tree(&root));
+    assert!(!kept.exists(), "the kept folder became the folder");
+    assert_eq!(down.names(), ["backup"]);
+}
+
+#[test]
+fn a_kept_folder_with_a_changed_byte_keeps_only_what_precedes_it() {
+    let (outbox, down) = (TempDir::new("folder-tamper-out"), TempDir::new("folder-tamper-down"));
+    let root = library_of(outbox.path(), 24);
+    let config = EngineConfig { downloads: down.path().into(), accept_files_from_everyone: true, ..fast_config() };
+    let (mut a, mut b) = (Node::new(), Node::with_config(config));
+    cut_folder(&mut a, &mut b, &root);
+    let kept = kept_folder(down.path());
+    // The first file in the listing ("month 00/part 00.bin") is whole;
+    // one byte of it changes on the receiver's disk.
+    let first = kept.join("month 00/part 00.bin");
+    let mut bytes = fs::read(&first).unwrap();
+    assert_eq!(bytes.len(), 1024 * 1024);
+    bytes[1000] ^= 1;
+    fs::write(&first, &bytes).unwrap();
+    let ((offset, discarded), _, stored) = send_again(&mut a, &mut b, &root);
+    assert_eq!(offset, 0, "the first block failed its proof");
+    assert!(discarded > 0);
+    assert_eq!(tree(&stored), tree(&root), "the changed byte was not kept");
+}

@@ -127,6 +127,7 @@ impl Transfers {
                 transfer,
                 self.downloads.clone(),
                 manifest,
+                t.partial.clone(),
                 self.reserved(),
                 frame::MAX_WINDOW,
                 self.faults.clone(),
@@ -328,12 +329,14 @@ impl Transfers {
     /// free space and shown like a file offer, or declined.
     fn listed(&mut self, c: &mut ConnFiles, link: &mut Link, wire: u32) {
         let (owner, label) = (c.owner, c.label);
+        let peer = c.peer;
         let Some(t) = c.files.incoming.get_mut(&wire) else { return };
         let Some(folder) = t.folder.as_mut() else { return };
         let listing = std::mem::take(&mut folder.listing);
         match Manifest::check(&t.name, t.size, listing) {
             Ok(manifest) => {
                 t.name = manifest.name.clone();
+                t.partial = peer.map(|key| manifest.partial_path(&self.downloads, &key));
                 folder.manifest = Some(manifest);
                 t.state = InState::Checking;
                 t.offered = Instant::now();

@@ -60,6 +60,8 @@ pub(crate) struct FolderOut {
     pub files: u64,
     /// Files the receiver has all the bytes of.
     pub done: u64,
+    /// Each entry's size (`None`: a folder), to count files on a resume.
+    pub kinds: Vec<Option<u64>>,
 }
 
 impl Outgoing {
@@ -244,7 +246,8 @@ impl Transfers {
         let count = entries.len() as u32;
         link.queue_file(&Frame::OfferFolder { transfer: wire, size, entries: count, name: name.clone() });
         let listing = frame::entries_frames(wire, &entries).into();
-        t.folder = Some(FolderOut { listing, files, done: 0 });
+        let kinds = entries.iter().map(|e| e.size).collect();
+        t.folder = Some(FolderOut { listing, files, done: 0, kinds });
         if !skipped.is_empty() {
             let list = skipped.iter().take(20).map(|s| printable(s).into_owned()).collect::<Vec<_>>().join(", ");
             let more = if skipped.len() > 20 { format!(" and {} more", skipped.len() - 20) } else { String::new() };
@@ -294,6 +297,10 @@ impl Transfers {
         t.state = OutState::Sending;
         t.sent = offset;
         t.granted = offset.saturating_add(frame::WINDOW);
+        if let Some(folder) = t.folder.as_mut() {
+            let (first, _) = files::tree::split(&folder.kinds, offset);
+            folder.done = folder.kinds[..first].iter().filter(|k| k.is_some()).count() as u64;
+        }
         if let Some(reader) = t.reader.as_ref() {
             reader.start(offset);
         }
