@@ -660,6 +660,21 @@ fn open_partial(path: &Path, size: u64) -> io::Result<Option<(TempFile, u64)>> {
     if !file.metadata()?.is_file() || file.try_lock().is_err() {
         return Ok(None);
     }
+    // Locked, but is it still the partial file? One that was just saved
+    // under its final name (the lock passes on as the name goes) must
+    // never be written to again.
+    let Ok(now) = fs::symlink_metadata(path) else { return Ok(None) };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ours = file.metadata()?;
+        if now.ino() != ours.ino() || now.dev() != ours.dev() || ours.nlink() != 1 {
+            return Ok(None);
+        }
+    }
+    if !now.is_file() {
+        return Ok(None);
+    }
     let mut have = file.metadata()?.len();
     if have > size {
         file.set_len(0)?;
@@ -782,13 +797,15 @@ fn receive_file(
                     let reason = "the file arrived damaged (its BLAKE3 hash does not match); it was not kept";
                     return Err(Failure::new(FailKind::Damaged, reason));
                 }
-                let file = temp.file.take().expect("open until kept");
+                let file = temp.file.as_ref().expect("open until kept");
                 file.sync_all().map_err(|e| Failure::disk(&e, format!("cannot save to {}: {e}", dir.display())))?;
-                drop(file);
                 if abort.load(Ordering::Acquire) {
                     return Err(Failure::new(FailKind::CancelledHere, "cancelled before the file was saved"));
                 }
+                // Still open and locked while it is named, so no other
+                // writer takes the partial file that is becoming this one.
                 let path = keep(&temp.path, dir, name).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
+                temp.file = None;
                 temp.keep = true; // it has its final name now
                 return Ok(Some((path, hash.to_hex().to_string())));
             }
@@ -1037,7 +1054,7 @@ pub fn remove_leftovers(dir: &Path) -> usize {
         // A folder a crashed PeerConn was building (a running one keeps
         // writing into it, so it is recent).
         if kind.is_ok_and(|t| t.is_dir()) {
-            if fs::remove_dir_all(&path).is_ok() {
+            if !tree::locked_by_other(&path) && fs::remove_dir_all(&path).is_ok() {
                 log::info!("removed the leftover temporary folder {}", path.display());
                 removed += 1;
             }

@@ -153,7 +153,7 @@ pub fn sweep(dir: &Path, max_total: u64) -> usize {
             continue;
         }
         let gone = if f.path.is_dir() {
-            fs::remove_dir_all(&f.path).is_ok()
+            !super::tree::locked_by_other(&f.path) && fs::remove_dir_all(&f.path).is_ok()
         } else {
             let Ok(file) = fs::OpenOptions::new().write(true).open(&f.path) else { continue };
             if file.try_lock().is_err() {

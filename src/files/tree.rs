@@ -130,8 +130,34 @@ fn walk_into(dir: &Path, at: &mut Vec<String>, walked: &mut Walked) -> Result<()
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     children.sort_by_key(|c| c.file_name());
+    // Names as the receiver will store them: a second one the same once
+    // made safe would have the folder declined.
+    let mut taken: HashSet<String> = HashSet::new();
     for child in children {
-        let name = child.file_name().to_string_lossy().into_owned();
+        let raw = child.file_name();
+        let shown_raw = || {
+            let mut path = at.join("/");
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path + &display(&[raw.to_string_lossy().into_owned()])
+        };
+        // What the receiver would refuse is left out here, and listed.
+        let Some(name) = raw.to_str().map(str::to_owned) else {
+            walked.skipped.push(format!("{} (the name is not valid Unicode)", shown_raw()));
+            continue;
+        };
+        match names::safe_name(&name) {
+            Err(e) => {
+                walked.skipped.push(format!("{} ({})", shown_raw(), e.0));
+                continue;
+            }
+            Ok(safe) if !taken.insert(safe.clone()) => {
+                walked.skipped.push(format!("{} (its name is another one's once made safe: {safe})", shown_raw()));
+                continue;
+            }
+            Ok(_) => {}
+        }
         at.push(name);
         let shown = at.join("/");
         // The entry itself, not what a link points to.
@@ -147,6 +173,9 @@ fn walk_into(dir: &Path, at: &mut Vec<String>, walked: &mut Walked) -> Result<()
             walked.sources.push(None);
             walk_into(&child.path(), at, walked)?;
         } else if kind.is_file() {
+            if at.len() > MAX_DEPTH {
+                return Err(format!("{shown} is more than {MAX_DEPTH} folders deep"));
+            }
             let len = child.metadata().map_err(|e| format!("cannot read {}: {e}", child.path().display()))?.len();
             walked.size += len;
             walked.entries.push(TreeEntry { path: at.clone(), size: Some(len) });
@@ -301,7 +330,7 @@ pub(super) fn read_folder(
 pub fn spawn_folder_writer(
     key: TransferId,
     dir: PathBuf,
-    manifest: Manifest,
+    manifest: std::sync::Arc<Manifest>,
     partial: Option<PathBuf>,
     reserved: u64,
     window: u64,
@@ -341,10 +370,42 @@ struct Staging {
     kept: bool,
     /// Named for a resume: held in [`IN_USE`] while it is being written.
     resumable: bool,
+    /// [`LOCK`] inside it, locked while this writer builds it, so no
+    /// other PeerConn's sweep or writer takes it.
+    lock: Option<File>,
+}
+
+/// The lock file inside a folder being built. (No entry of a listing can
+/// have this name: names starting like our temporary files are made safe
+/// with a leading `_`.)
+pub const LOCK: &str = ".peerconn-lock";
+
+/// Whether another PeerConn holds the folder at `dir` it is building.
+pub fn locked_by_other(dir: &Path) -> bool {
+    match OpenOptions::new().write(true).open(dir.join(LOCK)) {
+        Ok(file) => file.try_lock().is_err(),
+        Err(_) => false,
+    }
+}
+
+impl Staging {
+    fn new(path: PathBuf, resumable: bool) -> Staging {
+        let lock = OpenOptions::new().write(true).create(true).truncate(false).open(path.join(LOCK)).ok();
+        let lock = lock.filter(|f| f.try_lock().is_ok());
+        Staging { path, kept: false, resumable, lock }
+    }
+
+    /// The folder is about to get its name: without the lock file.
+    fn unlock(&mut self) {
+        self.lock = None;
+        let _ = fs::remove_file(self.path.join(LOCK));
+    }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
+        // Closed first: Windows removes no folder with a file open in it.
+        self.lock = None;
         if !self.kept {
             let _ = fs::remove_dir_all(&self.path);
         }
@@ -487,7 +548,9 @@ fn receive_folder(
     fs::create_dir_all(dir)
         .map_err(|e| disk(e, &|e| format!("cannot create the downloads folder {}: {e}", dir.display())))?;
     // A folder kept from a cut attempt, if it is not being written now.
-    let partial = partial.filter(|p| in_use().lock().unwrap_or_else(|e| e.into_inner()).insert(p.clone()));
+    let partial = partial
+        .filter(|p| !locked_by_other(p))
+        .filter(|p| in_use().lock().unwrap_or_else(|e| e.into_inner()).insert(p.clone()));
     let have = partial.as_deref().filter(|p| p.is_dir()).map_or(0, |p| held(p, manifest));
     if let Some(refusal) = super::lacks_space(dir, manifest.size - have, reserved) {
         if let Some(p) = &partial {
@@ -503,14 +566,16 @@ fn receive_folder(
                 let _ = fs::remove_file(&path);
             }
             let made = if have == 0 { fs::create_dir(&path) } else { Ok(()) };
-            let staging = Staging { path, kept: false, resumable: true };
-            made.map_err(|e| disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())))?;
-            staging
+            if let Err(e) = made {
+                in_use().lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
+                return Err(disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())));
+            }
+            Staging::new(path, true)
         }
         None => {
             let path = make_staging(dir)
                 .map_err(|e| disk(e, &|e| format!("cannot create a folder in {}: {e}", dir.display())))?;
-            Staging { path, kept: false, resumable: false }
+            Staging::new(path, false)
         }
     };
     // Every folder first (empty ones included), each made by us inside our
@@ -686,6 +751,7 @@ fn receive_folder(
                 if abort.load(Ordering::Acquire) {
                     return Err(Failure::new(FailKind::CancelledHere, "cancelled before the folder was saved"));
                 }
+                staging.unlock();
                 let path =
                     place(&staging.path, dir, &manifest.name).map_err(|reason| Failure::new(FailKind::Disk, reason))?;
                 staging.kept = true;

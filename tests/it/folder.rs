@@ -432,3 +432,82 @@ fn a_kept_folder_with_a_changed_byte_keeps_only_what_precedes_it() {
     assert!(discarded > 0);
     assert_eq!(tree(&stored), tree(&root), "the changed byte was not kept");
 }
+
+// ----- what the review found ------------------------------------------------------
+
+/// Regression: a second folder's offer went out while the first one's
+/// listing was still being sent, and the receiver took it for a protocol
+/// error (the connection ended).
+#[test]
+fn two_folders_sent_at_once_both_arrive_though_the_first_listing_is_long() {
+    let (outbox, down) = (TempDir::new("two-folders-out"), TempDir::new("two-folders-down"));
+    let big = outbox.path().join("big");
+    fs::create_dir_all(&big).unwrap();
+    // About 600 KB of listing: several pumps' worth.
+    for i in 0..6000 {
+        fs::write(big.join(format!("{i:05} a rather long name so the listing takes room.txt")), b"x").unwrap();
+    }
+    let small = outbox.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("one.txt"), b"one").unwrap();
+    let config = EngineConfig { downloads: down.path().into(), accept_files_from_everyone: true, ..fast_config() };
+    let (mut a, mut b) = (Node::new(), Node::with_config(config));
+    let (sa, _) = pair(&mut a, &mut b);
+    let first = a.engine.send_file(sa, &big);
+    let second = a.engine.send_file(sa, &small);
+    sent(&mut a, first);
+    sent(&mut a, second);
+    assert_eq!(fs::read_dir(down.path().join("big")).unwrap().count(), 6000);
+    assert_eq!(fs::read(down.path().join("small/one.txt")).unwrap(), b"one");
+}
+
+#[test]
+fn names_the_receiver_would_refuse_are_left_out_and_listed_and_too_deep_a_file_fails_clearly() {
+    let (outbox, down) = (TempDir::new("refused-names-out"), TempDir::new("refused-names-down"));
+    let root = outbox.path().join("icons");
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("fine.txt"), b"fine").unwrap();
+    #[cfg(unix)]
+    fs::write(root.join("Icon\r"), b"a macOS custom icon").unwrap();
+    #[cfg(unix)]
+    {
+        // Two names the same once made safe for Windows.
+        fs::write(root.join("a?b"), b"first").unwrap();
+        fs::write(root.join("a_b"), b"second").unwrap();
+    }
+    let config = EngineConfig { downloads: down.path().into(), accept_files_from_everyone: true, ..fast_config() };
+    let (mut a, mut b) = (Node::new(), Node::with_config(config));
+    let (sa, _) = pair(&mut a, &mut b);
+    let t = a.engine.send_file(sa, &root);
+    sent(&mut a, t);
+    #[cfg(unix)]
+    {
+        let said = a.wait("the names left out", |e| match e {
+            Event::Error { reason, .. } if reason.contains("left out") => Some(reason.clone()),
+            _ => None,
+        });
+        assert!(said.contains("Icon\\u{d}") && said.contains("control"), "{said}");
+        assert!(said.contains("a_b") && said.contains("made safe"), "{said}");
+        let mut names: Vec<String> = fs::read_dir(down.path().join("icons"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a_b", "fine.txt"], "a?b is stored made safe, the second a_b left out");
+        assert_eq!(fs::read(down.path().join("icons/a_b")).unwrap(), b"first");
+    }
+    // A file 33 levels down cannot be offered: the send fails saying so.
+    let mut deep = outbox.path().join("deep");
+    for i in 0..32 {
+        deep = deep.join(format!("{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf.txt"), b"leaf").unwrap();
+    let t = a.engine.send_file(sa, outbox.path().join("deep"));
+    let reason = a.wait("the deep folder failed", |e| match e {
+        Event::FileFailed { transfer, reason, .. } if *transfer == t => Some(reason.clone()),
+        Event::FileSent { transfer, .. } if *transfer == t => panic!("a 33-deep file was sent"),
+        _ => None,
+    });
+    assert!(reason.contains("more than 32 folders deep"), "{reason}");
+}

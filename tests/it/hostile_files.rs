@@ -536,3 +536,13 @@ fn the_window_grows_while_the_disk_keeps_up_and_stays_small_when_it_does_not() {
     let widest = widest_window(&mut slow, 16 * 1024 * 1024, Duration::from_millis(30));
     assert!(widest <= WINDOW, "a disk that falls behind let {widest} bytes go per round trip");
 }
+
+#[test]
+fn a_second_resume_for_the_same_offer_loses_the_receiver() {
+    let (mut node, id, mut raw, transfer, _outbox) = offered_to_raw(&vec![3; 3_000_000]);
+    raw.send(&Frame::Resume { transfer, have: 1_000_000 });
+    assert!(matches!(raw.recv(), Some(Frame::Proof { .. })));
+    raw.send(&Frame::Resume { transfer, have: 1_000_000 });
+    let (reason, _) = node.lost(id);
+    assert!(reason.contains("asked to resume a file that was not waiting"), "{reason}");
+}

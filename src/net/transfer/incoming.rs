@@ -56,6 +56,8 @@ pub(crate) struct Incoming {
     pub have: u64,
     /// We allow data up to this byte.
     pub granted: u64,
+    /// What the writer has written (its last report).
+    pub written: u64,
     /// How far past what the writer has written we let the sender go: it
     /// grows while the disk keeps up with a sender pushing against it and
     /// shrinks when the disk falls behind (see `consumed`).
@@ -75,17 +77,25 @@ pub(crate) struct FolderIn {
     /// Entries so far, while they arrive.
     pub listing: Vec<TreeEntry>,
     /// The entries, checked, once all are here.
-    pub manifest: Option<Manifest>,
+    pub manifest: Option<std::sync::Arc<Manifest>>,
     /// Files the writer has verified.
     pub done: u64,
     /// What the listing takes in memory, about.
     pub bytes: usize,
 }
 
+/// What one peer may have granted beyond what the disks took, over all its
+/// files, before no window widens (each file keeps at least
+/// [`frame::WINDOW`]).
+const MAX_OUTSTANDING: u64 = 64 * 1024 * 1024;
 /// Folders from one peer that may wait for an answer (each holds its list).
 const MAX_FOLDERS_WAITING: usize = 4;
-/// The most memory one folder's listing may take.
-const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
+/// The most memory one folder's listing may take (a listing of 200 000
+/// entries of three 15-byte components takes about 30 MiB).
+const MAX_LISTING_BYTES: usize = 48 * 1024 * 1024;
+/// The most all the folders one peer is sending may take, waiting or
+/// under way.
+const MAX_LISTINGS_BYTES: usize = 96 * 1024 * 1024;
 
 impl FolderIn {
     fn info(&self) -> Option<FolderInfo> {
@@ -206,6 +216,7 @@ impl Transfers {
                 have: 0,
                 granted: 0,
                 window: frame::WINDOW,
+                written: 0,
                 meter: Meter::new(),
                 offered: Instant::now(),
                 folder: None,
@@ -282,6 +293,7 @@ impl Transfers {
                 have: 0,
                 granted: 0,
                 window: frame::WINDOW,
+                written: 0,
                 meter: Meter::new(),
                 offered: Instant::now(),
                 folder: Some(FolderIn { expected: count, listing: Vec::new(), manifest: None, done: 0, bytes: 0 }),
@@ -302,6 +314,8 @@ impl Transfers {
         wire: u32,
         entries: Vec<TreeEntry>,
     ) -> Result<(), Violation> {
+        // What the folders this peer sends take already.
+        let others: usize = c.files.incoming.values().filter_map(|t| t.folder.as_ref()).map(|d| d.bytes).sum();
         let Some(t) = c.files.incoming.get_mut(&wire) else {
             if c.files.was_cancelled_in(wire) {
                 return Ok(());
@@ -314,9 +328,18 @@ impl Transfers {
         if folder.listing.len() + entries.len() > folder.expected as usize {
             return Err(Violation(format!("sent more folder entries than the {} it offered", folder.expected)));
         }
-        folder.bytes += entries.iter().map(|e| 8 + e.path.iter().map(|c| c.len() + 1).sum::<usize>()).sum::<usize>();
+        // What the entries take in memory, their strings' headers included.
+        let each = |e: &TreeEntry| {
+            std::mem::size_of::<TreeEntry>()
+                + e.path.iter().map(|c| std::mem::size_of::<String>() + c.len()).sum::<usize>()
+        };
+        let more = entries.iter().map(each).sum::<usize>();
+        folder.bytes += more;
         if folder.bytes > MAX_LISTING_BYTES {
             return Err(Violation(format!("sent a folder listing over {} MiB", MAX_LISTING_BYTES >> 20)));
+        }
+        if others + more > MAX_LISTINGS_BYTES {
+            return Err(Violation(format!("sent folder listings over {} MiB at once", MAX_LISTINGS_BYTES >> 20)));
         }
         folder.listing.extend(entries);
         if folder.listing.len() == folder.expected as usize {
@@ -337,7 +360,7 @@ impl Transfers {
             Ok(manifest) => {
                 t.name = manifest.name.clone();
                 t.partial = peer.map(|key| manifest.partial_path(&self.downloads, &key));
-                folder.manifest = Some(manifest);
+                folder.manifest = Some(std::sync::Arc::new(manifest));
                 t.state = InState::Checking;
                 t.offered = Instant::now();
                 let (key, size) = (t.key, t.size);
@@ -528,6 +551,7 @@ impl Transfers {
         let Some(t) = c.files.incoming.get_mut(&wire) else { return };
         t.state = InState::Receiving;
         t.received = offset;
+        t.written = offset;
         t.granted = offset.saturating_add(frame::WINDOW);
         if let Some(left) = self.promised.get_mut(&key) {
             *left = t.size.saturating_sub(offset);
@@ -546,7 +570,16 @@ impl Transfers {
     /// The writer has written `bytes`: the window moves on.
     pub(super) fn consumed(&mut self, f: &mut Files, link: &mut Link, key: TransferId, bytes: u64) {
         let Some(wire) = f.in_by_key(key) else { return };
+        // What this peer may have sent that no disk has taken yet, over all
+        // its files: windows widen only while that stays bounded.
+        let outstanding: u64 = f
+            .incoming
+            .values()
+            .filter(|t| t.state == InState::Receiving)
+            .map(|t| t.granted.saturating_sub(t.written))
+            .sum();
         if let Some(t) = f.incoming.get_mut(&wire) {
+            t.written = t.written.max(bytes);
             // What is written is on the disk already: only the rest is
             // still promised.
             if let Some(left) = self.promised.get_mut(&key) {
@@ -559,7 +592,10 @@ impl Transfers {
             if queued > t.window / 2 {
                 t.window = (t.window / 2).max(frame::WINDOW);
             } else if queued < t.window / 4 {
-                t.window = (t.window * 2).min(frame::MAX_WINDOW);
+                let wider = (t.window * 2).min(frame::MAX_WINDOW);
+                if outstanding.saturating_add(wider - t.window) <= MAX_OUTSTANDING {
+                    t.window = wider;
+                }
             }
             let granted = bytes.saturating_add(t.window).min(t.size);
             if t.state == InState::Receiving && granted > t.granted {

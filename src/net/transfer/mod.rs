@@ -393,7 +393,7 @@ impl Transfers {
         match event {
             DiskEvent::Opened { key, name, size } => self.opened(c, link, key, name, size),
             DiskEvent::FolderOpened { key, name, size, entries, skipped } => {
-                self.folder_opened(c, link, key, name, size, entries, skipped)
+                self.folder_opened(c, key, name, size, entries, skipped)
             }
             DiskEvent::FileInFolder { key, done } => Transfers::file_in_folder(c.files, key, done),
             DiskEvent::OpenFailed { key, reason } => self.open_failed(c, key, reason),

@@ -45,6 +45,8 @@ pub(crate) struct Outgoing {
     pub sent: u64,
     /// What the receiver said it holds from before (RESUME), once proven.
     pub have: u64,
+    /// The receiver asked to resume (it may, once per offer).
+    pub asked_resume: bool,
     /// The receiver allows data up to this byte.
     pub granted: u64,
     pub meter: Meter,
@@ -62,6 +64,8 @@ pub(crate) struct FolderOut {
     pub done: u64,
     /// Each entry's size (`None`: a folder), to count files on a resume.
     pub kinds: Vec<Option<u64>>,
+    /// Its offer went out: its listing goes on before another folder's.
+    pub started: bool,
 }
 
 impl Outgoing {
@@ -90,6 +94,7 @@ impl Transfers {
             current: None,
             sent: 0,
             have: 0,
+            asked_resume: false,
             granted: 0,
             meter: Meter::new(),
             folder: None,
@@ -120,11 +125,16 @@ impl Transfers {
         let f = &mut *c.files;
         let mut added = 0;
         while link.pending_output() < HIGH_WATER {
-            // A folder's listing goes out before anything waits for an answer to it.
-            if let Some(frame) =
-                f.outgoing.iter_mut().find_map(|t| t.folder.as_mut().and_then(|d| d.listing.pop_front()))
-            {
-                link.queue_file(&frame);
+            // A folder's offer and listing go out before anything waits for
+            // an answer to it, one folder's whole before the next one's.
+            let listing = |t: &Outgoing| t.folder.as_ref().is_some_and(|d| !d.listing.is_empty());
+            let started = |t: &Outgoing| t.folder.as_ref().is_some_and(|d| d.started && !d.listing.is_empty());
+            let next = f.outgoing.iter().position(started).or_else(|| f.outgoing.iter().position(listing));
+            if let Some(folder) = next.and_then(|i| f.outgoing[i].folder.as_mut()) {
+                folder.started = true;
+                if let Some(frame) = folder.listing.pop_front() {
+                    link.queue_file(&frame);
+                }
                 continue;
             }
             let Some(i) = f.outgoing.iter().position(Outgoing::can_send) else { break };
@@ -225,7 +235,6 @@ impl Transfers {
     pub(super) fn folder_opened(
         &mut self,
         c: &mut ConnFiles,
-        link: &mut Link,
         key: TransferId,
         name: String,
         size: u64,
@@ -244,10 +253,12 @@ impl Transfers {
         t.size = size;
         t.state = OutState::Offered;
         let count = entries.len() as u32;
-        link.queue_file(&Frame::OfferFolder { transfer: wire, size, entries: count, name: name.clone() });
-        let listing = frame::entries_frames(wire, &entries).into();
+        // The offer goes at the head of its listing, from the pump: one
+        // folder's offer and entries never interleave with another's.
+        let mut listing: std::collections::VecDeque<Frame> = frame::entries_frames(wire, &entries).into();
+        listing.push_front(Frame::OfferFolder { transfer: wire, size, entries: count, name: name.clone() });
         let kinds = entries.iter().map(|e| e.size).collect();
-        t.folder = Some(FolderOut { listing, files, done: 0, kinds });
+        t.folder = Some(FolderOut { listing, files, done: 0, kinds, started: false });
         if !skipped.is_empty() {
             let list = skipped.iter().take(20).map(|s| printable(s).into_owned()).collect::<Vec<_>>().join(", ");
             let more = if skipped.len() > 20 { format!(" and {} more", skipped.len() - 20) } else { String::new() };
@@ -316,9 +327,10 @@ impl Transfers {
     pub(super) fn peer_resume(f: &mut Files, wire: u32, have: u64) -> Result<(), Violation> {
         let Some(i) = f.out_by_wire(wire) else { return Ok(()) };
         let t = &mut f.outgoing[i];
-        if t.state != OutState::Offered || t.have > 0 {
+        if t.state != OutState::Offered || t.asked_resume {
             return Err(Violation("asked to resume a file that was not waiting for an answer".into()));
         }
+        t.asked_resume = true;
         if have == 0 || have > t.size {
             return Err(Violation(format!("asked to resume after {have} bytes of a {}-byte file", t.size)));
         }
