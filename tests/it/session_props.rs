@@ -250,15 +250,15 @@ fn play(node: &mut Node, addr: SocketAddr, identity: &Identity, steps: &[Step]) 
                 sent.insert(transfer, (*size, 0, blake3::Hasher::new()));
                 let offer = Frame::Offer { transfer, size: *size, name: name.clone() };
                 let accepted = send(&mut peer, &offer.to_bytes())
-                    && match answer(
-                        node,
-                        &mut peer,
-                        &mut waited,
-                        |f| matches!(f, Frame::Accept { transfer: t } | Frame::Decline { transfer: t, .. } if *t == transfer),
-                    ) {
-                        Some(Some(Frame::Accept { .. })) => true,
-                        _ => false,
-                    };
+                    && matches!(
+                        answer(
+                            node,
+                            &mut peer,
+                            &mut waited,
+                            |f| matches!(f, Frame::Accept { transfer: t } | Frame::Decline { transfer: t, .. } if *t == transfer),
+                        ),
+                        Some(Some(Frame::Accept { .. }))
+                    );
                 if accepted {
                     let len = if *complete { *size } else { size / 2 };
                     let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
