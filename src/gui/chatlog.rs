@@ -51,6 +51,8 @@ pub struct FileCard {
     /// Where it picked up an earlier attempt ("resumed at 61 %"), shown
     /// beside the speed while it runs.
     pub resumed: Option<String>,
+    /// A whole folder rather than a file.
+    pub folder: bool,
 }
 
 /// Where a file card is.
@@ -239,6 +241,7 @@ mod tests {
             detail: String::new(),
             state: FileState::Offered,
             resumed: None,
+            folder: false,
         };
         ChatRow::new(Kind::File(file), "card")
     }

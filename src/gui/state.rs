@@ -465,10 +465,12 @@ impl State {
                 }
             }
             Event::FileOutgoing { transfer, name, size, folder, .. } => {
-                self.add_file(i, transfer, &copy::offered_name(&name, folder), size, false)
+                self.add_file(i, transfer, &copy::offered_name(&name, folder), size, false);
+                self.update_file(transfer, |card| card.folder = folder.is_some());
             }
             Event::FileIncoming { transfer, name, size, refused, accepted, folder, .. } => {
                 self.add_file(i, transfer, &copy::offered_name(&name, folder), size, true);
+                self.update_file(transfer, |card| card.folder = folder.is_some());
                 if let Some(reason) = refused {
                     // Already declined: never shown with Accept, even for a
                     // moment; the failure that follows says why.
@@ -605,6 +607,7 @@ impl State {
             detail: String::new(),
             state: FileState::Offered,
             resumed: None,
+            folder: false,
         };
         let seq = peer.chat.push(ChatRow::new(Kind::File(card), name));
         peer.files.insert(transfer, seq);

@@ -704,3 +704,38 @@ fn sending_without_a_peer_fails_at_once() {
     let t = node.engine.send_file(id, Path::new("whatever.txt"));
     assert_eq!(failure(&mut node, t), (FailKind::NotConnected, "not sent: no peer is connected".into()));
 }
+
+#[test]
+fn a_small_file_sent_after_a_big_one_does_not_wait_for_it() {
+    // A receiver that lets the big file have all the window it wants: it
+    // is never held back, so only shared turns let the small one through.
+    let outbox = TempDir::new("turns-out");
+    let mut node = Node::new();
+    let (id, addr) = node.listen("sender");
+    let (mut raw, _) = RawPeer::hello(addr, "receiver");
+    node.connected(id);
+    let big = outbox.path().join("big.iso");
+    fs::write(&big, noise(24 * 1024 * 1024, 12)).unwrap();
+    let small = outbox.path().join("small.txt");
+    fs::write(&small, noise(256 * 1024, 13)).unwrap();
+    node.engine.send_file(id, &big);
+    let Some(Frame::Offer { transfer: t_big, .. }) = raw.recv() else { panic!("expected the big offer") };
+    node.engine.send_file(id, &small);
+    let Some(Frame::Offer { transfer: t_small, .. }) = raw.recv() else { panic!("expected the small offer") };
+    raw.send(&Frame::Accept { transfer: t_big });
+    raw.send(&Frame::Window { transfer: t_big, granted: u64::MAX });
+    raw.send(&Frame::Accept { transfer: t_small });
+    let mut big_bytes = 0u64;
+    loop {
+        match raw.recv() {
+            Some(Frame::Data { transfer, bytes }) if transfer == t_big => big_bytes += bytes.len() as u64,
+            Some(Frame::Data { .. }) | Some(Frame::Ping(_)) | Some(Frame::Pong(_)) => {}
+            Some(Frame::Done { transfer, .. }) if transfer == t_small => break,
+            Some(Frame::Done { transfer, .. }) if transfer == t_big => {
+                panic!("the big file ended before the small one did")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(big_bytes < 8 * 1024 * 1024, "{big_bytes} bytes of the big file went before the small one ended");
+}

@@ -135,6 +135,7 @@ fn chat_item(row: ChatRow) -> ChatItem {
         Kind::File(card) => {
             item.transfer = card.transfer.0 as i32;
             item.incoming = card.incoming;
+            item.folder = card.folder;
             item.size = copy::size(card.size).into();
             item.progress = card.progress;
             item.detail = card.detail.into();

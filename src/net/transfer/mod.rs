@@ -57,6 +57,9 @@ pub(crate) struct Files {
     pub outgoing: Vec<Outgoing>,
     pub incoming: HashMap<u32, Incoming>,
     pub next_wire: u32,
+    /// Where the pump looks first for data to send: the one after the
+    /// last that sent.
+    pub turn: usize,
     /// Incoming transfers we stopped: DATA for them may still be in flight.
     cancelled_in: VecDeque<u32>,
 }

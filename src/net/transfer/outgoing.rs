@@ -137,7 +137,11 @@ impl Transfers {
                 }
                 continue;
             }
-            let Some(i) = f.outgoing.iter().position(Outgoing::can_send) else { break };
+            // Turn by turn, a frame each: a big file never holds back a
+            // small one (or a folder) offered after it.
+            let n = f.outgoing.len();
+            let Some(i) = (0..n).map(|k| (f.turn + k) % n).find(|&i| f.outgoing[i].can_send()) else { break };
+            f.turn = i + 1;
             let t = &mut f.outgoing[i];
             if t.current.is_none() {
                 let Some(reader) = t.reader.as_ref() else { break };
