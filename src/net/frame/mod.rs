@@ -54,6 +54,10 @@ pub const MAX_WINDOW: u64 = 16 * 1024 * 1024;
 pub use crate::files::resume::{proof_block, proof_blocks, MAX_PROOF_BLOCKS};
 // A folder's entries are the disk side's description of a tree.
 pub use crate::files::tree::TreeEntry;
+
+mod entries;
+pub use entries::entries_frames;
+use entries::{decode_entry, encode_entry, entry_len};
 /// Most path components in one folder entry.
 pub const MAX_DEPTH: usize = 32;
 
@@ -718,77 +722,6 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
     Ok(Some((frame, 4 + len)))
 }
 
-/// Bytes `entry` takes in an ENTRIES frame.
-fn entry_len(entry: &TreeEntry) -> usize {
-    let size = if entry.size.is_some() { 8 } else { 0 };
-    2 + size + entry.path.iter().map(|c| 1 + c.len().min(MAX_FILE_NAME)).sum::<usize>()
-}
-
-/// kind (0 folder, 1 file), a file's size, the component count, then each
-/// component as its length and UTF-8.
-fn encode_entry(out: &mut Vec<u8>, entry: &TreeEntry) {
-    out.push(u8::from(entry.size.is_some()));
-    if let Some(size) = entry.size {
-        out.extend_from_slice(&size.to_be_bytes());
-    }
-    out.push(entry.path.len().min(MAX_DEPTH) as u8);
-    for component in entry.path.iter().take(MAX_DEPTH) {
-        let component = clip(component, MAX_FILE_NAME);
-        out.push(component.len() as u8);
-        out.extend_from_slice(component.as_bytes());
-    }
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<(TreeEntry, &[u8]), FrameError> {
-    let bad = |why: &str| FrameError::Malformed("folder entries", why.to_owned());
-    let (&kind, mut rest) = bytes.split_first().ok_or_else(|| bad("an entry is cut short"))?;
-    let size = match kind {
-        0 => None,
-        1 => {
-            let size: [u8; 8] = rest.get(..8).ok_or_else(|| bad("a file entry has no size"))?.try_into().expect("8");
-            rest = &rest[8..];
-            Some(u64::from_be_bytes(size))
-        }
-        other => return Err(bad(&format!("an entry of unknown kind {other}"))),
-    };
-    let (&count, mut rest) = rest.split_first().ok_or_else(|| bad("an entry has no path"))?;
-    if count == 0 || usize::from(count) > MAX_DEPTH {
-        return Err(bad(&format!("a path of {count} components; it must be 1 to {MAX_DEPTH}")));
-    }
-    let mut path = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let (&len, after) = rest.split_first().ok_or_else(|| bad("a path is cut short"))?;
-        let len = usize::from(len);
-        if len == 0 || after.len() < len {
-            return Err(bad("a path component is empty or cut short"));
-        }
-        let component = std::str::from_utf8(&after[..len]).map_err(|_| FrameError::BadUtf8("folder entry"))?;
-        path.push(component.to_owned());
-        rest = &after[len..];
-    }
-    Ok((TreeEntry { path, size }, rest))
-}
-
-/// A folder's entries as ENTRIES frames, each as full as one frame holds.
-pub fn entries_frames(transfer: u32, entries: &[TreeEntry]) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    let mut batch = Vec::new();
-    let mut used = HEADER_LEN + 1 + 4;
-    for entry in entries {
-        let len = entry_len(entry);
-        if used + len > MAX_FRAME && !batch.is_empty() {
-            frames.push(Frame::Entries { transfer, entries: std::mem::take(&mut batch) });
-            used = HEADER_LEN + 1 + 4;
-        }
-        used += len;
-        batch.push(entry.clone());
-    }
-    if !batch.is_empty() {
-        frames.push(Frame::Entries { transfer, entries: batch });
-    }
-    frames
-}
-
 fn transfer_id<'a>(payload: &'a [u8], what: &'static str) -> Result<(u32, &'a [u8]), FrameError> {
     if payload.len() < 4 {
         return Err(FrameError::Malformed(what, "it has no transfer number".into()));
@@ -845,54 +778,4 @@ fn decode_hello(p: &[u8]) -> Result<Frame, FrameError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_bytes_match_the_spec() {
-        let bytes = Frame::Hello { version: 2, pairing: true, name: "Al".into() }.to_bytes();
-        let mut want = vec![0, 0, 0, 15, kind::HELLO];
-        want.extend_from_slice(b"PEERCONN");
-        want.extend_from_slice(&[0, 2, 1, 2, b'A', b'l']);
-        assert_eq!(bytes, want);
-    }
-
-    #[test]
-    fn oversized_length_is_refused_from_the_header_alone() {
-        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff]), Err(FrameError::Oversized(0xffff_ffff + 4)));
-    }
-
-    #[test]
-    fn the_data_fast_path_agrees_with_decode() {
-        let frame = Frame::Data { transfer: 7, bytes: vec![1, 2, 3] };
-        let mut bytes = frame.to_bytes();
-        bytes.extend_from_slice(b"next frame");
-        assert_eq!(decode_data(&bytes), Some((7, &[1u8, 2, 3][..], 12)));
-        assert_eq!(decode(&bytes), Ok(Some((frame, 12))));
-        for cut in 0..12 {
-            assert_eq!(decode_data(&bytes[..cut]), None);
-        }
-        assert_eq!(decode_data(&Frame::Chat("x".into()).to_bytes()), None);
-        // The header made on its own is the frame's own header.
-        let mut joined = data_header(7, 3).to_vec();
-        joined.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(joined, Frame::Data { transfer: 7, bytes: vec![1, 2, 3] }.to_bytes());
-        let big = vec![9u8; MAX_DATA];
-        let mut made = Vec::new();
-        encode_data(&mut made, u32::MAX, &big);
-        assert_eq!(&made[..DATA_HEADER_LEN], &data_header(u32::MAX, MAX_DATA));
-        assert_eq!(decode_data(&made), Some((u32::MAX, &big[..], made.len())));
-        // No data: not for the fast path; decode explains why.
-        let empty = [0, 0, 0, 5, kind::DATA, 0, 0, 0, 7];
-        assert_eq!(decode_data(&empty), None);
-        assert!(decode(&empty).is_err());
-    }
-
-    #[test]
-    fn partial_frames_ask_for_more() {
-        let bytes = Frame::Chat("hello".into()).to_bytes();
-        for cut in 0..bytes.len() {
-            assert_eq!(decode(&bytes[..cut]), Ok(None), "cut at {cut}");
-        }
-    }
-}
+mod tests;
