@@ -41,6 +41,16 @@ impl HostInfo {
     pub fn primary(&self) -> Ipv4Addr {
         self.addresses.first().copied().unwrap_or(Ipv4Addr::LOCALHOST)
     }
+
+    /// The address other computers reach a listener bound to `bound` at:
+    /// the primary address when it listens on every interface.
+    pub fn reach(&self, bound: IpAddr) -> IpAddr {
+        if bound.is_unspecified() {
+            IpAddr::V4(self.primary())
+        } else {
+            bound
+        }
+    }
 }
 
 /// The source address the OS would use to reach a public address. A UDP

@@ -1007,7 +1007,7 @@ impl Run {
                     assert!(self.known.contains(&self.raw_key), "a connected peer's key is not remembered");
                     self.connected += 1;
                 }
-                SessionEvent::Remember { key, name, dialled, verified } => {
+                SessionEvent::Remember { key, name, dialled, verified, .. } => {
                     // What the reactor does with it: the session only reads the store.
                     assert_eq!(self.connected, 0, "Remember after Connected");
                     assert!(!self.key_changed, "Remember after KeyChanged");

@@ -54,16 +54,17 @@ pub enum Command {
     },
     /// Connect to a peer that is listening (a client peersocket).
     Connect {
-        /// The peer's address and port, e.g. 192.168.1.7:50000 or [fe80::1]:50000.
-        #[arg(value_name = "HOST:PORT")]
+        /// The peer's address and port, e.g. 192.168.1.7:50000 or [fe80::1]:50000, or the
+        /// link its listener printed (peerconn://…#KEY): then only that key is let in.
+        #[arg(value_name = "HOST:PORT|LINK")]
         address: String,
         #[command(flatten)]
         common: Common,
     },
     /// Connect, send files or folders, wait until the peer has verified each one, and exit.
     Send {
-        /// The peer's address and port.
-        #[arg(value_name = "HOST:PORT")]
+        /// The peer's address and port, or its link (peerconn://…#KEY).
+        #[arg(value_name = "HOST:PORT|LINK")]
         address: String,
         /// The files to send; a folder goes whole, with its structure.
         #[arg(value_name = "FILE", required = true)]

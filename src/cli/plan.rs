@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use peerconn::net::{frame, pairing};
+use peerconn::net::{frame, pairing, KeyPin, PeerLink};
 
 use super::{Command, Common, Failure};
 
@@ -18,10 +18,12 @@ pub(super) enum Role {
     },
     Connect {
         remote: SocketAddr,
+        pin: Option<KeyPin>,
     },
     /// Connect, send these files, and leave.
     Send {
         remote: SocketAddr,
+        pin: Option<KeyPin>,
         files: Vec<PathBuf>,
     },
 }
@@ -43,15 +45,19 @@ impl Plan {
             Command::Listen { bind, port, once, common } => {
                 (Role::Listen { bind: SocketAddr::new(bind, port), once }, common)
             }
-            Command::Connect { address, common } => (Role::Connect { remote: resolve(&address)? }, common),
-            Command::Send { address, files, name, json, code } => {
+            Command::Connect { address, mut common } => {
+                let (remote, pin) = target(&address, &mut common.code)?;
+                (Role::Connect { remote, pin }, common)
+            }
+            Command::Send { address, files, name, json, mut code } => {
+                let (remote, pin) = target(&address, &mut code)?;
                 for file in &files {
                     if !file.is_file() && !file.is_dir() {
                         return Err(Failure::Usage(format!("{} is not a file or a folder", file.display())));
                     }
                 }
                 let common = Common { name, downloads: None, accept_files: false, json, code };
-                (Role::Send { remote: resolve(&address)?, files }, common)
+                (Role::Send { remote, pin, files }, common)
             }
             Command::Keys | Command::Forget { .. } => unreachable!("keys and forget need no engine"),
         };
@@ -98,6 +104,29 @@ fn read_code() -> Result<String, Failure> {
         Ok(_) => Err(Failure::Usage("--code -: standard input gave no pairing code".into())),
         Err(e) => Err(Failure::Usage(format!("--code -: cannot read the pairing code from standard input: {e}"))),
     }
+}
+
+/// What to connect to: `HOST:PORT`, or a link (which also pins the key and
+/// may carry the pairing code, unless `--code` gave one).
+fn target(address: &str, code: &mut Option<String>) -> Result<(SocketAddr, Option<KeyPin>), Failure> {
+    if !PeerLink::looks_like(address) {
+        return Ok((resolve(address)?, None));
+    }
+    let link = PeerLink::parse(address).map_err(|e| Failure::Usage(e.to_string()))?;
+    match (code.as_deref(), &link.code) {
+        (Some(given), Some(linked)) if pairing::normalize(given) != pairing::normalize(linked) && given != "-" => {
+            return Err(Failure::Usage(
+                "--code gives another pairing code than the link carries; leave --code out to use the link's".into(),
+            ));
+        }
+        (None, Some(linked)) => *code = Some(linked.clone()),
+        _ => {}
+    }
+    let remote = match link.socket_addr() {
+        Some(addr) => addr,
+        None => resolve(&link.address())?,
+    };
+    Ok((remote, Some(link.pin)))
 }
 
 /// Turns "HOST:PORT" into a socket address, with errors a person can act on.

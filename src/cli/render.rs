@@ -259,6 +259,13 @@ pub(super) fn pairing_code(out: &Output, code: &str) {
     });
 }
 
+/// The link to a listener: it pins this installation's key.
+pub(super) fn link(out: &Output, url: &str) {
+    out.print(json!({"event": "link", "url": url}), || {
+        format!("link: {url}\n  (give it to the person connecting: `peerconn connect LINK` lets in only this key)")
+    });
+}
+
 /// The y/N question for an offer.
 pub(super) fn ask(name: &str, size: u64) -> String {
     format!("accept {} ({})? [y/N]", printable(name), human_size(size))

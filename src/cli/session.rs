@@ -11,7 +11,9 @@ use std::time::Instant;
 use crossbeam_channel::{select, Receiver};
 
 use peerconn::files::human_size;
-use peerconn::net::{printable, Engine, EngineConfig, Event, InputError, ListenOptions, PeerId, PeerState, TransferId};
+use peerconn::net::{
+    printable, ConnectOptions, Engine, EngineConfig, Event, InputError, ListenOptions, PeerId, PeerState, TransferId,
+};
 
 use super::plan::{Plan, Role};
 use super::render::{self, Output, Seen};
@@ -58,6 +60,10 @@ pub(super) struct Session {
     stdin_done: bool,
     /// Close the connection as soon as the queue is delivered.
     close_when_sent: bool,
+    /// The listener's pairing code, for its link.
+    link_code: Option<String>,
+    /// The link was printed (a listener that listens again keeps it).
+    link_shown: bool,
     /// Ctrl-C or SIGTERM: leave once the connection is closed.
     quitting: bool,
     /// We asked the engine to close the connection.
@@ -123,12 +129,14 @@ impl Session {
                 let options = ListenOptions { keep_listening: !once, pairing_code: plan.code.clone() };
                 engine.listen(&plan.name, *bind, options)
             }
-            Role::Connect { remote } | Role::Send { remote, .. } => {
-                engine.connect_with_code(&plan.name, *remote, plan.code.as_deref())
+            Role::Connect { remote, pin } | Role::Send { remote, pin, .. } => {
+                let options = ConnectOptions { pairing_code: plan.code.clone(), pin: pin.clone() };
+                engine.connect_with(&plan.name, *remote, options)
             }
         };
         // Checked in the plan already; the engine's own check says which
         // input, should the rules ever differ.
+        let code = if server { plan.code.clone() } else { None };
         let id = made.map_err(|e| {
             Failure::Usage(match e {
                 InputError::Name(why) => format!("invalid --name: {why}"),
@@ -164,6 +172,8 @@ impl Session {
             peer_name: None,
             stdin_done: false,
             close_when_sent: false,
+            link_code: code,
+            link_shown: false,
             quitting: false,
             closing: false,
         })
@@ -224,6 +234,12 @@ impl Session {
     fn on_event(&mut self, event: Event) -> Option<Result<(), String>> {
         self.show(&event);
         match event {
+            Event::State { state: PeerState::Listening { local }, .. } if !self.link_shown => {
+                self.link_shown = true;
+                let host = peerconn::hostinfo::HostInfo::detect().reach(local.ip());
+                let link = self.engine.link(host, local.port(), self.link_code.as_deref());
+                render::link(&self.out, &link.to_string());
+            }
             Event::State { state: PeerState::Connected { peer_name, .. }, .. } => {
                 self.peer_name = Some(peer_name);
                 self.on_connected();

@@ -19,6 +19,7 @@
 
 mod events;
 pub mod frame;
+pub mod link;
 pub mod pairing;
 mod peersocket;
 mod reactor;
@@ -28,6 +29,7 @@ mod transfer;
 pub mod trust;
 
 pub use crate::files::{FailKind, Faults, TransferId};
+pub use link::{KeyPin, LinkError, PeerLink};
 pub use secure::Identity;
 pub use session::{End, EndKind};
 pub use trust::{KnownPeerInfo, PeerIdentity, Trust};
@@ -219,6 +221,16 @@ pub struct ListenOptions {
     pub pairing_code: Option<String>,
 }
 
+/// Options for a client peersocket.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Prove this code to a listener that asks for one; the peer is then
+    /// verified. See [`pairing`].
+    pub pairing_code: Option<String>,
+    /// The key the listener must present (from its [`link`]).
+    pub pin: Option<KeyPin>,
+}
+
 /// Timing and size limits of the engine. The defaults are what the app
 /// uses; tests shorten the timers.
 #[derive(Clone, Debug)]
@@ -324,7 +336,7 @@ impl EngineConfig {
 #[derive(Debug)]
 pub(crate) enum Command {
     Listen { id: PeerId, name: String, bind: SocketAddr, options: ListenOptions },
-    Connect { id: PeerId, name: String, remote: SocketAddr, pairing_code: Option<String> },
+    Connect { id: PeerId, name: String, remote: SocketAddr, options: ConnectOptions },
     TrustNewKey { id: PeerId },
     SetVerified { id: PeerId, verified: bool },
     ForgetKey { fingerprint: String },
@@ -386,6 +398,7 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     cleanup: Option<JoinHandle<()>>,
     fingerprint: String,
+    public_key: [u8; 32],
 }
 
 impl Engine {
@@ -400,6 +413,7 @@ impl Engine {
             None => trust::KnownPeers::in_memory(),
         };
         let fingerprint = config.identity.fingerprint();
+        let public_key = *config.identity.public();
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, events) = events::EventSink::new();
         let downloads = config.downloads.clone();
@@ -422,12 +436,20 @@ impl Engine {
             thread: Some(thread),
             cleanup,
             fingerprint,
+            public_key,
         })
     }
 
     /// This installation's key fingerprint, as peers see it.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The link to a listener of ours reachable at `host`:`port`: it pins
+    /// this installation's key, and carries `code` when the listener asks
+    /// for one.
+    pub fn link(&self, host: std::net::IpAddr, port: u16, code: Option<&str>) -> PeerLink {
+        PeerLink::new(host, port, &self.public_key, code)
     }
 
     /// The events the reactor reports, in order.
@@ -461,8 +483,18 @@ impl Engine {
         remote: SocketAddr,
         pairing_code: Option<&str>,
     ) -> Result<PeerId, InputError> {
+        let options = ConnectOptions { pairing_code: pairing_code.map(str::to_owned), pin: None };
+        self.connect_with(name, remote, options)
+    }
+
+    /// Connects with `options`: a pairing code to prove, and the key the
+    /// listener must present (from its link). A listener with another key
+    /// is left before our key or any frame goes to it (`EndKind::WrongKey`);
+    /// the right key is remembered as verified, in place of any other key
+    /// remembered for its name or address (the link vouches for it).
+    pub fn connect_with(&self, name: &str, remote: SocketAddr, options: ConnectOptions) -> Result<PeerId, InputError> {
         frame::check_name(name).map_err(InputError::Name)?;
-        if let Some(code) = pairing_code {
+        if let Some(code) = &options.pairing_code {
             pairing::check_code(code).map_err(InputError::PairingCode)?;
         }
         if remote.port() == 0 {
@@ -472,12 +504,7 @@ impl Engine {
             return Err(InputError::Address(format!("{} is not an address to connect to", remote.ip())));
         }
         let id = self.new_id();
-        self.command(Command::Connect {
-            id,
-            name: name.to_owned(),
-            remote,
-            pairing_code: pairing_code.map(str::to_owned),
-        });
+        self.command(Command::Connect { id, name: name.to_owned(), remote, options });
         Ok(id)
     }
 

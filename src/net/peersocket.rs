@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::session::PairingGuard;
-use super::{printable, ListenOptions, PeerId, Role};
+use super::{printable, ConnectOptions, ListenOptions, PeerId, Role};
 
 /// The reactor's number for a socket.
 pub(crate) type SocketKey = usize;
@@ -73,8 +73,9 @@ pub(crate) struct Peer {
     /// oldest first.
     pub pending: Vec<Pending>,
     pub lost: bool,
-    /// Client: the pairing code to prove to the listener.
-    pub pairing_code: Option<String>,
+    /// Client: the pairing code to prove to the listener, and the key it
+    /// must present.
+    pub dial: ConnectOptions,
     /// Server: wrong pairing codes so far, and when the next try is allowed.
     pub guard: PairingGuard,
     /// The last key refused as changed, for `TrustNewKey`.
@@ -91,14 +92,14 @@ pub(crate) struct Rejected {
 
 impl Peer {
     pub fn server(name: String, bind: SocketAddr, options: ListenOptions) -> Peer {
-        Peer::new(Role::Server, name, bind, options, None)
+        Peer::new(Role::Server, name, bind, options, ConnectOptions::default())
     }
 
-    pub fn client(name: String, remote: SocketAddr, pairing_code: Option<String>) -> Peer {
-        Peer::new(Role::Client, name, remote, ListenOptions::default(), pairing_code)
+    pub fn client(name: String, remote: SocketAddr, dial: ConnectOptions) -> Peer {
+        Peer::new(Role::Client, name, remote, ListenOptions::default(), dial)
     }
 
-    fn new(role: Role, name: String, addr: SocketAddr, options: ListenOptions, pairing_code: Option<String>) -> Peer {
+    fn new(role: Role, name: String, addr: SocketAddr, options: ListenOptions, dial: ConnectOptions) -> Peer {
         Peer {
             role,
             name,
@@ -108,7 +109,7 @@ impl Peer {
             conn: None,
             pending: Vec::new(),
             lost: true,
-            pairing_code,
+            dial,
             guard: PairingGuard::default(),
             rejected: None,
         }

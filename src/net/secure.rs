@@ -29,6 +29,8 @@ use std::path::Path;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use snow::resolvers::CryptoResolver;
 
+use super::link::KeyPin;
+
 /// The Noise protocol: XX (both static keys sent encrypted, mutual
 /// authentication), X25519, AES-256-GCM (hardware-accelerated through
 /// `ring` on every desktop CPU of the last decade), BLAKE2s.
@@ -181,10 +183,15 @@ fn params() -> snow::params::NoiseParams {
 /// A static key as people compare it: the first 80 bits of its BLAKE3
 /// hash, in five groups of four hex digits.
 pub fn fingerprint(key: &[u8]) -> String {
-    let hash = blake3::derive_key("PeerConn 2026 key fingerprint", key);
+    let hash = fingerprint_hash(key);
     let hex = hex(&hash[..10]);
     let groups: Vec<&str> = (0..5).map(|i| &hex[i * 4..i * 4 + 4]).collect();
     groups.join("-")
+}
+
+/// The whole hash a fingerprint is the start of (links pin all of it).
+pub fn fingerprint_hash(key: &[u8]) -> [u8; 32] {
+    blake3::derive_key("PeerConn 2026 key fingerprint", key)
 }
 
 /// Twelve digits from the handshake hash, the same on both sides of one
@@ -222,6 +229,9 @@ pub enum SecureError {
     Tampered,
     /// The message counter reached its limit.
     Exhausted,
+    /// The peer's key is not the one pinned (by a link or an
+    /// announcement): we stopped before sending our own.
+    NotPinned { presented: [u8; 32], expected: String },
 }
 
 impl fmt::Display for SecureError {
@@ -247,6 +257,11 @@ impl fmt::Display for SecureError {
             SecureError::Exhausted => {
                 f.write_str("the connection's message counter is used up; connect again for fresh keys")
             }
+            SecureError::NotPinned { presented, expected } => write!(
+                f,
+                "it presented the key {}, not the key {expected} it was expected to have",
+                fingerprint(presented)
+            ),
         }
     }
 }
@@ -351,18 +366,28 @@ pub struct Channel {
     /// Why receiving failed, once it has: a failure is final, later bytes
     /// (even a valid record) get the same error and no plaintext.
     read_error: Option<SecureError>,
+    /// The key the peer must present (initiator only).
+    pin: Option<KeyPin>,
 }
 
 impl Channel {
     /// The connecting side. Returns the channel and the bytes to send first.
     pub fn initiator(identity: &Identity) -> (Channel, Vec<u8>) {
+        Channel::initiator_pinned(identity, None)
+    }
+
+    /// The connecting side, expecting the key `pin` from the peer: any
+    /// other key fails the handshake before ours is sent.
+    pub fn initiator_pinned(identity: &Identity, pin: Option<KeyPin>) -> (Channel, Vec<u8>) {
         let mut hs = builder(identity).build_initiator().expect("the Noise parameters are valid");
         let mut out = PREAMBLE.to_vec();
         // -> e
         let mut msg = [0u8; 128];
         let n = hs.write_message(&[], &mut msg).expect("the first handshake message always fits");
         push_record(&mut out, &msg[..n]);
-        (Channel::new(State::Preamble(Box::new(hs))), out)
+        let mut channel = Channel::new(State::Preamble(Box::new(hs)));
+        channel.pin = pin;
+        (channel, out)
     }
 
     /// The accepting side. Returns the channel and the bytes to send first.
@@ -372,7 +397,7 @@ impl Channel {
     }
 
     fn new(state: State) -> Channel {
-        Channel { state, raw: Vec::new(), peer: None, nonce_limit: DEFAULT_NONCE_LIMIT, read_error: None }
+        Channel { state, raw: Vec::new(), peer: None, nonce_limit: DEFAULT_NONCE_LIMIT, read_error: None, pin: None }
     }
 
     /// Ends the connection once either direction has carried `limit`
@@ -505,6 +530,15 @@ impl Channel {
                 }
                 let mut payload = [0u8; MAX_RECORD];
                 hs.read_message(record, &mut payload).map_err(|e| SecureError::Handshake(e.to_string()))?;
+                // The responder's key arrives in its message; ours goes in
+                // the reply, so a key that is not the pinned one stops us
+                // before the peer learns who we are.
+                if let (Some(pin), Some(key)) = (&self.pin, hs.get_remote_static()) {
+                    let key: [u8; 32] = key.try_into().map_err(|_| SecureError::Handshake("a short key".into()))?;
+                    if !pin.matches(&key) {
+                        return Err(SecureError::NotPinned { presented: key, expected: pin.fingerprint() });
+                    }
+                }
                 if !hs.is_handshake_finished() {
                     let mut msg = vec![0u8; MAX_RECORD];
                     let n = hs.write_message(&[], &mut msg).map_err(|e| SecureError::Handshake(e.to_string()))?;

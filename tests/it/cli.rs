@@ -95,6 +95,16 @@ impl Peerconn {
         value
     }
 
+    /// A listener's first `listening` event (and the `link` that follows
+    /// it): the address it listens on.
+    fn listening(&self) -> String {
+        let addr = self.event_named("listening")["addr"].as_str().unwrap().to_owned();
+        let link = self.event_named("link");
+        let url = link["url"].as_str().unwrap();
+        assert!(url.starts_with(&format!("peerconn://{addr}")) || addr.starts_with("0.0.0.0:"), "{url} for {addr}");
+        addr
+    }
+
     fn say(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{line}").unwrap();
@@ -140,8 +150,7 @@ fn listen_json(extra: &[&str]) -> (Peerconn, String) {
     let mut args = vec!["listen", "--bind", "127.0.0.1", "--name", "alice", "--json"];
     args.extend_from_slice(extra);
     let listener = Peerconn::start(&args);
-    let listening = listener.event_named("listening");
-    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let addr = listener.listening();
     assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
     (listener, addr)
 }
@@ -209,6 +218,9 @@ fn readable_output_without_json() {
     let mut alice = Peerconn::start(&["listen", "--bind", "127.0.0.1", "--name", "alice", "--once"]);
     let listening = alice.line();
     let addr = listening.strip_prefix("listening on ").expect(&listening).to_owned();
+    let link = alice.line();
+    assert!(link.starts_with(&format!("link: peerconn://{addr}#")), "{link}");
+    assert!(alice.line().contains("lets in only this key"));
     let mut bob = Peerconn::start(&["connect", &addr, "--name", "bob"]);
     assert_eq!(bob.line(), format!("connecting to {addr}"));
     assert_eq!(bob.line(), format!("connected to alice at {addr}, encrypted"));
@@ -542,8 +554,7 @@ fn a_listener_out_of_descriptors_takes_a_waiting_peer_as_soon_as_one_is_free() {
         return;
     }
     let mut listener = Peerconn::start(&["listen", "--json", "--name", "victim", "--bind", "127.0.0.1"]);
-    let addr: std::net::SocketAddr =
-        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    let addr: std::net::SocketAddr = listener.listening().as_str().parse().expect("an address");
     // Leave it fewer free descriptors than one source may hold in its
     // hello (eight), so the silent ones below exhaust them rather than displace
     // each other. Counted from the running process: what it inherits and
@@ -586,8 +597,7 @@ fn refused_connections_that_stay_open_hold_a_bounded_number_of_descriptors() {
     use crate::support::RawPeer;
     use peerconn::net::frame::{self, ByeCode, Frame};
     let mut listener = Peerconn::start(&["listen", "--json", "--name", "busy", "--bind", "127.0.0.1"]);
-    let addr: std::net::SocketAddr =
-        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    let addr: std::net::SocketAddr = listener.listening().as_str().parse().expect("an address");
     let (_first, _) = RawPeer::hello(addr, "first");
     listener.event_named("connected");
     // Each of these is refused as busy and then just stays open.
@@ -722,8 +732,7 @@ fn json_output_escapes_what_would_drive_or_fool_a_terminal() {
     use crate::support::RawPeer;
     use peerconn::net::frame::Frame;
     let listener = Peerconn::start(&["listen", "--json", "--name", "reader", "--bind", "127.0.0.1"]);
-    let addr: std::net::SocketAddr =
-        listener.event_named("listening")["addr"].as_str().unwrap().parse().expect("an address");
+    let addr: std::net::SocketAddr = listener.listening().as_str().parse().expect("an address");
     let (mut raw, _) = RawPeer::hello(addr, "writer");
     listener.event_named("connected");
     let text = "pay \u{202e}txt.exe\u{85} to al\u{200b}ice";
@@ -743,7 +752,7 @@ fn a_pairing_code_from_standard_input_or_the_environment_stays_out_of_the_proces
     for how in ["stdin", "env"] {
         let listener = Peerconn::start(&["listen", "--json", "--once", "--bind", "127.0.0.1", "--code", code]);
         assert_eq!(listener.event_named("pairing_code")["code"], code);
-        let addr = listener.event_named("listening")["addr"].as_str().unwrap().to_owned();
+        let addr = listener.listening().as_str().to_owned();
         let mut command = Command::new(env!("CARGO_BIN_EXE_peerconn"));
         command.args(["connect", &addr, "--json"]);
         if how == "stdin" {
@@ -807,7 +816,7 @@ fn a_receiver_killed_halfway_resumes_the_file_when_started_again() {
     let start = || {
         let listener = Peerconn::spawn(installed(&home, &args), "the receiver starts");
         listener.event_named("key");
-        let addr: std::net::SocketAddr = listener.event_named("listening")["addr"].as_str().unwrap().parse().unwrap();
+        let addr: std::net::SocketAddr = listener.listening().as_str().parse().unwrap();
         (listener, addr)
     };
     let (mut listener, addr) = start();
@@ -931,4 +940,44 @@ fn send_takes_a_folder_whole_and_the_listener_stores_it_under_its_name() {
     assert_eq!(std::fs::read(down.0.join("trip/day 1/map.png")).unwrap(), crate::support::noise(200_000, 5));
     assert_eq!(std::fs::read(down.0.join("trip/notes.txt")).unwrap(), b"pack the tent");
     assert!(down.0.join("trip/day 1/empty").is_dir());
+}
+
+/// `listen` prints its link; `connect LINK` lets in only the key in it,
+/// proves the code it carries, and reads a broken link as a usage error.
+#[test]
+fn connect_by_the_listeners_link_lets_in_only_its_key_and_proves_its_code() {
+    let listener = Peerconn::start(&["listen", "--json", "--bind", "127.0.0.1", "--code", "new", "--name", "alice"]);
+    let code = listener.event_named("pairing_code")["code"].as_str().unwrap().to_owned();
+    let addr = listener.event_named("listening")["addr"].as_str().unwrap().to_owned();
+    let url = listener.event_named("link")["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("peerconn://{addr}?code={code}#")), "{url}");
+
+    let mut bob = Peerconn::start(&["connect", &url, "--json", "--name", "bob"]);
+    let connected = bob.event_named("connected");
+    assert_eq!((&connected["fingerprint"], &connected["trust"]), (&listener.key.as_str().into(), &"verified".into()));
+    assert_eq!(listener.event_named("connected")["trust"], "verified", "the link's code was proven");
+    bob.end_input();
+    assert!(bob.finish().0.success());
+    assert_eq!(listener.event_named("lost")["kind"], "peer_closed");
+    listener.event_named("listening");
+
+    // The same listener behind a link whose key is another: refused, and
+    // the reason says where the key came from.
+    let last = url.chars().last().unwrap();
+    let wrong = format!("{}{}", &url[..url.len() - 1], if last == '0' { '1' } else { '0' });
+    let bob = Peerconn::start(&["connect", &wrong, "--json", "--name", "bob"]);
+    let lost = bob.event_named("lost");
+    assert_eq!(lost["kind"], "wrong_key", "{lost}");
+    let (status, err) = bob.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("not the key") && err.contains("in the link"), "{err}");
+
+    let (status, _, err) = run(&["connect", &url[..url.find('#').unwrap()]]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("this link is not whole: it has no key after '#'"), "{err}");
+    let (status, _, err) = run(&["send", &url.replace(&code, "nope-nope"), "Cargo.toml", "--code", "1234-5678"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("another pairing code than the link carries"), "{err}");
+    let mut listener = listener;
+    let _ = listener.child.kill();
 }

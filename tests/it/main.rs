@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_files;
 mod hostile_table;
 mod lifecycle;
+mod link;
 mod many;
 mod mitm;
 mod name_props;

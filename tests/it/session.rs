@@ -62,7 +62,7 @@ impl Side {
     /// should remember as the reactor does.
     fn collect(&mut self) {
         while let Some(event) = self.session.poll_event() {
-            if let SessionEvent::Remember { key, name, dialled, verified } = &event {
+            if let SessionEvent::Remember { key, name, dialled, verified, .. } = &event {
                 self.known.remember(key, name, dialled.as_deref());
                 if *verified {
                     self.known.set_verified(key, true);

@@ -30,9 +30,14 @@ impl Reactor {
                     self.peers.insert(id, peer);
                     self.start_listening(id);
                 }
-                Command::Connect { id, name, remote, pairing_code } => {
-                    let with_code = if pairing_code.is_some() { " with a pairing code" } else { "" };
-                    let peer = Peer::client(name, remote, pairing_code);
+                Command::Connect { id, name, remote, options } => {
+                    let with_code = match (&options.pairing_code, &options.pin) {
+                        (Some(_), Some(_)) => " by a link, with a pairing code",
+                        (None, Some(_)) => " by a link",
+                        (Some(_), None) => " with a pairing code",
+                        (None, None) => "",
+                    };
+                    let peer = Peer::client(name, remote, options);
                     log::info!("{} connect to {remote}{with_code}", peer.label(id));
                     self.peers.insert(id, peer);
                     self.start_connecting(id);
@@ -143,7 +148,7 @@ impl Reactor {
         };
         let remote = peer.addr;
         let label = peer.label(id);
-        let code = peer.pairing_code.clone();
+        let (code, pin) = (peer.dial.pairing_code.clone(), peer.dial.pin.clone());
         let connecting = TcpStream::connect(remote).and_then(|mut stream| {
             let token = self.new_token();
             self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -151,7 +156,14 @@ impl Reactor {
         });
         match connecting {
             Ok((stream, token)) => {
-                let session = Session::client(&self.config.identity, self.session_config, remote, code, Instant::now());
+                let session = Session::client_pinned(
+                    &self.config.identity,
+                    self.session_config,
+                    remote,
+                    code,
+                    pin,
+                    Instant::now(),
+                );
                 let conn =
                     Conn { owner: id, stream, session, files: Files::default(), wants_write: true, lingering: false };
                 self.sockets.insert(token, Socket::Stream(Box::new(conn)));

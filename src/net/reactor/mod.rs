@@ -474,7 +474,10 @@ impl Reactor {
                 );
                 self.set_state(owner, PeerState::Connected { peer_name, peer_addr: remote, local_addr, peer });
             }
-            SessionEvent::Remember { key, name, dialled, verified } => {
+            SessionEvent::Remember { key, name, dialled, verified, replaces } => {
+                if replaces {
+                    self.known.replace(&key, &name, dialled.as_deref());
+                }
                 if !self.known.remember(&key, &name, dialled.as_deref()) {
                     let why = format!(
                         "this peer's key is not remembered: {} keys are remembered already, all verified, dialled or \

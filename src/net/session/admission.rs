@@ -54,12 +54,14 @@ impl Session {
     }
 
     pub(super) fn hello_from_server(&mut self, peer_name: String, pairing: bool, now: Instant, host: &mut Host) {
-        let Side::Client { dialled, pairing_code } = &self.side else { return };
-        let (dialled, code) = (dialled.to_string(), pairing_code.clone());
+        let Side::Client { dialled, pairing_code, pinned } = &self.side else { return };
+        let (dialled, code, pinned) = (dialled.to_string(), pairing_code.clone(), *pinned);
         let remote = self.remote;
         let key = self.peer_key().map(|p| p.key).unwrap_or_default();
         let check = host.known.check(&key, &peer_name, Some(&dialled));
-        if let Check::Changed { old } = check {
+        // A key the link pinned (the handshake checked it) is the peer's
+        // word, carried by the person: it replaces what was remembered.
+        if let (Check::Changed { old }, false) = (&check, pinned) {
             return self.key_changed(peer_name, old.key, key, now);
         }
         match (code, pairing) {
@@ -89,6 +91,10 @@ impl Session {
                 let (pairing, msg) = Pairing::start(&code, false, &hash);
                 self.link.queue(&Frame::Pair(msg));
                 self.start_pairing(peer_name, pairing, now);
+            }
+            (None, false) if pinned => {
+                self.remember_pinned(key, &peer_name, dialled);
+                self.open(peer_name, Trust::Verified, now);
             }
             (None, false) => {
                 self.remember(key, &peer_name, Some(dialled), false);
@@ -140,7 +146,7 @@ impl Session {
         let key = self.peer_key().map(|p| p.key).unwrap_or_default();
         let remote = self.remote;
         match &self.side {
-            Side::Client { dialled, .. } => {
+            Side::Client { dialled, pinned, .. } => {
                 if !right {
                     let end = End::new(
                         EndKind::Refused,
@@ -153,7 +159,11 @@ impl Session {
                     return self.end_with_bye(end, Some((ByeCode::Pairing, said.into())), now);
                 }
                 let dialled = dialled.to_string();
-                self.remember(key, &peer_name, Some(dialled), true);
+                if *pinned {
+                    self.remember_pinned(key, &peer_name, dialled);
+                } else {
+                    self.remember(key, &peer_name, Some(dialled), true);
+                }
                 self.open(peer_name, Trust::Verified, now);
             }
             Side::Server { .. } => {
@@ -213,7 +223,20 @@ impl Session {
     /// The trust store should remember the key of a peer just admitted
     /// (the session only reads the store; its owner writes).
     fn remember(&mut self, key: [u8; 32], name: &str, dialled: Option<String>, verified: bool) {
-        self.events.push_back(SessionEvent::Remember { key, name: name.to_owned(), dialled, verified });
+        let name = name.to_owned();
+        self.events.push_back(SessionEvent::Remember { key, name, dialled, verified, replaces: false });
+    }
+
+    /// A key the link pinned: verified, and in place of any other.
+    fn remember_pinned(&mut self, key: [u8; 32], name: &str, dialled: String) {
+        let name = name.to_owned();
+        self.events.push_back(SessionEvent::Remember {
+            key,
+            name,
+            dialled: Some(dialled),
+            verified: true,
+            replaces: true,
+        });
     }
 }
 

@@ -24,6 +24,9 @@ pub enum EndKind {
     TimedOut,
     /// The peer presented a key other than the one remembered.
     KeyChanged,
+    /// The peer presented a key other than the one its link promised; we
+    /// left in the handshake, before our own key went out.
+    WrongKey,
     /// We refused the peer: busy, wrong or missing pairing code, another
     /// protocol version.
     Refused,
@@ -47,6 +50,7 @@ impl EndKind {
             EndKind::Unreachable => "unreachable",
             EndKind::TimedOut => "timed_out",
             EndKind::KeyChanged => "key_changed",
+            EndKind::WrongKey => "wrong_key",
             EndKind::Refused => "refused",
             EndKind::Protocol => "protocol",
             EndKind::Limit => "limit",

@@ -32,6 +32,7 @@ pub use end::{End, EndKind};
 pub use host::{FileFrames, Host, NoFiles, PairingGuard, Violation};
 
 use super::frame::{self, ByeCode, Frame};
+use super::link::KeyPin;
 use super::pairing::Pairing;
 use super::secure::{self, Channel, Identity, SecureError};
 use super::trust::{PeerIdentity, Trust};
@@ -72,8 +73,9 @@ pub(crate) fn later(at: Instant, by: Duration) -> Instant {
 #[derive(Clone, Debug)]
 pub enum Side {
     /// We connected to `dialled`; the code, when given, is proven to the
-    /// listener.
-    Client { dialled: SocketAddr, pairing_code: Option<String> },
+    /// listener. `pinned`: the listener's key was pinned (by a link) and
+    /// the handshake matched it.
+    Client { dialled: SocketAddr, pairing_code: Option<String>, pinned: bool },
     /// We accepted the connection; a peer must prove the code, when set.
     Server { pairing_code: Option<String> },
 }
@@ -86,7 +88,9 @@ pub enum SessionEvent {
     /// The trust store should remember this key under this name (and the
     /// address we dialled); `verified` when a pairing code proved it.
     /// Comes just before `Connected`.
-    Remember { key: [u8; 32], name: String, dialled: Option<String>, verified: bool },
+    /// `replaces`: the key takes the place of any other remembered for the
+    /// name or address (a link vouched for it).
+    Remember { key: [u8; 32], name: String, dialled: Option<String>, verified: bool, replaces: bool },
     /// The hellos (and the pairing, when there was one) are done.
     Connected { peer_name: String, peer: PeerIdentity },
     /// A chat message from the peer.
@@ -227,9 +231,25 @@ impl Session {
         pairing_code: Option<String>,
         now: Instant,
     ) -> Session {
-        let (channel, first) = Channel::initiator(identity);
+        Session::client_pinned(identity, config, remote, pairing_code, None, now)
+    }
+
+    /// A client that expects the listener's key to be `pin`: a listener
+    /// with another key is left in the handshake, before our key goes out
+    /// ([`EndKind::WrongKey`]).
+    pub fn client_pinned(
+        identity: &Identity,
+        config: SessionConfig,
+        remote: SocketAddr,
+        pairing_code: Option<String>,
+        pin: Option<KeyPin>,
+        now: Instant,
+    ) -> Session {
+        let pinned = pin.is_some();
+        let (channel, first) = Channel::initiator_pinned(identity, pin);
         let phase = Phase::Connecting { deadline: later(now, config.connect_timeout) };
-        Session::new(Side::Client { dialled: remote, pairing_code }, remote, config, channel, first, phase, now)
+        let side = Side::Client { dialled: remote, pairing_code, pinned };
+        Session::new(side, remote, config, channel, first, phase, now)
     }
 
     /// The side that accepted a connection from `remote`. Its preamble is
@@ -753,6 +773,16 @@ impl Session {
     }
 
     fn secure_error(&mut self, e: SecureError, now: Instant) {
+        if let SecureError::NotPinned { presented, expected } = &e {
+            let reason = format!(
+                "stopped: the listener at {} presented the key {}, not the key {expected} in the link. The link may \
+                 be old (its owner reinstalled PeerConn), or someone may be in between: ask its owner for the link \
+                 again. It was not told who you are.",
+                self.remote,
+                secure::fingerprint(presented)
+            );
+            return self.end_now(End::new(EndKind::WrongKey, reason));
+        }
         if self.link.channel.is_established() {
             let end = End::new(EndKind::Protocol, format!("the connection with {} ended: {e}", self.remote));
             self.end_with_bye(end, Some((ByeCode::ProtocolError, e.to_string())), now);
