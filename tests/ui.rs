@@ -226,6 +226,7 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     an_offer_bigger_than_the_free_space_shows_declined_without_asking(&a, &b, &base);
 
     pairing_code_listen_and_connect_verifies_both_sides(&a, &b);
+    a_link_copied_from_a_listener_and_pasted_into_connect_gets_in_verified(&a, &base);
 
     // The study leaves: the living room turns red.
     drop(b);
@@ -323,6 +324,67 @@ fn pairing_code_listen_and_connect_verifies_both_sides(a: &Gui, b: &Gui) {
     });
     assert!(shows_text(b, "Verified: the listener proved the same pairing code."));
     assert!(shows_text(a, "Verified: they typed your pairing code."));
+}
+
+/// A listener's pane shows its link (with a QR code); pasted into Connect
+/// it fills the form and pins the key, and the connection is verified at
+/// first contact. A link whose key is another is refused with the reason.
+fn a_link_copied_from_a_listener_and_pasted_into_connect_gets_in_verified(a: &Gui, base: &std::path::Path) {
+    // A third installation, so what the others remember stays as it was.
+    let carol = gui("carol", base.join("c"));
+    carol.window.show().unwrap();
+    let b = &carol;
+    let port = free_port();
+    click(a, "Listen…");
+    inside(a, "AppWindow::listen-form", "Name").set_accessible_value("By link");
+    inside(a, "AppWindow::listen-form", "Address").set_accessible_value("127.0.0.1");
+    inside(a, "AppWindow::listen-form", "Port").set_accessible_value(port.to_string());
+    click(a, "Listen");
+    pump_until("the link shown", || {
+        status(a, "By link").as_deref() == Some("waiting") && shows_text(a, "Invite by link")
+    });
+    let link = a.window.global::<peerconn::gui::ChatAdapter>().get_link().to_string();
+    assert!(link.starts_with(&format!("peerconn://127.0.0.1:{port}#")), "{link}");
+    assert_eq!(value_of(a, "Link"), link, "the field shows the link");
+    click(a, "Show QR code");
+    pump_until("the QR code", || shows_text(a, "QR code of the link"));
+    let qr = a.window.global::<peerconn::gui::ChatAdapter>().get_link_qr().size();
+    assert!(qr.width >= 21 && qr.width == qr.height, "{qr:?}");
+
+    // The same address with another key in the link: refused, and the
+    // listener still waits.
+    let mut wrong = link.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    click(b, "Connect…");
+    inside(b, "AppWindow::connect-form", "Name").set_accessible_value("Wrong link");
+    inside(b, "AppWindow::connect-form", "Address").set_accessible_value(wrong);
+    click(b, "Connect");
+    pump_until("refused", || status(b, "Wrong link").as_deref() == Some("lost"));
+    pump_until("the reason", || shows_text_containing(b, "not the key"));
+    assert_eq!(status(a, "By link").as_deref(), Some("waiting"));
+
+    // A broken link says what is missing; the whole one fills the form.
+    click(b, "Connect…");
+    inside(b, "AppWindow::connect-form", "Name").set_accessible_value("Linked");
+    let address = inside(b, "AppWindow::connect-form", "Address");
+    address.set_accessible_value(link[..link.find('#').unwrap()].to_owned());
+    pump_until("the broken link", || shows_text_starting(b, "Error: Link: this link is not whole: it has no key"));
+    address.set_accessible_value(link.clone());
+    pump_until("the form filled", || shows_text_starting(b, "From the link: only the key"));
+    assert_eq!(address.accessible_value().unwrap(), "127.0.0.1");
+    assert_eq!(inside(b, "AppWindow::connect-form", "Port").accessible_value().unwrap(), port.to_string());
+    click(b, "Connect");
+    pump_until("connected by link", || status(b, "Linked").as_deref() == Some("connected"));
+    pump_until("verified at first contact", || key_state(b, "Linked").as_deref() == Some("verified"));
+    pump_until("the link gone while taken", || a.window.global::<peerconn::gui::ChatAdapter>().get_link().is_empty());
+    // What the next steps expect the listener to remember: not carol.
+    let host = a.window.global::<peerconn::gui::HostAdapter>();
+    host.invoke_forget_key(value_of(b, "Your key").into());
+    pump_until("carol forgotten", || {
+        let known = host.get_known_peers();
+        (0..slint::Model::row_count(&known)).all(|i| slint::Model::row_data(&known, i).unwrap().name != "Linked")
+    });
 }
 
 /// Another installation takes a known peer's name: it is stopped before

@@ -7,3 +7,4 @@
 pub mod chat;
 pub mod host;
 pub mod peers;
+pub mod qr;

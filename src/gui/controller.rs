@@ -14,13 +14,13 @@ use std::rc::{Rc, Weak};
 use crossbeam_channel::Receiver;
 
 use crate::hostinfo::HostInfo;
-use crate::net::{Engine, Event, ListenOptions, PeerId, TransferId};
+use crate::net::{ConnectOptions, Engine, Event, ListenOptions, PeerId, TransferId};
 
 use super::adapters::chat::{self, ChatView};
 use super::adapters::host::{self, HostView};
 use super::adapters::peers::{self, PeersView};
 use super::copy;
-use super::form::{parse_code, parse_form};
+use super::form::{self, parse_code, parse_form};
 use super::settings::Settings;
 use super::shell::{Report, Shell};
 use super::state::{AcceptFrom, State};
@@ -71,7 +71,11 @@ impl Controller {
             host: HostView::new(window, host, engine.fingerprint()),
             peers: PeersView::new(window),
             chat: ChatView::new(window),
-            state: State::new(settings),
+            state: {
+                let mut state = State::new(settings);
+                state.set_own_key(*engine.public_key());
+                state
+            },
             engine,
             shell,
             reports,
@@ -150,12 +154,25 @@ impl Controller {
         Ok(())
     }
 
-    pub fn connect(&mut self, name: &str, address: &str, port: &str, code: &str) -> Result<(), String> {
-        let remote = parse_form(name, address, port, false)?;
-        let code = parse_code(code, false)?;
+    /// A client peersocket; with a pin (from a pasted link), only the key
+    /// pinned gets through.
+    pub fn connect(&mut self, name: &str, address: &str, port: &str, code: &str, pin: &str) -> Result<(), String> {
+        // A link left whole in the address field (pasted with no edit
+        // seen) is read here.
+        let (address, port, code, pin) = match form::read_link(address) {
+            Some(Ok(link)) => {
+                let code = if code.trim().is_empty() { link.code } else { code.to_owned() };
+                (link.address, link.port, code, link.pin)
+            }
+            Some(Err(why)) => return Err(why),
+            None => (address.to_owned(), port.to_owned(), code.to_owned(), pin.to_owned()),
+        };
+        let remote = parse_form(name, &address, &port, false)?;
+        let code = parse_code(&code, false)?;
+        let pin = form::parse_pin(&pin)?;
         let name = name.trim();
-        let id =
-            self.engine.connect_with_code(name, remote, code.as_deref()).map_err(|e| copy::refused(&e.to_string()))?;
+        let options = ConnectOptions { pairing_code: code.clone(), pin };
+        let id = self.engine.connect_with(name, remote, options).map_err(|e| copy::refused(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.connecting(id, name, remote, code, &draft));
         Ok(())

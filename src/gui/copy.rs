@@ -350,6 +350,14 @@ pub fn bad_pairing_code(why: &str) -> String {
     format!("Pairing code: {why}.")
 }
 
+pub fn bad_link(why: &str) -> String {
+    format!("Link: {why}.")
+}
+
+pub fn bad_pin(why: &str) -> String {
+    format!("Key from the link: {why}.")
+}
+
 /// 5000 as "5,000".
 fn thousands(n: u64) -> String {
     let digits = n.to_string();

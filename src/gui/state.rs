@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::net::{frame, Event, KnownPeerInfo, PeerId, PeerIdentity, PeerState, Status, TransferId, Trust};
+use crate::net::{frame, Event, KnownPeerInfo, PeerId, PeerIdentity, PeerLink, PeerState, Status, TransferId, Trust};
 
 use super::chatlog::{ChatLog, ChatRow, FileCard, FileState, Kind, Seq};
 use super::copy;
@@ -60,6 +60,8 @@ pub struct Peer {
     peer_key: Option<String>,
     /// The code a listener asks for, or a client proves.
     pairing_code: Option<String>,
+    /// Where a server peersocket listens, while it waits for a peer.
+    listening: Option<SocketAddr>,
     /// What was typed and not sent yet (while another peer is selected).
     draft: String,
     /// Chat row of each transfer, and where a received file went.
@@ -151,6 +153,8 @@ pub struct State {
     /// This computer's address as the window shows it (the person may pick
     /// another), for "peers connect to …".
     host_address: String,
+    /// This installation's public key, for the links of its listeners.
+    own_key: [u8; 32],
     /// No native file picker was found: the composer offers a path field.
     pub file_picker_missing: bool,
     /// No native folder picker was found: Settings says to type the path.
@@ -167,6 +171,7 @@ impl State {
             known: Vec::new(),
             known_filter: String::new(),
             host_address: String::new(),
+            own_key: [0; 32],
             file_picker_missing: false,
             folder_picker_missing: false,
             // At first everything is new to the window.
@@ -222,6 +227,19 @@ impl State {
             .collect()
     }
 
+    /// The link a listening peersocket gives out (None unless it waits
+    /// for a peer): to the address the host bar shows when it listens on
+    /// every interface, with its pairing code.
+    pub fn link(&self, peer: &Peer) -> Option<String> {
+        let local = peer.listening?;
+        let host = if local.ip().is_unspecified() {
+            self.host_address.trim().parse().unwrap_or(local.ip())
+        } else {
+            local.ip()
+        };
+        Some(PeerLink::new(host, local.port(), &self.own_key, peer.pairing_code.as_deref()).to_string())
+    }
+
     /// Where a received file went.
     pub fn received_file(&self, transfer: TransferId) -> Option<(PeerId, &Path)> {
         self.peers.iter().find_map(|p| p.received.get(&transfer).map(|path| (p.id, path.as_path())))
@@ -263,6 +281,7 @@ impl State {
             chat: Rc::new(ChatLog::new(CHAT_ROWS)),
             peer_key: None,
             pairing_code: code,
+            listening: None,
             draft: String::new(),
             files: HashMap::new(),
             received: HashMap::new(),
@@ -422,6 +441,11 @@ impl State {
     }
 
     /// The address the window shows for this computer.
+    /// The key this installation's links pin.
+    pub fn set_own_key(&mut self, key: [u8; 32]) {
+        self.own_key = key;
+    }
+
     pub fn set_host_address(&mut self, address: &str) {
         address.clone_into(&mut self.host_address);
     }
@@ -560,6 +584,10 @@ impl State {
             PeerState::Lost { reason, .. } => copy::lost(reason, peer.server),
         };
         peer.status = state.status();
+        peer.listening = match &state {
+            PeerState::Listening { local } => Some(*local),
+            _ => None,
+        };
         peer.identity = match state {
             PeerState::Connected { peer, .. } => Some(peer),
             _ => None,

@@ -445,6 +445,11 @@ impl Engine {
         &self.fingerprint
     }
 
+    /// This installation's public key (what links pin).
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
     /// The link to a listener of ours reachable at `host`:`port`: it pins
     /// this installation's key, and carries `code` when the listener asks
     /// for one.

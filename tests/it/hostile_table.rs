@@ -379,7 +379,7 @@ struct Bench {
 /// How the hostile side is connected during a row.
 enum Link {
     Tcp(TcpStream),
-    Raw(RawPeer),
+    Raw(Box<RawPeer>),
     /// The engine's client peersocket, dialling a fake server.
     Probe {
         id: PeerId,
@@ -504,10 +504,10 @@ impl Bench {
     fn connect(&mut self, row: &Row) -> Link {
         match &row.via {
             Via::Tcp => Link::Tcp(RawPeer::tcp(self.addr)),
-            Via::Handshake => Link::Raw(RawPeer::connect_as(self.addr, self.mallory.clone())),
-            Via::Stranger => Link::Raw(RawPeer::connect(self.addr)),
-            Via::Hello => Link::Raw(self.hello("mallory")),
-            Via::HelloAs(name) => Link::Raw(self.hello(name)),
+            Via::Handshake => Link::Raw(Box::new(RawPeer::connect_as(self.addr, self.mallory.clone()))),
+            Via::Stranger => Link::Raw(Box::new(RawPeer::connect(self.addr))),
+            Via::Hello => Link::Raw(Box::new(self.hello("mallory"))),
+            Via::HelloAs(name) => Link::Raw(Box::new(self.hello(name))),
             Via::FakeServer => {
                 let bytes: Vec<u8> = row
                     .steps
@@ -751,7 +751,7 @@ impl Bench {
     }
 
     /// The offer arrives under the safe name; accepted, it is stored under it.
-    fn stored(&mut self, safe: &str, mut raw: RawPeer) -> String {
+    fn stored(&mut self, safe: &str, mut raw: Box<RawPeer>) -> String {
         let (transfer, name) = self.file_offered();
         assert_eq!(name, safe, "the name offered to the person");
         self.a.engine.accept_file(transfer);
@@ -772,7 +772,7 @@ impl Bench {
     }
 
     /// The hostile peer says bye and goes; the listener lets it go cleanly.
-    fn leave(&mut self, mut raw: RawPeer) {
+    fn leave(&mut self, mut raw: Box<RawPeer>) {
         raw.send(&Frame::Bye { code: ByeCode::Normal, reason: String::new() });
         let (reason, clean) = self.target_lost();
         assert!(clean, "the peer's bye should end it cleanly: {reason}");

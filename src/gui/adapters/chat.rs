@@ -26,13 +26,15 @@ pub struct ChatView {
     /// The conversation on screen, and whose it is.
     shown: RefCell<Option<(PeerId, Rc<ChatRows>)>>,
     empty: Rc<VecModel<ChatItem>>,
+    /// The link shown, and its QR code (made once per link).
+    qr: RefCell<Option<(String, slint::Image)>>,
 }
 
 impl ChatView {
     pub fn new(window: &AppWindow) -> ChatView {
         let empty = Rc::new(VecModel::default());
         window.global::<ChatAdapter>().set_messages(empty.clone().into());
-        ChatView { window: window.as_weak(), shown: RefCell::new(None), empty }
+        ChatView { window: window.as_weak(), shown: RefCell::new(None), empty, qr: RefCell::new(None) }
     }
 
     /// What the composer holds now.
@@ -55,6 +57,7 @@ impl ChatView {
             chat.set_trust(KeyTrust::Nobody);
             chat.set_trust_note("".into());
             chat.set_key_warning("".into());
+            chat.set_link("".into());
             chat.set_input_blocked(copy::SELECT_A_PEERSOCKET.into());
             if self.shown.take().is_some() {
                 chat.set_messages(self.empty.clone().into());
@@ -74,6 +77,7 @@ impl ChatView {
         chat.set_trust(peers::trust(peer.trust()));
         chat.set_trust_note(peer.trust_note().into());
         chat.set_key_warning(peer.key_warning().into());
+        self.show_link(&chat, state.link(peer));
 
         let mut shown = self.shown.borrow_mut();
         match &*shown {
@@ -86,6 +90,23 @@ impl ChatView {
                 *shown = Some((peer.id, rows));
             }
         }
+    }
+}
+
+impl ChatView {
+    /// A listener's link and its QR code ("" when it has none to give).
+    fn show_link(&self, chat: &ChatAdapter<'_>, link: Option<String>) {
+        let link = link.unwrap_or_default();
+        if chat.get_link().as_str() == link {
+            return;
+        }
+        let mut qr = self.qr.borrow_mut();
+        if !link.is_empty() && qr.as_ref().is_none_or(|(text, _)| *text != link) {
+            *qr = super::qr::image(&link).map(|image| (link.clone(), image));
+        }
+        let image = qr.as_ref().filter(|(text, _)| *text == link).map(|(_, image)| image.clone());
+        chat.set_link_qr(image.unwrap_or_default());
+        chat.set_link(link.into());
     }
 }
 

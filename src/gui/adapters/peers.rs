@@ -9,7 +9,7 @@ use crate::net::{pairing, PeerId, Status, Trust};
 use super::super::controller::Handle;
 use super::super::form;
 use super::super::state::{Changes, ListChange, Peer, State};
-use super::super::ui::{AppWindow, KeyTrust, PeerAdapter, PeerItem, PeerStatus};
+use super::super::ui::{AppWindow, KeyTrust, LinkFields, PeerAdapter, PeerItem, PeerStatus};
 
 pub struct PeersView {
     window: Weak<AppWindow>,
@@ -95,8 +95,21 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
         c.with(|c| c.listen(&name, &address, &port, require_code, &code).err().unwrap_or_default()).into()
     });
     let c = controller.clone();
-    global.on_connect(move |name, address, port, code| {
-        c.with(|c| c.connect(&name, &address, &port, &code).err().unwrap_or_default()).into()
+    global.on_connect(move |name, address, port, code, pin| {
+        c.with(|c| c.connect(&name, &address, &port, &code, &pin).err().unwrap_or_default()).into()
+    });
+    global.on_read_link(|text| match form::read_link(&text) {
+        None => LinkFields::default(),
+        Some(Err(why)) => LinkFields { is_link: true, error: why.into(), ..LinkFields::default() },
+        Some(Ok(link)) => LinkFields {
+            is_link: true,
+            error: "".into(),
+            address: link.address.into(),
+            port: link.port.into(),
+            code: link.code.into(),
+            pin: link.pin.into(),
+            fingerprint: link.fingerprint.into(),
+        },
     });
     global.on_suggest_port(|| form::free_port().map(|p| p.to_string()).unwrap_or_else(|| "50000".into()).into());
     global.on_new_pairing_code(|| pairing::new_code().into());

@@ -521,3 +521,31 @@ fn a_folder_card_says_what_it_holds_and_which_file_is_moving() {
 fn peerconn_folder(files: u64, folders: u64) -> crate::net::FolderInfo {
     crate::net::FolderInfo { files, folders }
 }
+
+#[test]
+fn a_listening_peersocket_gives_a_link_to_the_shown_address_with_its_code_until_a_peer_connects() {
+    let mut state = State::new(settings());
+    let key = [9; 32];
+    state.set_own_key(key);
+    state.set_host_address("192.168.1.7");
+    state.listening(DEN, "Den", addr("0.0.0.0:0"), Some("4821-0937".into()), "");
+    assert_eq!(state.link(state.peer(DEN).unwrap()), None, "no port yet");
+    state.apply(Event::State { id: DEN, state: PeerState::Listening { local: addr("0.0.0.0:50000") } });
+    let link = state.link(state.peer(DEN).unwrap()).expect("a link while listening");
+    let read = PeerLink::parse(&link).unwrap();
+    assert_eq!(read.socket_addr(), Some(addr("192.168.1.7:50000")), "{link}");
+    assert_eq!(read.code.as_deref(), Some("4821-0937"));
+    assert!(read.pin.matches(&key));
+    // The person picks another of this computer's addresses in the host bar.
+    state.set_host_address("10.0.0.5");
+    let link = state.link(state.peer(DEN).unwrap()).unwrap();
+    assert!(link.starts_with("peerconn://10.0.0.5:50000?code="), "{link}");
+    state.apply(connected(DEN, "b568-4456-5d3a-30a1-48fb"));
+    assert_eq!(state.link(state.peer(DEN).unwrap()), None, "taken: no link to give");
+
+    // Bound to one address, the link names that address.
+    state.listening(STUDY, "Study", addr("127.0.0.1:0"), None, "");
+    state.apply(Event::State { id: STUDY, state: PeerState::Listening { local: addr("127.0.0.1:41000") } });
+    let link = state.link(state.peer(STUDY).unwrap()).unwrap();
+    assert!(link.starts_with("peerconn://127.0.0.1:41000#"), "{link}");
+}
