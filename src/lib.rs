@@ -11,5 +11,6 @@ pub mod files;
 pub mod gui;
 pub mod hostinfo;
 pub mod logging;
+pub mod nearby;
 pub mod net;
 pub mod text;

@@ -11,6 +11,7 @@
 //! The arguments are checked once (`plan`), then a `session` runs the loop;
 //! every word printed, as text or JSON, is in `render`.
 
+mod nearby;
 mod plan;
 mod render;
 mod session;
@@ -49,6 +50,9 @@ pub enum Command {
         /// Exit after the first peer leaves.
         #[arg(long)]
         once: bool,
+        /// Do not announce this listener on the local network (multicast DNS).
+        #[arg(long)]
+        no_announce: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -79,6 +83,15 @@ pub enum Command {
         /// "-" reads it from standard input. PEERCONN_CODE works too.
         #[arg(long, value_name = "CODE")]
         code: Option<String>,
+    },
+    /// List the listeners announced on the local network, with a link to connect to each.
+    Nearby {
+        /// Print one JSON object per listener instead of readable text.
+        #[arg(long)]
+        json: bool,
+        /// How long to look, in seconds.
+        #[arg(long, value_name = "S", default_value_t = 3.0)]
+        timeout: f64,
     },
     /// Show this installation's key and the peers' keys it remembers.
     Keys,
@@ -133,6 +146,7 @@ pub fn parse() -> Result<Option<Command>, ExitCode> {
 pub fn run(command: Command) -> ExitCode {
     match command {
         Command::Keys => return keys(),
+        Command::Nearby { json, timeout } => return nearby::run(json, timeout),
         Command::Forget { which } => return forget(&which),
         _ => {}
     }

@@ -15,6 +15,7 @@ pub(super) enum Role {
     Listen {
         bind: SocketAddr,
         once: bool,
+        announce: bool,
     },
     Connect {
         remote: SocketAddr,
@@ -42,8 +43,8 @@ impl Plan {
     /// Checks `listen`, `connect` or `send` (`keys` and `forget` need no plan).
     pub fn check(command: Command) -> Result<Plan, Failure> {
         let (role, common) = match command {
-            Command::Listen { bind, port, once, common } => {
-                (Role::Listen { bind: SocketAddr::new(bind, port), once }, common)
+            Command::Listen { bind, port, once, no_announce, common } => {
+                (Role::Listen { bind: SocketAddr::new(bind, port), once, announce: !no_announce }, common)
             }
             Command::Connect { address, mut common } => {
                 let (remote, pin) = target(&address, &mut common.code)?;
@@ -59,7 +60,9 @@ impl Plan {
                 let common = Common { name, downloads: None, accept_files: false, json, code };
                 (Role::Send { remote, pin, files }, common)
             }
-            Command::Keys | Command::Forget { .. } => unreachable!("keys and forget need no engine"),
+            Command::Keys | Command::Forget { .. } | Command::Nearby { .. } => {
+                unreachable!("keys, forget and nearby need no engine")
+            }
         };
         if let Some(dir) = &common.downloads {
             if !dir.is_dir() {

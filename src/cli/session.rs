@@ -116,6 +116,7 @@ impl Session {
         }
         // The engine accepts by itself: no round trip through this loop.
         config.accept_files_from_everyone = plan.accept_files;
+        config.announce = matches!(plan.role, Role::Listen { announce: true, .. });
         let out = Output { json: plan.json };
         let engine = Engine::with_config(config)
             .map_err(|e| Failure::Runtime(format!("cannot start the network engine: {e}")))?;
@@ -125,7 +126,7 @@ impl Session {
             Role::Send { files, .. } => (false, false, Some(Sending::new(files.clone()))),
         };
         let made = match &plan.role {
-            Role::Listen { bind, once } => {
+            Role::Listen { bind, once, .. } => {
                 let options = ListenOptions { keep_listening: !once, pairing_code: plan.code.clone() };
                 engine.listen(&plan.name, *bind, options)
             }

@@ -270,6 +270,10 @@ pub struct EngineConfig {
     /// command line's `--accept-files`). Offers that cannot fit are still
     /// refused.
     pub accept_files_from_everyone: bool,
+    /// Announce listening server peersockets on the local network
+    /// (multicast DNS, see [`crate::nearby`]). Off by default (tests make
+    /// many engines); the installed configuration turns it on.
+    pub announce: bool,
     /// Faults to inject (tests only).
     pub faults: Faults,
 }
@@ -293,6 +297,7 @@ impl Default for EngineConfig {
             known_peers: None,
             downloads: default_downloads(),
             accept_files_from_everyone: false,
+            announce: false,
             faults: Faults::default(),
         }
     }
@@ -304,7 +309,7 @@ impl EngineConfig {
     pub fn installed() -> io::Result<EngineConfig> {
         let dir = crate::logging::config_dir();
         let identity = Identity::load_or_create(&dir.join("identity.key"))?;
-        Ok(EngineConfig { identity, known_peers: Some(known_peers_path()), ..EngineConfig::default() })
+        Ok(EngineConfig { identity, known_peers: Some(known_peers_path()), announce: true, ..EngineConfig::default() })
     }
 }
 

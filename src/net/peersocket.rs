@@ -119,6 +119,12 @@ impl Peer {
     pub fn label(&self, id: PeerId) -> String {
         format!("[{} {id}]", printable(&self.name))
     }
+
+    /// Where a server peersocket waits for a peer (None once it has one,
+    /// or when it does not listen).
+    pub fn listening_on(&self) -> Option<SocketAddr> {
+        (self.role == Role::Server && self.listener.is_some() && self.conn.is_none() && !self.lost).then_some(self.addr)
+    }
 }
 
 /// What [`Peersockets::detach`] found a connection to be.

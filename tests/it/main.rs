@@ -20,6 +20,8 @@ mod many;
 mod mitm;
 mod name_props;
 mod name_rules;
+#[cfg(target_os = "linux")]
+mod nearby;
 mod protocol;
 mod resume;
 mod security;

@@ -55,7 +55,13 @@ impl Reactor {
                 },
                 Command::Rename { id, name } => match self.peers.rename(id, &name) {
                     false => self.error(id, "there is no such peersocket"),
-                    true => self.emit(Event::Renamed { id, name }),
+                    true => {
+                        // Announced under its new name, if it is listening.
+                        if let Some(local) = self.peers.get(id).and_then(|p| p.listening_on()) {
+                            self.announce(id, &PeerState::Listening { local });
+                        }
+                        self.emit(Event::Renamed { id, name })
+                    }
                 },
                 Command::Remove { id } => self.remove(id),
                 Command::TrustNewKey { id } => self.trust_new_key(id),
@@ -242,6 +248,7 @@ impl Reactor {
             return self.error(id, "there is no such peersocket");
         }
         self.close_listener(id);
+        self.announce(id, &PeerState::lost(End::new(EndKind::Closed, "removed")));
         let Some(peer) = self.peers.remove(id) else {
             return;
         };

@@ -81,6 +81,8 @@ pub(crate) struct Reactor {
     transfers: Transfers,
     /// Connections that began closing, oldest first (some may be gone).
     lingering: std::collections::VecDeque<Token>,
+    /// Announces listening server peersockets on the local network.
+    nearby: Option<crate::nearby::Announcer>,
 }
 
 enum Socket {
@@ -137,6 +139,12 @@ impl Reactor {
         let mut transfers =
             Transfers::new(notify, next_transfer, config.downloads.clone(), config.faults.clone(), events.clone());
         transfers.policy.everyone = config.accept_files_from_everyone;
+        let nearby = match config.announce {
+            true => crate::nearby::Announcer::start(config.identity.public())
+                .inspect_err(|e| log::warn!("listeners will not be announced on the local network: {e}"))
+                .ok(),
+            false => None,
+        };
         let reactor = Reactor {
             poll,
             session_config: config.session(),
@@ -157,6 +165,7 @@ impl Reactor {
             disk_events,
             transfers,
             lingering: Default::default(),
+            nearby,
         };
         Ok((reactor, waker))
     }
@@ -212,6 +221,9 @@ impl Reactor {
             self.drain_commands();
             self.run_timers(Instant::now());
             self.report_known();
+        }
+        if let Some(nearby) = self.nearby.take() {
+            nearby.stop();
         }
         let open = self.sockets.len();
         self.sockets.clear();
@@ -626,7 +638,26 @@ impl Reactor {
 
     fn set_state(&mut self, id: PeerId, state: PeerState) {
         self.peers.set_lost(id, matches!(state, PeerState::Lost { .. }));
+        self.announce(id, &state);
         self.emit(Event::State { id, state });
+    }
+
+    /// A server peersocket is announced on the local network while it
+    /// listens, and withdrawn in any other state (or when it goes).
+    pub(super) fn announce(&mut self, id: PeerId, state: &PeerState) {
+        let Some(nearby) = &mut self.nearby else { return };
+        match (state, self.peers.get(id)) {
+            (PeerState::Listening { local }, Some(peer)) => {
+                let what = crate::nearby::Announcement {
+                    name: peer.name.clone(),
+                    bound: local.ip(),
+                    port: local.port(),
+                    code_required: peer.options.pairing_code.is_some(),
+                };
+                nearby.announce(id.0, &what);
+            }
+            _ => nearby.withdraw(id.0),
+        }
     }
 
     fn error(&mut self, id: PeerId, reason: &str) {
