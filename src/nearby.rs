@@ -109,8 +109,17 @@ impl Announcer {
         }
     }
 
+    /// Withdraws everything and stops the responder without waiting (its
+    /// thread sends the goodbyes before it exits).
+    pub fn stop_soon(mut self) {
+        for fullname in std::mem::take(&mut self.announced).into_values() {
+            let _ = self.daemon.unregister(&fullname);
+        }
+        let _ = self.daemon.shutdown();
+    }
+
     /// Withdraws everything and stops the responder, waiting (briefly)
-    /// for the goodbyes to go out.
+    /// for the goodbyes to go out (at exit, before the process ends).
     pub fn stop(mut self) {
         let waits: Vec<_> = std::mem::take(&mut self.announced)
             .into_values()

@@ -129,7 +129,12 @@ fn shows_text_starting(gui: &Gui, prefix: &'static str) -> bool {
 }
 
 fn gui(name: &str, downloads: PathBuf) -> Gui {
-    let settings = Settings { display_name: name.into(), downloads: downloads.clone(), always_accept: Vec::new() };
+    let settings = Settings {
+        display_name: name.into(),
+        downloads: downloads.clone(),
+        always_accept: Vec::new(),
+        announce: false,
+    };
     let config = EngineConfig { downloads, ..EngineConfig::default() };
     let host = HostInfo { host_name: "test-host".into(), addresses: vec![std::net::Ipv4Addr::LOCALHOST] };
     Gui::new(config, settings, &host).expect("window")

@@ -37,6 +37,8 @@ pub struct Controller {
     host: HostView,
     peers: PeersView,
     chat: ChatView,
+    /// Looks for listeners on the local network (Connect's Nearby list).
+    nearby: Option<crate::nearby::Browser>,
 }
 
 /// What the window's callbacks and the timer hold: the controller only as
@@ -79,6 +81,7 @@ impl Controller {
             engine,
             shell,
             reports,
+            nearby: None,
         };
         let controller = Rc::new(RefCell::new(controller));
         let handle = Handle::new(&controller);
@@ -93,8 +96,12 @@ impl Controller {
     pub fn drain(&mut self) {
         let reports: Vec<Report> = self.reports.try_iter().collect();
         let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
-        if reports.is_empty() && events.is_empty() {
+        let nearby = self.nearby.as_mut().map(|b| b.poll()).unwrap_or_default();
+        if reports.is_empty() && events.is_empty() && nearby.is_empty() {
             return;
+        }
+        for change in nearby {
+            self.state.nearby(change);
         }
         for report in reports {
             self.report(report);
@@ -234,6 +241,27 @@ impl Controller {
         self.engine.forget_key(fingerprint);
         let change = self.then_show(|c| c.state.forget_key(fingerprint));
         self.accept_files_from(change);
+    }
+
+    /// Announcing on the local network on or off: the engine hears it at
+    /// once, and it is saved.
+    pub fn set_announce(&mut self, announce: bool) {
+        if self.then_show(|c| c.state.set_announce(announce)) {
+            self.engine.set_announce(announce);
+            self.state.settings().save();
+        }
+    }
+
+    /// Starts looking for listeners on the local network (the app does;
+    /// tests, which must not send multicast on the host's network, do not).
+    pub fn start_nearby(&mut self) {
+        match crate::nearby::Browser::start() {
+            Ok(browser) => {
+                self.nearby = Some(browser);
+                self.peers.looking(true);
+            }
+            Err(e) => log::warn!("the Nearby list stays empty: {e}"),
+        }
     }
 
     pub fn set_always_accept(&mut self, fingerprint: &str, always: bool) {

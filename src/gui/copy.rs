@@ -350,6 +350,18 @@ pub fn bad_pairing_code(why: &str) -> String {
     format!("Pairing code: {why}.")
 }
 
+/// A Nearby row's second line.
+pub fn nearby_detail(row: &super::state::NearbyRow) -> String {
+    let known = match row.trust {
+        Some(crate::net::Trust::Verified) => "verified",
+        Some(_) => "known, unverified",
+        None => "new key",
+    };
+    let code = if row.code_required { " · asks for a pairing code" } else { "" };
+    let host = if row.address.contains(':') { format!("[{}]", row.address) } else { row.address.clone() };
+    format!("{known}{code} · {host}:{} · key {}", row.port, row.fingerprint)
+}
+
 pub fn bad_link(why: &str) -> String {
     format!("Link: {why}.")
 }

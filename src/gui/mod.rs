@@ -80,6 +80,12 @@ impl Gui {
         timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|c| c.drain()));
         Ok(Gui { window, _controller: controller, timer })
     }
+
+    /// Starts looking for listeners on the local network, for Connect's
+    /// Nearby list (`run` does; tests leave the host's network alone).
+    pub fn look_nearby(&self) {
+        self._controller.borrow_mut().start_nearby();
+    }
 }
 
 impl Drop for Gui {
@@ -123,7 +129,7 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
     let host = HostInfo::detect();
     let settings = Settings::load();
     let config = match EngineConfig::installed() {
-        Ok(config) => EngineConfig { downloads: settings.downloads.clone(), ..config },
+        Ok(config) => EngineConfig { downloads: settings.downloads.clone(), announce: settings.announce, ..config },
         Err(e) => {
             let e = format!("cannot read this installation's key: {e}");
             eprintln!("peerconn: {e}");
@@ -140,6 +146,7 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    gui.look_nearby();
     log::info!("window opened (host {}, address {})", host.host_name, host.primary());
     report_first_frame(&gui.window, launched);
     let result = gui.window.run();

@@ -15,6 +15,8 @@ pub struct Settings {
     /// Key fingerprints whose files are accepted without asking (the engine
     /// holds the policy; it is told this list at start and every change).
     pub always_accept: Vec<String>,
+    /// Announce listening peersockets on the local network (Nearby).
+    pub announce: bool,
 }
 
 pub use crate::logging::config_dir;
@@ -34,6 +36,7 @@ impl Settings {
             display_name: if name.trim().is_empty() { "me".into() } else { name },
             downloads: crate::net::default_downloads(),
             always_accept: Vec::new(),
+            announce: true,
         }
     }
 
@@ -58,6 +61,9 @@ impl Settings {
         if let Some(dir) = value["downloads"].as_str().filter(|d| !d.is_empty()) {
             settings.downloads = PathBuf::from(dir);
         }
+        if let Some(announce) = value["announce"].as_bool() {
+            settings.announce = announce;
+        }
         if let Some(list) = value["always_accept"].as_array() {
             settings.always_accept = list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
         }
@@ -71,6 +77,7 @@ impl Settings {
             "display_name": self.display_name,
             "downloads": self.downloads.display().to_string(),
             "always_accept": self.always_accept,
+            "announce": self.announce,
         })
         .to_string();
         // Saves may overlap; each has a number, and an older one that comes

@@ -22,7 +22,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::net::{frame, Event, KnownPeerInfo, PeerId, PeerIdentity, PeerLink, PeerState, Status, TransferId, Trust};
+use crate::nearby::{NearbyChange, NearbyPeer};
+use crate::net::{
+    frame, Event, KeyPin, KnownPeerInfo, PeerId, PeerIdentity, PeerLink, PeerState, Status, TransferId, Trust,
+};
 
 use super::chatlog::{ChatLog, ChatRow, FileCard, FileState, Kind, Seq};
 use super::copy;
@@ -109,6 +112,26 @@ pub struct KnownRow {
     pub always_accept: bool,
 }
 
+/// A listener announced on the local network, as Connect's Nearby list
+/// shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NearbyRow {
+    /// Escaped.
+    pub name: String,
+    /// The address to connect to (the first one announced) and the port.
+    pub address: String,
+    pub port: u16,
+    pub fingerprint: String,
+    /// The key's whole pin, for Connect.
+    pub pin: String,
+    /// What this installation knows of the key (None: never seen).
+    pub trust: Option<Trust>,
+    pub code_required: bool,
+}
+
+/// Nearby rows shown at most (the rest are counted).
+pub const NEARBY_ROWS: usize = 6;
+
 /// A change to the "accept files from this key without asking" list, for
 /// the engine (which holds the policy) and the settings file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +161,8 @@ pub struct Changes {
     pub known: bool,
     /// The display name or the downloads folder.
     pub settings: bool,
+    /// The listeners found on the local network.
+    pub nearby: bool,
     /// Another peer was selected: its unsent text goes in the composer.
     pub draft: Option<String>,
 }
@@ -155,6 +180,8 @@ pub struct State {
     host_address: String,
     /// This installation's public key, for the links of its listeners.
     own_key: [u8; 32],
+    /// Listeners announced on the local network, as found.
+    nearby: Vec<NearbyPeer>,
     /// No native file picker was found: the composer offers a path field.
     pub file_picker_missing: bool,
     /// No native folder picker was found: Settings says to type the path.
@@ -172,6 +199,7 @@ impl State {
             known_filter: String::new(),
             host_address: String::new(),
             own_key: [0; 32],
+            nearby: Vec::new(),
             file_picker_missing: false,
             folder_picker_missing: false,
             // At first everything is new to the window.
@@ -238,6 +266,39 @@ impl State {
             local.ip()
         };
         Some(PeerLink::new(host, local.port(), &self.own_key, peer.pairing_code.as_deref()).to_string())
+    }
+
+    /// Connect's Nearby list: other installations' listeners, by name,
+    /// with what this installation knows of each key (at most
+    /// [`NEARBY_ROWS`]; the second value counts the rest).
+    pub fn nearby_rows(&self) -> (Vec<NearbyRow>, usize) {
+        let own = KeyPin::of(&self.own_key);
+        let mut rows: Vec<NearbyRow> = self
+            .nearby
+            .iter()
+            .filter(|p| p.pin != own)
+            .filter_map(|p| {
+                let address = p.addrs.first()?.to_string();
+                let fingerprint = p.fingerprint();
+                let trust = self.known.iter().find(|k| k.fingerprint == fingerprint).map(|k| match k.verified {
+                    true => Trust::Verified,
+                    false => Trust::Known,
+                });
+                Some(NearbyRow {
+                    name: crate::net::printable(&p.name).into_owned(),
+                    address,
+                    port: p.port,
+                    fingerprint,
+                    pin: p.pin.to_string(),
+                    trust,
+                    code_required: p.code_required,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.address.cmp(&b.address)));
+        let more = rows.len().saturating_sub(NEARBY_ROWS);
+        rows.truncate(NEARBY_ROWS);
+        (rows, more)
     }
 
     /// Where a received file went.
@@ -441,6 +502,28 @@ impl State {
     }
 
     /// The address the window shows for this computer.
+    /// Announcing on the local network turned on or off (saved).
+    pub fn set_announce(&mut self, announce: bool) -> bool {
+        if self.settings.announce == announce {
+            return false;
+        }
+        self.settings.announce = announce;
+        self.changes.settings = true;
+        true
+    }
+
+    /// A listener appeared on the local network, changed, or left.
+    pub fn nearby(&mut self, change: NearbyChange) {
+        match change {
+            NearbyChange::Found(peer) => match self.nearby.iter_mut().find(|p| p.instance == peer.instance) {
+                Some(known) => *known = peer,
+                None => self.nearby.push(peer),
+            },
+            NearbyChange::Gone { instance } => self.nearby.retain(|p| p.instance != instance),
+        }
+        self.changes.nearby = true;
+    }
+
     /// The key this installation's links pin.
     pub fn set_own_key(&mut self, key: [u8; 32]) {
         self.own_key = key;

@@ -356,6 +356,7 @@ pub(crate) enum Command {
     CancelFile { transfer: TransferId },
     SetDownloads { dir: PathBuf },
     AcceptFilesFrom { fingerprint: String, accept: bool },
+    SetAnnounce { announce: bool },
     Shutdown,
 }
 
@@ -594,6 +595,12 @@ impl Engine {
     /// the list while it runs; whoever keeps settings gives it at start.
     pub fn accept_files_from(&self, fingerprint: &str, accept: bool) {
         self.command(Command::AcceptFilesFrom { fingerprint: fingerprint.to_owned(), accept });
+    }
+
+    /// Starts (or stops) announcing listening server peersockets on the
+    /// local network; see [`EngineConfig::announce`].
+    pub fn set_announce(&self, announce: bool) {
+        self.command(Command::SetAnnounce { announce });
     }
 
     /// Where files accepted from now on are stored.

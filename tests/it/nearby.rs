@@ -232,3 +232,32 @@ fn a_spoofed_announcement_with_another_key_is_refused_when_connecting_from_it() 
     let _ = stop.send(());
     spoofer.join().unwrap();
 }
+
+/// Settings' switch: a listener not announced is announced as soon as
+/// announcing is turned on, and withdrawn when it is turned off.
+#[test]
+fn announcing_turned_on_while_listening_announces_at_once_and_off_withdraws() {
+    let Some(lan) = Lan::new() else { return };
+    let home_b = TempDir::new("switch-b");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (namespace, bind) = (lan.names[0].clone(), std::net::SocketAddr::new(lan.addrs[0].into(), 0));
+    // The engine (and its reactor thread) lives in the first namespace.
+    let engine = std::thread::spawn(move || {
+        enter(&namespace);
+        let mut node = crate::support::Node::new();
+        let (_, addr) = node.listen_on("quiet", bind, Default::default());
+        tx.send(addr).unwrap();
+        node
+    })
+    .join()
+    .unwrap();
+    let addr = rx.recv().unwrap();
+    assert!(nearby(&lan, 1, &home_b).0.is_empty(), "announcing is off");
+    engine.engine.set_announce(true);
+    let (found, _) = nearby(&lan, 1, &home_b);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((&found[0]["name"], &found[0]["port"]), (&"quiet".into(), &addr.port().into()));
+    engine.engine.set_announce(false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(nearby(&lan, 1, &home_b).0.is_empty(), "withdrawn");
+}

@@ -39,6 +39,7 @@ impl HostView {
             let settings = state.settings();
             global.set_display_name(settings.display_name.clone().into());
             global.set_downloads(settings.downloads.display().to_string().into());
+            global.set_announce(settings.announce);
         }
         if changes.known {
             global.set_known_total(state.known_total().try_into().unwrap_or(i32::MAX));
@@ -86,4 +87,6 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
     global.on_forget_key(move |fingerprint| c.with(|c| c.forget_key(&fingerprint)));
     let c = controller.clone();
     global.on_set_always_accept(move |fingerprint, always| c.with(|c| c.set_always_accept(&fingerprint, always)));
+    let c = controller.clone();
+    global.on_set_announce(move |announce| c.with(|c| c.set_announce(announce)));
 }

@@ -7,13 +7,15 @@ use slint::{ComponentHandle, Model, VecModel, Weak};
 use crate::net::{pairing, PeerId, Status, Trust};
 
 use super::super::controller::Handle;
+use super::super::copy;
 use super::super::form;
-use super::super::state::{Changes, ListChange, Peer, State};
-use super::super::ui::{AppWindow, KeyTrust, LinkFields, PeerAdapter, PeerItem, PeerStatus};
+use super::super::state::{Changes, ListChange, NearbyRow, Peer, State};
+use super::super::ui::{AppWindow, KeyTrust, LinkFields, NearbyItem, PeerAdapter, PeerItem, PeerStatus};
 
 pub struct PeersView {
     window: Weak<AppWindow>,
     list: Rc<VecModel<PeerItem>>,
+    nearby: Rc<VecModel<NearbyItem>>,
 }
 
 impl PeersView {
@@ -22,7 +24,10 @@ impl PeersView {
         let global = window.global::<PeerAdapter>();
         global.set_peers(list.clone().into());
         global.set_selected(-1);
-        PeersView { window: window.as_weak(), list }
+        let nearby = Rc::new(VecModel::default());
+        global.set_nearby(nearby.clone().into());
+        global.set_nearby_looking(false);
+        PeersView { window: window.as_weak(), list, nearby }
     }
 
     /// Rows added or removed are told as such; then each row that differs
@@ -46,7 +51,31 @@ impl PeersView {
         }
         if let Some(window) = self.window.upgrade() {
             window.global::<PeerAdapter>().set_selected(state.selected().map_or(-1, |p| peer_number(p.id)));
+            if changes.nearby || changes.known {
+                let (rows, more) = state.nearby_rows();
+                self.nearby.set_vec(rows.iter().map(nearby_item).collect::<Vec<_>>());
+                window.global::<PeerAdapter>().set_nearby_more(more.try_into().unwrap_or(i32::MAX));
+            }
         }
+    }
+
+    /// Whether the Nearby list is being filled.
+    pub fn looking(&self, looking: bool) {
+        if let Some(window) = self.window.upgrade() {
+            window.global::<PeerAdapter>().set_nearby_looking(looking);
+        }
+    }
+}
+
+fn nearby_item(row: &NearbyRow) -> NearbyItem {
+    NearbyItem {
+        name: row.name.clone().into(),
+        detail: copy::nearby_detail(row).into(),
+        address: row.address.clone().into(),
+        port: row.port.to_string().into(),
+        pin: row.pin.clone().into(),
+        fingerprint: row.fingerprint.clone().into(),
+        verified: row.trust == Some(Trust::Verified),
     }
 }
 

@@ -11,7 +11,12 @@ const STUDY: PeerId = PeerId(2);
 const OFFER: TransferId = TransferId(7);
 
 fn settings() -> Settings {
-    Settings { display_name: "me".into(), downloads: PathBuf::from("/tmp/downloads"), always_accept: Vec::new() }
+    Settings {
+        display_name: "me".into(),
+        downloads: PathBuf::from("/tmp/downloads"),
+        always_accept: Vec::new(),
+        announce: false,
+    }
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -548,4 +553,60 @@ fn a_listening_peersocket_gives_a_link_to_the_shown_address_with_its_code_until_
     state.apply(Event::State { id: STUDY, state: PeerState::Listening { local: addr("127.0.0.1:41000") } });
     let link = state.link(state.peer(STUDY).unwrap()).unwrap();
     assert!(link.starts_with("peerconn://127.0.0.1:41000#"), "{link}");
+}
+
+fn nearby_peer(instance: &str, name: &str, key: &[u8; 32], addr: &str) -> crate::nearby::NearbyPeer {
+    crate::nearby::NearbyPeer {
+        instance: instance.into(),
+        name: name.into(),
+        addrs: vec![addr.parse().unwrap()],
+        port: 50000,
+        pin: crate::net::KeyPin::of(key),
+        code_required: false,
+    }
+}
+
+#[test]
+fn nearby_lists_other_installations_by_name_with_what_is_known_of_each_key() {
+    use crate::nearby::NearbyChange;
+    let mut state = State::new(settings());
+    state.set_own_key([1; 32]);
+    let (bob_key, carol_key) = ([2; 32], [3; 32]);
+    let bob_fp = crate::net::secure::fingerprint(&bob_key);
+    state.apply(Event::KnownPeers {
+        peers: vec![KnownPeerInfo { name: "bob".into(), address: None, fingerprint: bob_fp.clone(), verified: true }],
+    });
+    state.take_changes();
+    state.nearby(NearbyChange::Found(nearby_peer("c", "carol\u{202e}", &carol_key, "192.168.1.9")));
+    state.nearby(NearbyChange::Found(nearby_peer("b", "bob", &bob_key, "192.168.1.7")));
+    state.nearby(NearbyChange::Found(nearby_peer("me", "my own listener", &[1; 32], "192.168.1.2")));
+    assert!(state.take_changes().nearby);
+    let (rows, more) = state.nearby_rows();
+    assert_eq!(more, 0);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["bob", "carol\\u{202e}"], "by name, escaped, this installation's own left out");
+    assert_eq!(
+        (rows[0].trust, rows[0].address.as_str(), rows[0].fingerprint.as_str()),
+        (Some(Trust::Verified), "192.168.1.7", bob_fp.as_str())
+    );
+    assert_eq!(rows[1].trust, None, "a key never seen");
+    assert!(crate::net::KeyPin::parse(&rows[1].pin).unwrap().matches(&carol_key));
+
+    // Announced again from another address; then gone.
+    state.nearby(NearbyChange::Found(nearby_peer("b", "bob", &bob_key, "10.0.0.7")));
+    assert_eq!(state.nearby_rows().0[0].address, "10.0.0.7");
+    state.nearby(NearbyChange::Gone { instance: "b".into() });
+    assert_eq!(state.nearby_rows().0.len(), 1);
+
+    // A crowded network: the list stays short and says how many more.
+    for i in 0..10u8 {
+        state.nearby(NearbyChange::Found(nearby_peer(
+            &format!("x{i}"),
+            &format!("peer {i}"),
+            &[10 + i; 32],
+            "10.0.0.1",
+        )));
+    }
+    let (rows, more) = state.nearby_rows();
+    assert_eq!((rows.len(), more), (NEARBY_ROWS, 11 - NEARBY_ROWS));
 }

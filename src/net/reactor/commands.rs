@@ -53,6 +53,7 @@ impl Reactor {
                     Some(peer) if peer.role == Role::Server => self.start_listening(id),
                     Some(_) => self.start_connecting(id),
                 },
+                Command::SetAnnounce { announce } => self.set_announce(announce),
                 Command::Rename { id, name } => match self.peers.rename(id, &name) {
                     false => self.error(id, "there is no such peersocket"),
                     true => {
@@ -266,6 +267,30 @@ impl Reactor {
             }
         }
         self.emit(Event::Removed { id });
+    }
+
+    /// Announcing turned on (every listening server peersocket is
+    /// announced now) or off (each is withdrawn; the responder stops).
+    fn set_announce(&mut self, announce: bool) {
+        self.config.announce = announce;
+        match (announce, self.nearby.is_some()) {
+            (true, false) => {
+                self.nearby = crate::nearby::Announcer::start(self.config.identity.public())
+                    .inspect_err(|e| log::warn!("listeners will not be announced on the local network: {e}"))
+                    .ok();
+                for id in self.peers.ids() {
+                    if let Some(local) = self.peers.get(id).and_then(|p| p.listening_on()) {
+                        self.announce(id, &PeerState::Listening { local });
+                    }
+                }
+            }
+            (false, true) => {
+                if let Some(nearby) = self.nearby.take() {
+                    nearby.stop_soon();
+                }
+            }
+            _ => {}
+        }
     }
 
     fn shutdown(&mut self) {
