@@ -13,4 +13,5 @@ pub mod hostinfo;
 pub mod logging;
 pub mod nearby;
 pub mod net;
+pub mod reach;
 pub mod text;

@@ -53,6 +53,10 @@ pub enum Command {
         /// Do not announce this listener on the local network (multicast DNS).
         #[arg(long)]
         no_announce: bool,
+        /// Ask the router to forward the port from the internet (PCP, then NAT-PMP), and
+        /// print the outside address, or exactly why it cannot be had.
+        #[arg(long)]
+        reachable: bool,
         #[command(flatten)]
         common: Common,
     },

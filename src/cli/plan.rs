@@ -16,6 +16,8 @@ pub(super) enum Role {
         bind: SocketAddr,
         once: bool,
         announce: bool,
+        /// Map the port on the router.
+        reachable: bool,
     },
     Connect {
         remote: SocketAddr,
@@ -43,8 +45,9 @@ impl Plan {
     /// Checks `listen`, `connect` or `send` (`keys` and `forget` need no plan).
     pub fn check(command: Command) -> Result<Plan, Failure> {
         let (role, common) = match command {
-            Command::Listen { bind, port, once, no_announce, common } => {
-                (Role::Listen { bind: SocketAddr::new(bind, port), once, announce: !no_announce }, common)
+            Command::Listen { bind, port, once, no_announce, reachable, common } => {
+                let bind = SocketAddr::new(bind, port);
+                (Role::Listen { bind, once, announce: !no_announce, reachable }, common)
             }
             Command::Connect { address, mut common } => {
                 let (remote, pin) = target(&address, &mut common.code)?;

@@ -266,6 +266,20 @@ pub(super) fn link(out: &Output, url: &str) {
     });
 }
 
+/// The router forwards `addr` to this listener.
+pub(super) fn reachable(out: &Output, addr: std::net::SocketAddr, via: &str, url: &str) {
+    out.print(json!({"event": "reachable", "addr": addr.to_string(), "via": via, "link": url}), || {
+        format!("reachable from other networks at {addr} (the router maps it, by {via})\n  link: {url}")
+    });
+}
+
+/// Why other networks cannot reach this listener.
+pub(super) fn unreachable(out: &Output, kind: &str, reason: &str) {
+    out.print(json!({"event": "unreachable", "kind": kind, "reason": reason}), || {
+        format!("not reachable from other networks: {reason}")
+    });
+}
+
 /// The y/N question for an offer.
 pub(super) fn ask(name: &str, size: u64) -> String {
     format!("accept {} ({})? [y/N]", printable(name), human_size(size))

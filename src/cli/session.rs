@@ -54,6 +54,11 @@ pub(super) struct Session {
     sending: Option<Sending>,
     lines: Receiver<Line>,
     signals: Receiver<()>,
+    /// `--reachable`: whether to map the port, the mapping kept, and what
+    /// it reports.
+    reachable: bool,
+    lease: Option<peerconn::reach::Lease>,
+    lease_events: Receiver<peerconn::reach::LeaseEvent>,
     /// Lines typed before a peer was there to receive them.
     queued: VecDeque<String>,
     peer_name: Option<String>,
@@ -174,10 +179,25 @@ impl Session {
             stdin_done: false,
             close_when_sent: false,
             link_code: code,
+            reachable: matches!(plan.role, Role::Listen { reachable: true, .. }),
+            lease: None,
+            lease_events: crossbeam_channel::never(),
             link_shown: false,
             quitting: false,
             closing: false,
         })
+    }
+
+    /// The router mapped the port (its link goes to the outside address),
+    /// or said why not.
+    fn on_lease(&mut self, event: peerconn::reach::LeaseEvent) {
+        match event {
+            peerconn::reach::LeaseEvent::Mapped(mapping) => {
+                let link = self.engine.link(mapping.external.ip(), mapping.external.port(), self.link_code.as_deref());
+                render::reachable(&self.out, mapping.external, mapping.via.as_str(), &link.to_string());
+            }
+            peerconn::reach::LeaseEvent::Failed(why) => render::unreachable(&self.out, why.kind(), &why.to_string()),
+        }
     }
 
     pub(super) fn run(mut self) -> ExitCode {
@@ -199,6 +219,13 @@ impl Session {
                     None
                 },
                 recv(self.signals) -> _ => self.on_signal(),
+                recv(self.lease_events) -> event => {
+                    match event {
+                        Ok(event) => self.on_lease(event),
+                        Err(_) => self.lease_events = crossbeam_channel::never(),
+                    }
+                    None
+                },
             };
             match step {
                 None => {}
@@ -240,6 +267,11 @@ impl Session {
                 let host = peerconn::hostinfo::HostInfo::detect().reach(local.ip());
                 let link = self.engine.link(host, local.port(), self.link_code.as_deref());
                 render::link(&self.out, &link.to_string());
+                if self.reachable {
+                    let (lease, events) = peerconn::reach::Lease::start(local);
+                    self.lease = Some(lease);
+                    self.lease_events = events;
+                }
             }
             Event::State { state: PeerState::Connected { peer_name, .. }, .. } => {
                 self.peer_name = Some(peer_name);

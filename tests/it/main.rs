@@ -23,6 +23,8 @@ mod name_rules;
 #[cfg(target_os = "linux")]
 mod nearby;
 mod protocol;
+#[cfg(target_os = "linux")]
+mod reach;
 mod resume;
 mod security;
 mod session;
