@@ -1,14 +1,13 @@
 //! Reachable from another network: a port mapping asked of the router,
 //! with PCP (RFC 6887) first and NAT-PMP (RFC 6886) after it, both small
-//! enough to write here, over UDP to the default gateway's port 5351.
+//! enough to write here, over UDP to the default gateway's port 5351, and
+//! UPnP IGD last (SSDP and SOAP, with `igd-next`'s blocking client: no
+//! async runtime, no TLS).
 //!
 //! A [`Lease`] runs on its own thread (the requests wait on the network,
 //! so never on the reactor or the window's thread): it maps the port,
 //! says what it got or exactly why not, renews the mapping at half its
 //! lifetime while it lives, and removes it when it is stopped.
-//!
-//! Not done here: UPnP IGD (SSDP and SOAP), so a router that speaks only
-//! UPnP is reported as "no gateway answered".
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -27,6 +26,7 @@ pub const LIFETIME: Duration = Duration::from_secs(3600);
 pub enum Via {
     Pcp,
     NatPmp,
+    Upnp,
 }
 
 impl Via {
@@ -35,6 +35,7 @@ impl Via {
         match self {
             Via::Pcp => "pcp",
             Via::NatPmp => "nat-pmp",
+            Via::Upnp => "upnp",
         }
     }
 }
@@ -105,7 +106,7 @@ impl Unreachable {
 }
 
 /// A mapping the router granted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Mapping {
     /// Where other networks reach the listener.
     pub external: SocketAddr,
@@ -114,10 +115,12 @@ pub struct Mapping {
     gateway: Ipv4Addr,
     local: SocketAddrV4,
     nonce: [u8; 12],
+    /// The UPnP gateway that granted it.
+    upnp: Option<Box<igd_next::Gateway>>,
 }
 
 /// What a lease reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum LeaseEvent {
     Mapped(Mapping),
     Failed(Unreachable),
@@ -132,10 +135,11 @@ pub fn protocols() -> Vec<Via> {
             .filter_map(|p| match p.trim() {
                 "pcp" => Some(Via::Pcp),
                 "nat-pmp" | "natpmp" => Some(Via::NatPmp),
+                "upnp" => Some(Via::Upnp),
                 _ => None,
             })
             .collect(),
-        Err(_) => vec![Via::Pcp, Via::NatPmp],
+        Err(_) => vec![Via::Pcp, Via::NatPmp, Via::Upnp],
     }
 }
 
@@ -154,10 +158,11 @@ pub fn map(gateway: Ipv4Addr, local: SocketAddr, lifetime: Duration) -> Result<M
     let (mut silent, mut refused) = (Vec::new(), None);
     for via in protocols() {
         let nonce = crate::net::secure::fingerprint_hash(&rand_bytes())[..12].try_into().unwrap_or([7; 12]);
-        let mut mapping = Mapping { external: local.into(), via, lifetime, gateway, local, nonce };
+        let mut mapping = Mapping { external: local.into(), via, lifetime, gateway, local, nonce, upnp: None };
         let got = match via {
             Via::Pcp => pcp_map(&socket, &mut mapping, lifetime),
             Via::NatPmp => natpmp_map(&socket, &mut mapping, lifetime),
+            Via::Upnp => upnp_map(&mut mapping, lifetime),
         };
         match got {
             Ok(()) => return classify(mapping),
@@ -202,6 +207,7 @@ pub fn renew(mapping: &mut Mapping) -> Result<(), Unreachable> {
     let result = match mapping.via {
         Via::Pcp => pcp_map(&socket, mapping, lifetime),
         Via::NatPmp => natpmp_map(&socket, mapping, lifetime),
+        Via::Upnp => upnp_map(mapping, lifetime),
     };
     result.map_err(|step| match step {
         Step::Refused(why) => Unreachable::Refused(why),
@@ -212,6 +218,10 @@ pub fn renew(mapping: &mut Mapping) -> Result<(), Unreachable> {
 
 /// Removes `mapping` from the router (best effort).
 pub fn unmap(mapping: &Mapping) {
+    if let Some(gateway) = &mapping.upnp {
+        let _ = gateway.remove_port(igd_next::PortMappingProtocol::TCP, mapping.external.port());
+        return;
+    }
     let Ok(socket) =
         UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|s| s.connect((mapping.gateway, SERVER_PORT)).map(|_| s))
     else {
@@ -220,7 +230,7 @@ pub fn unmap(mapping: &Mapping) {
     let mut gone = mapping.clone();
     let _ = match mapping.via {
         Via::Pcp => pcp_map(&socket, &mut gone, Duration::ZERO),
-        Via::NatPmp => natpmp_map(&socket, &mut gone, Duration::ZERO),
+        Via::NatPmp | Via::Upnp => natpmp_map(&socket, &mut gone, Duration::ZERO),
     };
 }
 
@@ -311,6 +321,42 @@ fn natpmp_map(socket: &UdpSocket, mapping: &mut Mapping, lifetime: Duration) -> 
     let ip = natpmp_external(socket).ok_or(Step::Silent)?;
     mapping.external = SocketAddr::new(ip.into(), port);
     mapping.lifetime = Duration::from_secs(granted.into());
+    Ok(())
+}
+
+/// UPnP IGD: finds the gateway by SSDP (or keeps the one found), and
+/// asks it to forward the same port (or any port, when that one is taken).
+fn upnp_map(mapping: &mut Mapping, lifetime: Duration) -> Result<(), Step> {
+    use igd_next::PortMappingProtocol::TCP;
+    let gateway = match &mapping.upnp {
+        Some(gateway) => gateway.clone(),
+        None => {
+            let mut options = igd_next::SearchOptions::default();
+            options.timeout = Some(Duration::from_secs(2));
+            options.single_search_timeout = Some(Duration::from_secs(2));
+            Box::new(igd_next::search_gateway(options).map_err(|_| Step::Silent)?)
+        }
+    };
+    let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
+    let external_ip = gateway.get_external_ip().map_err(|e| Step::Refused(format!("UPnP: {e}")))?;
+    if let IpAddr::V4(ip) = external_ip {
+        // A router whose own outside address is private or shared cannot
+        // be reached through, whatever it maps.
+        if ip.is_unspecified() {
+            return Err(Step::NoOutside);
+        }
+    }
+    let local = SocketAddr::V4(mapping.local);
+    let wanted = if mapping.external.port() != 0 { mapping.external.port() } else { mapping.local.port() };
+    let port = match gateway.add_port(TCP, wanted, local, secs, "PeerConn") {
+        Ok(()) => wanted,
+        Err(_) => {
+            gateway.add_any_port(TCP, local, secs, "PeerConn").map_err(|e| Step::Refused(format!("UPnP: {e}")))?
+        }
+    };
+    mapping.external = SocketAddr::new(external_ip, port);
+    mapping.lifetime = if secs == 0 { LIFETIME } else { lifetime };
+    mapping.upnp = Some(gateway);
     Ok(())
 }
 

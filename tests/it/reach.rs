@@ -1,5 +1,5 @@
 //! Reachable from another network, against a real router daemon: Debian's
-//! `miniupnpd` (it speaks PCP and NAT-PMP) in a router namespace with
+//! `miniupnpd` (it speaks PCP, NAT-PMP and UPnP IGD) in a router namespace with
 //! nftables NAT between a LAN namespace and a WAN namespace, all made by
 //! the test (root, `ip`, `nft` and `miniupnpd` needed; `.ci/run` installs
 //! them and runs as root; elsewhere the tests say why they are skipped).
@@ -108,7 +108,7 @@ impl Router {
             std::fs::write(
                 &conf,
                 format!(
-                    "ext_ifname={w0}\nlistening_ip={l1}\nport=0\nenable_natpmp=yes\nenable_upnp=no\nsecure_mode=yes\n\
+                    "ext_ifname={w0}\nlistening_ip={l1}\nport=0\nenable_natpmp=yes\nenable_upnp=yes\nsecure_mode=yes\n\
                      system_uptime=yes\nupnp_table_name=filter\nupnp_nat_table_name=filter\n\
                      upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
                      upnp_nat_postrouting_chain=postrouting_miniupnpd\nallow 1024-65535 10.66.0.0/24 1024-65535\n\
@@ -236,9 +236,9 @@ impl Drop for Running {
 /// WAN side connects to the outside address by the link and chats; the
 /// mapping goes when the listener stops.
 #[test]
-fn a_listener_behind_the_router_maps_its_port_by_pcp_and_by_nat_pmp_and_removes_it_when_it_stops() {
+fn a_listener_behind_the_router_maps_its_port_by_pcp_nat_pmp_and_upnp_and_removes_it_when_it_stops() {
     let Some(router) = Router::new("5.5.5") else { return };
-    for via in ["pcp", "nat-pmp"] {
+    for via in ["pcp", "nat-pmp", "upnp"] {
         let (home_a, home_b) = (TempDir::new("reach-a"), TempDir::new("reach-b"));
         let mut listen =
             router.peerconn(LAN, &home_a, &["listen", "--reachable", "--json", "--no-announce", "--name", "alice"]);
