@@ -489,6 +489,13 @@ impl Lease {
         (Lease { stop, thread }, events)
     }
 
+    /// Removes the mapping without waiting (its thread tells the router,
+    /// then ends): for the window's thread, which must not wait.
+    pub fn stop_soon(mut self) {
+        let _ = self.stop.try_send(());
+        self.thread = None;
+    }
+
     /// Removes the mapping and waits for the router to hear it (at most
     /// the request's retries, under 2 s).
     pub fn stop(mut self) {

@@ -9,12 +9,13 @@
 //! (`copy.rs`).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use crossbeam_channel::Receiver;
 
 use crate::hostinfo::HostInfo;
-use crate::net::{ConnectOptions, Engine, Event, ListenOptions, PeerId, TransferId};
+use crate::net::{ConnectOptions, Engine, Event, ListenOptions, PeerId, PeerState, TransferId};
 
 use super::adapters::chat::{self, ChatView};
 use super::adapters::host::{self, HostView};
@@ -23,8 +24,10 @@ use super::copy;
 use super::form::{self, parse_code, parse_form};
 use super::settings::Settings;
 use super::shell::{Report, Shell};
+use super::state::Reach;
 use super::state::{AcceptFrom, State};
 use super::ui::AppWindow;
+use crate::reach::LeaseEvent;
 
 /// Events handled per timer tick, so a flood never freezes the window.
 const EVENTS_PER_TICK: usize = 5000;
@@ -39,6 +42,9 @@ pub struct Controller {
     chat: ChatView,
     /// Looks for listeners on the local network (Connect's Nearby list).
     nearby: Option<crate::nearby::Browser>,
+    /// Listeners that asked to be reachable, and their router mappings
+    /// (None until they listen).
+    leases: HashMap<PeerId, Option<(crate::reach::Lease, Receiver<crate::reach::LeaseEvent>)>>,
 }
 
 /// What the window's callbacks and the timer hold: the controller only as
@@ -82,6 +88,7 @@ impl Controller {
             shell,
             reports,
             nearby: None,
+            leases: HashMap::new(),
         };
         let controller = Rc::new(RefCell::new(controller));
         let handle = Handle::new(&controller);
@@ -97,7 +104,8 @@ impl Controller {
         let reports: Vec<Report> = self.reports.try_iter().collect();
         let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
         let nearby = self.nearby.as_mut().map(|b| b.poll()).unwrap_or_default();
-        if reports.is_empty() && events.is_empty() && nearby.is_empty() {
+        let leased = self.lease_reports();
+        if reports.is_empty() && events.is_empty() && nearby.is_empty() && !leased {
             return;
         }
         for change in nearby {
@@ -108,9 +116,47 @@ impl Controller {
         }
         self.state.set_host_address(&self.host.local_address());
         for event in events {
+            self.lease(&event);
             self.state.apply(event);
         }
         self.show();
+    }
+
+    /// A listener that asked to be reachable gets its mapping once it
+    /// listens (on its own thread); a removed one gives it up.
+    fn lease(&mut self, event: &Event) {
+        match event {
+            Event::State { id, state: PeerState::Listening { local } } => {
+                if let Some(slot @ None) = self.leases.get_mut(id) {
+                    *slot = Some(crate::reach::Lease::start(*local));
+                    self.state.reach(*id, Reach::Asking);
+                }
+            }
+            Event::Removed { id } => {
+                if let Some(Some((lease, _))) = self.leases.remove(id) {
+                    lease.stop_soon();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the routers said.
+    fn lease_reports(&mut self) -> bool {
+        let mut any = false;
+        for (id, lease) in &self.leases {
+            if let Some((_, events)) = lease {
+                for event in events.try_iter() {
+                    let reach = match event {
+                        LeaseEvent::Mapped(m) => Reach::Mapped { external: m.external, via: m.via.as_str() },
+                        LeaseEvent::Failed(why) => Reach::Failed(why.to_string()),
+                    };
+                    self.state.reach(*id, reach);
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     fn report(&mut self, report: Report) {
@@ -150,7 +196,17 @@ impl Controller {
 
     /// A server peersocket; with a pairing code, only a peer that knows it
     /// may connect (and is then verified).
-    pub fn listen(&mut self, name: &str, address: &str, port: &str, require: bool, code: &str) -> Result<(), String> {
+    /// A server peersocket; with a pairing code, only a peer that knows it
+    /// may connect; `reachable`: the router is asked to forward its port.
+    pub fn listen(
+        &mut self,
+        name: &str,
+        address: &str,
+        port: &str,
+        require: bool,
+        code: &str,
+        reachable: bool,
+    ) -> Result<(), String> {
         let bind = parse_form(name, address, port, true)?;
         let code = parse_code(code, require)?;
         let name = name.trim();
@@ -158,6 +214,9 @@ impl Controller {
         let id = self.engine.listen(name, bind, options).map_err(|e| copy::bad_name(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.listening(id, name, bind, code, &draft));
+        if reachable {
+            self.leases.insert(id, None);
+        }
         Ok(())
     }
 

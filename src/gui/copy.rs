@@ -350,6 +350,28 @@ pub fn bad_pairing_code(why: &str) -> String {
     format!("Pairing code: {why}.")
 }
 
+/// The link card's line on other networks.
+pub fn reach_note(reach: &super::state::Reach) -> String {
+    use super::state::Reach;
+    match reach {
+        Reach::Off => String::new(),
+        Reach::Asking => "Asking the router to forward the port from other networks…".into(),
+        Reach::Mapped { external, via } => {
+            format!("Reachable from other networks at {external} (the router forwards it, by {via}).")
+        }
+        Reach::Failed(why) => format!("Not reachable from other networks: {why}."),
+    }
+}
+
+/// What the chat says when the mapping is granted or refused.
+pub fn reach_line(reach: &super::state::Reach) -> Option<String> {
+    use super::state::Reach;
+    match reach {
+        Reach::Mapped { .. } | Reach::Failed(_) => Some(reach_note(reach)),
+        Reach::Off | Reach::Asking => None,
+    }
+}
+
 /// A Nearby row's second line.
 pub fn nearby_detail(row: &super::state::NearbyRow) -> String {
     let known = match row.trust {

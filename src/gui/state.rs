@@ -65,11 +65,26 @@ pub struct Peer {
     pairing_code: Option<String>,
     /// Where a server peersocket listens, while it waits for a peer.
     listening: Option<SocketAddr>,
+    /// Whether other networks reach it (when it asked the router).
+    reach: Reach,
     /// What was typed and not sent yet (while another peer is selected).
     draft: String,
     /// Chat row of each transfer, and where a received file went.
     files: HashMap<TransferId, Seq>,
     received: HashMap<TransferId, PathBuf>,
+}
+
+/// A listener's router mapping, as the window shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Not asked for.
+    Off,
+    /// Asking the router.
+    Asking,
+    /// Other networks reach it at `external`.
+    Mapped { external: SocketAddr, via: &'static str },
+    /// Why not.
+    Failed(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +107,11 @@ impl Peer {
             Some(identity) => copy::trust_note(identity.trust, self.pairing_code.is_some(), self.server),
             None => "",
         }
+    }
+
+    /// What the link card says of other networks ("" when not asked).
+    pub fn reach_note(&self) -> String {
+        copy::reach_note(&self.reach)
     }
 
     /// The key change warning ("" when there is none).
@@ -260,6 +280,12 @@ impl State {
     /// every interface, with its pairing code.
     pub fn link(&self, peer: &Peer) -> Option<String> {
         let local = peer.listening?;
+        // Mapped on the router: the link that works from anywhere.
+        if let Reach::Mapped { external, .. } = peer.reach {
+            return Some(
+                PeerLink::new(external.ip(), external.port(), &self.own_key, peer.pairing_code.as_deref()).to_string(),
+            );
+        }
         let host = if local.ip().is_unspecified() {
             self.host_address.trim().parse().unwrap_or(local.ip())
         } else {
@@ -343,6 +369,7 @@ impl State {
             peer_key: None,
             pairing_code: code,
             listening: None,
+            reach: Reach::Off,
             draft: String::new(),
             files: HashMap::new(),
             received: HashMap::new(),
@@ -510,6 +537,20 @@ impl State {
         self.settings.announce = announce;
         self.changes.settings = true;
         true
+    }
+
+    /// A listener's router mapping: being asked for, granted, or refused.
+    /// The chat says so once.
+    pub fn reach(&mut self, id: PeerId, reach: Reach) {
+        let Some(i) = self.index(id) else { return };
+        if self.peers[i].reach == reach {
+            return;
+        }
+        let line = copy::reach_line(&reach);
+        self.peers[i].reach = reach;
+        if let Some(line) = line {
+            self.system(i, line);
+        }
     }
 
     /// A listener appeared on the local network, changed, or left.

@@ -58,6 +58,7 @@ impl ChatView {
             chat.set_trust_note("".into());
             chat.set_key_warning("".into());
             chat.set_link("".into());
+            chat.set_link_note("".into());
             chat.set_input_blocked(copy::SELECT_A_PEERSOCKET.into());
             if self.shown.take().is_some() {
                 chat.set_messages(self.empty.clone().into());
@@ -78,6 +79,7 @@ impl ChatView {
         chat.set_trust_note(peer.trust_note().into());
         chat.set_key_warning(peer.key_warning().into());
         self.show_link(&chat, state.link(peer));
+        chat.set_link_note(peer.reach_note().into());
 
         let mut shown = self.shown.borrow_mut();
         match &*shown {

@@ -120,8 +120,8 @@ fn peer_item(peer: &Peer) -> PeerItem {
 pub fn connect(window: &AppWindow, controller: &Handle) {
     let global = window.global::<PeerAdapter>();
     let c = controller.clone();
-    global.on_listen(move |name, address, port, require_code, code| {
-        c.with(|c| c.listen(&name, &address, &port, require_code, &code).err().unwrap_or_default()).into()
+    global.on_listen(move |name, address, port, require_code, code, reachable| {
+        c.with(|c| c.listen(&name, &address, &port, require_code, &code, reachable).err().unwrap_or_default()).into()
     });
     let c = controller.clone();
     global.on_connect(move |name, address, port, code, pin| {

@@ -610,3 +610,33 @@ fn nearby_lists_other_installations_by_name_with_what_is_known_of_each_key() {
     let (rows, more) = state.nearby_rows();
     assert_eq!((rows.len(), more), (NEARBY_ROWS, 11 - NEARBY_ROWS));
 }
+
+#[test]
+fn a_listener_the_router_maps_gives_its_outside_link_and_the_chat_says_so_once() {
+    let mut state = State::new(settings());
+    state.set_own_key([9; 32]);
+    state.set_host_address("192.168.1.7");
+    state.listening(DEN, "Den", addr("0.0.0.0:0"), None, "");
+    state.apply(Event::State { id: DEN, state: PeerState::Listening { local: addr("0.0.0.0:50000") } });
+    state.reach(DEN, Reach::Asking);
+    assert!(state.peer(DEN).unwrap().reach_note().starts_with("Asking the router"));
+    let mapped = Reach::Mapped { external: addr("203.0.113.9:50000"), via: "pcp" };
+    state.reach(DEN, mapped.clone());
+    state.reach(DEN, mapped);
+    let link = state.link(state.peer(DEN).unwrap()).unwrap();
+    assert!(link.starts_with("peerconn://203.0.113.9:50000#"), "{link}");
+    let peer = state.peer(DEN).unwrap();
+    assert_eq!(
+        peer.reach_note(),
+        "Reachable from other networks at 203.0.113.9:50000 (the router forwards it, by pcp)."
+    );
+    let said = peer.chat.rows().iter().filter(|r| r.text.contains("Reachable from other networks")).count();
+    assert_eq!(said, 1, "said once");
+
+    state.listening(STUDY, "Study", addr("0.0.0.0:0"), None, "");
+    state.apply(Event::State { id: STUDY, state: PeerState::Listening { local: addr("0.0.0.0:41000") } });
+    state.reach(STUDY, Reach::Failed("no router answered".into()));
+    let peer = state.peer(STUDY).unwrap();
+    assert_eq!(peer.reach_note(), "Not reachable from other networks: no router answered.");
+    assert!(state.link(peer).unwrap().starts_with("peerconn://192.168.1.7:41000#"), "the local link still");
+}
