@@ -53,6 +53,32 @@ impl HostInfo {
     }
 }
 
+/// This computer's global IPv6 addresses (2000::/3): reachable from
+/// other networks directly, without any router mapping, where the
+/// firewalls on the way allow the port. Temporary (privacy) addresses are
+/// listed too; the operating system does not tell them apart here.
+pub fn global_ipv6() -> Vec<std::net::Ipv6Addr> {
+    let mut found = Vec::new();
+    if let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() {
+        for (_, data) in &networks {
+            for net in data.ip_networks() {
+                if let IpAddr::V6(v6) = net.addr {
+                    if is_global_ipv6(v6) && !found.contains(&v6) {
+                        found.push(v6);
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Global unicast: 2000::/3 (what the internet routes).
+pub fn is_global_ipv6(ip: std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xe000 == 0x2000
+}
+
 /// The source address the OS would use to reach a public address. A UDP
 /// "connect" sends nothing; it only asks the routing table.
 fn routed_address() -> Option<Ipv4Addr> {

@@ -146,7 +146,12 @@ pub fn protocols() -> Vec<Via> {
 /// Maps `local` (the listener's address; an unspecified one is replaced
 /// by the address this computer reaches the gateway from) on `gateway`.
 pub fn map(gateway: Ipv4Addr, local: SocketAddr, lifetime: Duration) -> Result<Mapping, Unreachable> {
-    let SocketAddr::V4(local) = local else { return Err(Unreachable::NotIpv4) };
+    let local = match local {
+        SocketAddr::V4(local) => local,
+        // `::` takes IPv4 too (where the system allows dual stack).
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, v6.port()),
+        SocketAddr::V6(_) => return Err(Unreachable::NotIpv4),
+    };
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .and_then(|s| s.connect((gateway, SERVER_PORT)).map(|_| s))
         .map_err(|e| Unreachable::NoGateway(format!("cannot reach {gateway}: {e}")))?;

@@ -269,7 +269,14 @@ pub(super) fn link(out: &Output, url: &str) {
 /// The router forwards `addr` to this listener.
 pub(super) fn reachable(out: &Output, addr: std::net::SocketAddr, via: &str, url: &str) {
     out.print(json!({"event": "reachable", "addr": addr.to_string(), "via": via, "link": url}), || {
-        format!("reachable from other networks at {addr} (the router maps it, by {via})\n  link: {url}")
+        if via == "ipv6" {
+            format!(
+                "reachable over IPv6 at {addr} (a global address: no router mapping needed, where firewalls allow \
+                 the port)\n  link: {url}"
+            )
+        } else {
+            format!("reachable from other networks at {addr} (the router maps it, by {via})\n  link: {url}")
+        }
     });
 }
 

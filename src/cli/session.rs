@@ -188,6 +188,29 @@ impl Session {
         })
     }
 
+    /// A global IPv6 address reaches the listener directly (no router
+    /// mapping), where firewalls allow the port; one it does not listen
+    /// on is pointed out.
+    fn show_ipv6(&self, local: std::net::SocketAddr) {
+        let globals = peerconn::hostinfo::global_ipv6();
+        match local.ip() {
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() || globals.contains(&ip) => {
+                let mine = if ip.is_unspecified() { globals } else { vec![ip] };
+                for ip in mine {
+                    let addr = std::net::SocketAddr::new(ip.into(), local.port());
+                    let link = self.engine.link(ip.into(), local.port(), self.link_code.as_deref());
+                    render::reachable(&self.out, addr, "ipv6", &link.to_string());
+                }
+            }
+            _ if !globals.is_empty() => self.out.text_only(&format!(
+                "this computer also has the global IPv6 address {}: listen with --bind :: to be reachable at it \
+                 directly, where firewalls allow the port",
+                globals[0]
+            )),
+            _ => {}
+        }
+    }
+
     /// The router mapped the port (its link goes to the outside address),
     /// or said why not.
     fn on_lease(&mut self, event: peerconn::reach::LeaseEvent) {
@@ -268,6 +291,7 @@ impl Session {
                 let link = self.engine.link(host, local.port(), self.link_code.as_deref());
                 render::link(&self.out, &link.to_string());
                 if self.reachable {
+                    self.show_ipv6(local);
                     let (lease, events) = peerconn::reach::Lease::start(local);
                     self.lease = Some(lease);
                     self.lease_events = events;

@@ -20,6 +20,7 @@ use crate::support::TempDir;
 struct Lan {
     names: [String; 2],
     addrs: [Ipv4Addr; 2],
+    links: [String; 2],
 }
 
 impl Lan {
@@ -35,8 +36,8 @@ impl Lan {
         let names = [format!("pcnb{tag}a"), format!("pcnb{tag}b")];
         let subnet = (std::process::id() % 100 * 2) as u8 + n as u8 % 2;
         let addrs = [Ipv4Addr::new(10, 203, subnet, 1), Ipv4Addr::new(10, 203, subnet, 2)];
-        let lan = Lan { names: names.clone(), addrs };
         let (va, vb) = (format!("pv{tag}a"), format!("pv{tag}b"));
+        let lan = Lan { names: names.clone(), addrs, links: [va.clone(), vb.clone()] };
         let steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), names[0].clone()],
             vec!["netns".into(), "add".into(), names[1].clone()],
@@ -260,4 +261,44 @@ fn announcing_turned_on_while_listening_announces_at_once_and_off_withdraws() {
     engine.engine.set_announce(false);
     std::thread::sleep(Duration::from_millis(300));
     assert!(nearby(&lan, 1, &home_b).0.is_empty(), "withdrawn");
+}
+
+/// A global IPv6 address reaches a listener directly: `listen --reachable`
+/// lists it (with its link) beside what the router said, and a peer on
+/// the other side connects by that link over IPv6.
+#[test]
+fn a_global_ipv6_address_is_listed_as_reachable_and_a_peer_connects_by_it() {
+    let Some(lan) = Lan::new() else { return };
+    let v6 = ["2001:db8:ab::1", "2001:db8:ab::2"];
+    for side in 0..2 {
+        let added = Command::new("ip")
+            .args([
+                "-n",
+                &lan.names[side],
+                "addr",
+                "add",
+                &format!("{}/64", v6[side]),
+                "dev",
+                &lan.links[side],
+                "nodad",
+            ])
+            .status()
+            .unwrap();
+        assert!(added.success());
+    }
+    let (home_a, home_b) = (TempDir::new("v6-a"), TempDir::new("v6-b"));
+    let args = ["listen", "--bind", "::", "--reachable", "--json", "--no-announce", "--name", "alice"];
+    let alice = Running::start(lan.peerconn(0, &home_a, &args));
+    let port = alice.event("listening")["addr"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let reachable = alice.event("reachable");
+    assert_eq!(reachable["via"], "ipv6", "{reachable}");
+    assert_eq!(reachable["addr"], format!("[{}]:{port}", v6[0]));
+    // No router on this network: the mapping says why not, separately.
+    assert_eq!(alice.event("unreachable")["kind"], "no_gateway");
+
+    let link = reachable["link"].as_str().unwrap();
+    let bob = Running::start(lan.peerconn(1, &home_b, &["connect", link, "--json", "--name", "bob"]));
+    let connected = bob.event("connected");
+    assert_eq!(connected["peer_addr"], format!("[{}]:{port}", v6[0]));
+    assert_eq!(connected["trust"], "verified");
 }
