@@ -270,18 +270,9 @@ fn announcing_turned_on_while_listening_announces_at_once_and_off_withdraws() {
 fn a_global_ipv6_address_is_listed_as_reachable_and_a_peer_connects_by_it() {
     let Some(lan) = Lan::new() else { return };
     let v6 = ["2001:db8:ab::1", "2001:db8:ab::2"];
-    for side in 0..2 {
+    for (side, ip) in v6.iter().enumerate() {
         let added = Command::new("ip")
-            .args([
-                "-n",
-                &lan.names[side],
-                "addr",
-                "add",
-                &format!("{}/64", v6[side]),
-                "dev",
-                &lan.links[side],
-                "nodad",
-            ])
+            .args(["-n", &lan.names[side], "addr", "add", &format!("{ip}/64"), "dev", &lan.links[side], "nodad"])
             .status()
             .unwrap();
         assert!(added.success());
