@@ -218,7 +218,7 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     pump_until("the offer", || shows_text(&a, "Accept holiday.zip"));
     click(&a, "Accept holiday.zip");
     pump_until("the file saved", || shows_text_starting(&a, "Saved as "));
-    pump_until("the sender told", || shows_text(&b, "Sent and verified by the peer."));
+    pump_until("the sender told", || shows_text_starting(&b, "Sent and verified by the peer · 3.0 MB in "));
     assert_eq!(std::fs::read(down_a.join("holiday.zip")).unwrap(), bytes);
     // The card's progress reached 100 %.
     let messages = a.window.global::<peerconn::gui::ChatAdapter>().get_messages();

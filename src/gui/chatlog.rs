@@ -53,6 +53,9 @@ pub struct FileCard {
     pub resumed: Option<String>,
     /// A whole folder rather than a file.
     pub folder: bool,
+    /// When bytes began to move, and from where (a resume skips what was
+    /// there): the finished card says how long it took and how fast.
+    pub moving: Option<(std::time::Instant, u64)>,
 }
 
 /// Where a file card is.
@@ -242,6 +245,7 @@ mod tests {
             state: FileState::Offered,
             resumed: None,
             folder: false,
+            moving: None,
         };
         ChatRow::new(Kind::File(file), "card")
     }

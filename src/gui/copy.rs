@@ -204,7 +204,25 @@ pub fn size(bytes: u64) -> String {
 }
 
 pub const STARTING: &str = "starting…";
-pub const SENT_AND_VERIFIED: &str = "Sent and verified by the peer.";
+pub const SENT_AND_VERIFIED: &str = "Sent and verified by the peer";
+
+/// How long a finished transfer took and how fast, from when its bytes
+/// began to move (" · 4.2 GB in 38 s, 112 MB/s"; "" when none moved here).
+pub fn took(size: u64, moving: Option<(std::time::Instant, u64)>) -> String {
+    let Some((since, from)) = moving else { return String::new() };
+    let moved = size.saturating_sub(from);
+    let secs = since.elapsed().as_secs_f64();
+    if secs < 1.0 {
+        return format!(" · {} in under a second", crate::files::human_size(moved));
+    }
+    let rate = (moved as f64 / secs) as u64;
+    format!(
+        " · {} in {}, {}/s",
+        crate::files::human_size(moved),
+        duration(secs.round() as u64),
+        crate::files::human_size(rate)
+    )
+}
 
 /// A running transfer's speed and time left; the first reading has no
 /// speed yet.

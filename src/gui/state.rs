@@ -640,6 +640,7 @@ impl State {
             Event::FileProgress { transfer, bytes, total, bytes_per_sec, eta, files, .. } => {
                 self.update_file(transfer, |card| {
                     card.state = FileState::Running;
+                    card.moving.get_or_insert((std::time::Instant::now(), 0));
                     card.progress = if total == 0 { 1.0 } else { bytes as f32 / total as f32 };
                     let mut speed = copy::speed(bytes_per_sec, eta.map(|d| d.as_secs()));
                     if let Some((done, of)) = files {
@@ -658,20 +659,21 @@ impl State {
                     card.progress = if size == 0 { 1.0 } else { offset as f32 / size as f32 };
                     card.detail = note.clone();
                     card.resumed = Some(note);
+                    card.moving = Some((std::time::Instant::now(), offset));
                 });
             }
-            Event::FileSent { transfer, .. } => self.update_file(transfer, |card| {
+            Event::FileSent { transfer, size, .. } => self.update_file(transfer, |card| {
                 card.state = FileState::Done;
                 card.progress = 1.0;
-                card.detail = copy::SENT_AND_VERIFIED.into();
+                card.detail = format!("{}{}", copy::SENT_AND_VERIFIED, copy::took(size, card.moving));
             }),
-            Event::FileReceived { transfer, path, .. } => {
+            Event::FileReceived { transfer, path, size, .. } => {
                 let detail = copy::saved_as(&path);
                 self.peers[i].received.insert(transfer, path);
                 self.update_file(transfer, |card| {
                     card.state = FileState::Done;
                     card.progress = 1.0;
-                    card.detail = detail;
+                    card.detail = format!("{detail} · verified (BLAKE3){}", copy::took(size, card.moving));
                 });
             }
             Event::FileFailed { transfer, name, reason, .. } => {
@@ -760,6 +762,7 @@ impl State {
             state: FileState::Offered,
             resumed: None,
             folder: false,
+            moving: None,
         };
         let seq = peer.chat.push(ChatRow::new(Kind::File(card), name));
         peer.files.insert(transfer, seq);

@@ -167,7 +167,10 @@ fn an_offer_accepted_shows_its_progress_then_where_it_was_saved() {
     state.apply(received);
     let done = card(&state, DEN);
     assert_eq!((done.state, done.progress), (FileState::Done, 1.0));
-    assert_eq!(done.detail, "Saved as /tmp/downloads/holiday.zip");
+    assert_eq!(
+        done.detail, "Saved as /tmp/downloads/holiday.zip · verified (BLAKE3) · 3.0 MB in under a second",
+        "where, that it was checked, and how long it took"
+    );
     assert_eq!(state.received_file(OFFER), Some((DEN, path.as_path())), "Open folder knows where it is");
 }
 
@@ -179,7 +182,7 @@ fn a_file_sent_ends_verified_by_the_peer_and_a_failed_one_says_why() {
     assert!(!card(&state, DEN).incoming, "waiting for the peer to accept");
     state.apply(Event::FileSent { id: DEN, transfer: OFFER, name: "notes.txt".into(), size: 10 });
     assert_eq!(card(&state, DEN).state, FileState::Done);
-    assert_eq!(card(&state, DEN).detail, "Sent and verified by the peer.");
+    assert_eq!(card(&state, DEN).detail, "Sent and verified by the peer", "no bytes were seen moving here");
 
     // A failure for a file never offered (it could not be opened) still
     // gets a card, with the reason.
@@ -639,4 +642,14 @@ fn a_listener_the_router_maps_gives_its_outside_link_and_the_chat_says_so_once()
     let peer = state.peer(STUDY).unwrap();
     assert_eq!(peer.reach_note(), "Not reachable from other networks: no router answered.");
     assert!(state.link(peer).unwrap().starts_with("peerconn://192.168.1.7:41000#"), "the local link still");
+}
+
+#[test]
+fn a_finished_card_says_how_much_moved_in_how_long_and_how_fast() {
+    let now = std::time::Instant::now();
+    let ago = |secs| now.checked_sub(Duration::from_secs(secs)).unwrap();
+    assert_eq!(copy::took(4_200_000_000, Some((ago(38), 0))), " · 4.2 GB in 38 s, 111 MB/s");
+    // A resume counts only what moved this time.
+    assert_eq!(copy::took(4_200_000_000, Some((ago(20), 2_200_000_000))), " · 2.0 GB in 20 s, 100 MB/s");
+    assert_eq!(copy::took(10, None), "");
 }
