@@ -233,9 +233,11 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     pairing_code_listen_and_connect_verifies_both_sides(&a, &b);
     a_link_copied_from_a_listener_and_pasted_into_connect_gets_in_verified(&a, &base);
 
-    // The study leaves: the living room turns red.
     drop(b);
-    pump_until("the peer gone", || status(&a, "Living room").as_deref() == Some("lost"));
+    // The study leaves: the living room says so and listens again (yellow).
+    pump_until("the peer gone, listening again", || {
+        status(&a, "Living room").as_deref() == Some("waiting") && shows_text_starting(&a, "Listening on 127.0.0.1:")
+    });
     a.window.global::<peerconn::gui::PeerAdapter>().invoke_select(den);
     pump_until("the end shown", || shows_text_starting(&a, "Connection ended: the peer closed the connection"));
 

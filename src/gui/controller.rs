@@ -210,7 +210,8 @@ impl Controller {
         let bind = parse_form(name, address, port, true)?;
         let code = parse_code(code, require)?;
         let name = name.trim();
-        let options = ListenOptions { pairing_code: code.clone(), ..ListenOptions::default() };
+        // After its peer leaves it listens again (red only when it cannot).
+        let options = ListenOptions { pairing_code: code.clone(), keep_listening: true };
         let id = self.engine.listen(name, bind, options).map_err(|e| copy::bad_name(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.listening(id, name, bind, code, &draft));
