@@ -617,6 +617,7 @@ fn refused_connections_that_stay_open_hold_a_bounded_number_of_descriptors() {
     let _ = listener.child.wait();
 }
 
+#[cfg(target_os = "linux")]
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
@@ -624,8 +625,10 @@ fn resident_kib(pid: u32) -> u64 {
 }
 
 /// Kills a child process when the test ends, however it ends.
+#[cfg(target_os = "linux")]
 struct Reaped(Child);
 
+#[cfg(target_os = "linux")]
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
