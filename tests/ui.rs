@@ -239,7 +239,7 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
         status(&a, "Living room").as_deref() == Some("waiting") && shows_text_starting(&a, "Listening on 127.0.0.1:")
     });
     a.window.global::<peerconn::gui::PeerAdapter>().invoke_select(den);
-    pump_until("the end shown", || shows_text_starting(&a, "Connection ended: the peer closed the connection"));
+    pump_until("the end shown", || shows_text_starting(&a, "Connection ended: the peer's PeerConn closed"));
 
     changed_key_warns_and_trust_new_key_lets_the_peer_in(&a, den, port, &base);
     settings_lists_known_peers_with_always_accept_and_forget(&a);

@@ -66,6 +66,11 @@ pub enum Command {
         /// link its listener printed (peerconn://…#KEY): then only that key is let in.
         #[arg(value_name = "HOST:PORT|LINK")]
         address: String,
+        /// When the connection is lost (the peer went away, restarted, or cannot be
+        /// reached), connect again by itself after 1, 2, 4 … 60 s, until the other
+        /// person disconnects, the key changes, or Ctrl-C.
+        #[arg(long)]
+        reconnect: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -22,6 +22,7 @@ pub(super) enum Role {
     Connect {
         remote: SocketAddr,
         pin: Option<KeyPin>,
+        reconnect: bool,
     },
     /// Connect, send these files, and leave.
     Send {
@@ -49,9 +50,9 @@ impl Plan {
                 let bind = SocketAddr::new(bind, port);
                 (Role::Listen { bind, once, announce: !no_announce, reachable }, common)
             }
-            Command::Connect { address, mut common } => {
+            Command::Connect { address, reconnect, mut common } => {
                 let (remote, pin) = target(&address, &mut common.code)?;
-                (Role::Connect { remote, pin }, common)
+                (Role::Connect { remote, pin, reconnect }, common)
             }
             Command::Send { address, files, name, json, mut code } => {
                 let (remote, pin) = target(&address, &mut code)?;

@@ -147,6 +147,9 @@ pub(super) fn json(event: &Event, seen: &Seen) -> Option<Value> {
         | Event::Renamed { .. }
         | Event::Removed { .. }
         | Event::KnownPeers { .. } => return None,
+        Event::Reconnecting { after, attempt, .. } => {
+            json!({"event": "reconnecting", "after_ms": after.as_millis() as u64, "attempt": attempt})
+        }
     })
 }
 
@@ -221,6 +224,9 @@ pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
         }
         Event::FileFailed { name, reason, .. } => format!("file {} failed: {reason}", printable(name)),
         Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } | Event::KnownPeers { .. } => return None,
+        Event::Reconnecting { after, attempt, .. } => {
+            format!("reconnecting in {:.0} s (attempt {attempt})", after.as_secs_f64().max(1.0))
+        }
     })
 }
 

@@ -54,6 +54,8 @@ pub(super) struct Session {
     sending: Option<Sending>,
     lines: Receiver<Line>,
     signals: Receiver<()>,
+    /// `connect --reconnect`.
+    reconnect: bool,
     /// `--reachable`: whether to map the port, the mapping kept, and what
     /// it reports.
     reachable: bool,
@@ -135,8 +137,9 @@ impl Session {
                 let options = ListenOptions { keep_listening: !once, pairing_code: plan.code.clone() };
                 engine.listen(&plan.name, *bind, options)
             }
-            Role::Connect { remote, pin } | Role::Send { remote, pin, .. } => {
-                let options = ConnectOptions { pairing_code: plan.code.clone(), pin: pin.clone() };
+            Role::Connect { remote, pin, .. } | Role::Send { remote, pin, .. } => {
+                let reconnect = matches!(plan.role, Role::Connect { reconnect: true, .. });
+                let options = ConnectOptions { pairing_code: plan.code.clone(), pin: pin.clone(), reconnect };
                 engine.connect_with(&plan.name, *remote, options)
             }
         };
@@ -180,6 +183,7 @@ impl Session {
             close_when_sent: false,
             link_code: code,
             reachable: matches!(plan.role, Role::Listen { reachable: true, .. }),
+            reconnect: matches!(plan.role, Role::Connect { reconnect: true, .. }),
             lease: None,
             lease_events: crossbeam_channel::never(),
             link_shown: false,
@@ -309,7 +313,10 @@ impl Session {
                 if let Some(sending) = &self.sending {
                     return Some(sending.outcome(&reason, self.out.json));
                 }
-                let ends = !self.server || self.once || self.quitting || !was_connected;
+                // `connect --reconnect`: the engine tries again by itself
+                // after an end nobody chose (Reconnecting says when).
+                let retries = self.reconnect && kind.is_retryable() && !self.quitting;
+                let ends = (!self.server && !retries) || self.once || self.quitting || (self.server && !was_connected);
                 if ends {
                     // Exit 0 only when the connection ended on purpose.
                     return Some(if kind.is_clean() { Ok(()) } else { Err(reason) });
@@ -364,6 +371,7 @@ impl Session {
             | Event::Trust { .. }
             | Event::Renamed { .. }
             | Event::Removed { .. }
+            | Event::Reconnecting { .. }
             | Event::KnownPeers { .. } => {}
         }
         None

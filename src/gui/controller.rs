@@ -238,7 +238,8 @@ impl Controller {
         let code = parse_code(&code, false)?;
         let pin = form::parse_pin(&pin)?;
         let name = name.trim();
-        let options = ConnectOptions { pairing_code: code.clone(), pin };
+        // It reconnects by itself when the peer goes away or restarts.
+        let options = ConnectOptions { pairing_code: code.clone(), pin, reconnect: true };
         let id = self.engine.connect_with(name, remote, options).map_err(|e| copy::refused(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.connecting(id, name, remote, code, &draft));

@@ -108,6 +108,17 @@ pub fn lost(reason: &str, server: bool) -> StateLines {
     }
 }
 
+/// A client that reconnects by itself, waiting for its next try.
+pub fn reconnecting(after: std::time::Duration) -> StateLines {
+    let secs = after.as_secs_f64().round().max(1.0) as u64;
+    StateLines {
+        detail: format!("reconnecting in {}", duration(secs)),
+        line: format!("Trying again in {} (Disconnect stops it).", duration(secs)),
+        blocked: format!("Not connected: reconnecting in {}. Disconnect stops it.", duration(secs)),
+        subtitle: format!("reconnecting in {}", duration(secs)),
+    }
+}
+
 pub const DISCONNECTING: &str = "Disconnecting…";
 pub const SELECT_A_PEERSOCKET: &str = "Select a peersocket on the left.";
 

@@ -590,6 +590,15 @@ impl State {
                 self.count_unread(i);
             }
             Event::Error { reason, .. } => self.system(i, reason),
+            Event::Reconnecting { after, .. } => {
+                let lines = copy::reconnecting(after);
+                let peer = &mut self.peers[i];
+                peer.status = Status::Waiting;
+                peer.detail = lines.detail;
+                peer.blocked = lines.blocked;
+                peer.subtitle = lines.subtitle;
+                self.system(i, lines.line);
+            }
             Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => {
                 let server = self.peers[i].server;
                 self.system(i, copy::key_changed_line(&peer_name, address, &old_fingerprint, &new_fingerprint, server));

@@ -128,6 +128,9 @@ pub enum Event {
     Renamed { id: PeerId, name: String },
     /// The peersocket is gone; no more events will name it.
     Removed { id: PeerId },
+    /// A client peersocket that reconnects by itself will try again after
+    /// `after` (its state stays `Lost` until then; `Connecting` follows).
+    Reconnecting { id: PeerId, after: Duration, attempt: u32 },
     /// A peer presented a key other than the one remembered for its name or
     /// address, and was stopped before any message or file moved. The
     /// person can accept the new key on purpose with `trust_new_key`.
@@ -195,6 +198,7 @@ impl Event {
             | Event::Error { id, .. }
             | Event::Renamed { id, .. }
             | Event::Removed { id }
+            | Event::Reconnecting { id, .. }
             | Event::KeyChanged { id, .. }
             | Event::Trust { id, .. }
             | Event::FileOutgoing { id, .. }
@@ -229,6 +233,12 @@ pub struct ConnectOptions {
     pub pairing_code: Option<String>,
     /// The key the listener must present (from its [`link`]).
     pub pin: Option<KeyPin>,
+    /// After a connection that ended without anyone saying to stop (the
+    /// peer went away, restarted, or could not be reached), connect again
+    /// by itself, waiting 1, 2, 4 … 60 s (with jitter) between attempts:
+    /// [`Event::Reconnecting`] says when. A key change, a refusal, the
+    /// other person's Disconnect or ours stop it.
+    pub reconnect: bool,
 }
 
 /// Timing and size limits of the engine. The defaults are what the app
@@ -494,7 +504,7 @@ impl Engine {
         remote: SocketAddr,
         pairing_code: Option<&str>,
     ) -> Result<PeerId, InputError> {
-        let options = ConnectOptions { pairing_code: pairing_code.map(str::to_owned), pin: None };
+        let options = ConnectOptions { pairing_code: pairing_code.map(str::to_owned), ..ConnectOptions::default() };
         self.connect_with(name, remote, options)
     }
 

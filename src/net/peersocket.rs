@@ -80,6 +80,18 @@ pub(crate) struct Peer {
     pub guard: PairingGuard,
     /// The last key refused as changed, for `TrustNewKey`.
     pub rejected: Option<Rejected>,
+    /// Client that reconnects by itself: when it tries again, and how many
+    /// attempts failed in a row.
+    pub retry_at: Option<std::time::Instant>,
+    pub attempts: u32,
+}
+
+/// The wait before reconnect attempt `attempt` (1 is the first): 1, 2, 4
+/// … 60 s, each spread by ±20 % (`jitter` in 0..1) so that many clients
+/// of one listener that went away do not all come back at once.
+pub fn reconnect_delay(attempt: u32, jitter: f64) -> std::time::Duration {
+    let base = 2f64.powi(attempt.saturating_sub(1).min(6) as i32).min(60.0);
+    std::time::Duration::from_secs_f64(base * (0.8 + 0.4 * jitter.clamp(0.0, 1.0)))
 }
 
 /// A key that did not match the one remembered.
@@ -112,6 +124,8 @@ impl Peer {
             dial,
             guard: PairingGuard::default(),
             rejected: None,
+            retry_at: None,
+            attempts: 0,
         }
     }
 
@@ -161,6 +175,24 @@ impl Peersockets {
 
     pub fn remove(&mut self, id: PeerId) -> Option<Peer> {
         self.peers.remove(&id)
+    }
+
+    /// When the next client reconnects by itself.
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        self.peers.values().filter_map(|p| p.retry_at).min()
+    }
+
+    /// Clients whose wait to reconnect is over (their waits are cleared).
+    pub fn due_retries(&mut self, now: std::time::Instant) -> Vec<PeerId> {
+        let mut due = Vec::new();
+        for (id, peer) in self.peers.iter_mut() {
+            if peer.retry_at.is_some_and(|at| at <= now) {
+                peer.retry_at = None;
+                due.push(*id);
+            }
+        }
+        due.sort();
+        due
     }
 
     pub fn ids(&self) -> Vec<PeerId> {
@@ -296,6 +328,16 @@ impl Peersockets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_waits_double_from_one_second_to_a_minute_spread_by_a_fifth() {
+        let secs = |attempt, jitter| reconnect_delay(attempt, jitter).as_secs_f64();
+        let middle: Vec<f64> = (1..=9).map(|a| secs(a, 0.5)).collect();
+        assert_eq!(middle, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]);
+        assert_eq!((secs(4, 0.0), secs(4, 1.0)), (6.4, 9.6), "±20 %");
+        assert_eq!(secs(u32::MAX, 2.0), 72.0, "no overflow; jitter clamped");
+        assert_eq!(secs(0, 0.5), 1.0);
+    }
 
     fn addr() -> SocketAddr {
         "127.0.0.1:4000".parse().unwrap()

@@ -19,7 +19,7 @@ fn link_of(node: &Node, addr: SocketAddr, code: Option<&str>) -> PeerLink {
 }
 
 fn by_link(link: &PeerLink) -> ConnectOptions {
-    ConnectOptions { pairing_code: link.code.clone(), pin: Some(link.pin.clone()) }
+    ConnectOptions { pairing_code: link.code.clone(), pin: Some(link.pin.clone()), ..Default::default() }
 }
 
 fn connected_trust(node: &mut Node, id: peerconn::net::PeerId) -> (String, Trust) {

@@ -25,6 +25,7 @@ mod nearby;
 mod protocol;
 #[cfg(target_os = "linux")]
 mod reach;
+mod reconnect;
 mod resume;
 mod security;
 mod session;

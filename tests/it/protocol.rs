@@ -531,7 +531,7 @@ fn a_ping_or_pong_that_is_not_eight_bytes_is_malformed() {
 
 #[test]
 fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
-    for code in [7u8, 9, 0xff] {
+    for code in [8u8, 9, 0xff] {
         malformed(decode(&raw_frame(kind::BYE, &[code, b'x'])), "bye", &format!("unknown reason code {code}"));
     }
     malformed(decode(&raw_frame(kind::BYE, &[])), "bye", "no reason code");
@@ -539,7 +539,7 @@ fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
     long.extend_from_slice(&[b'r'; MAX_REASON + 1]);
     malformed(decode(&raw_frame(kind::BYE, &long)), "bye", "over 200 bytes");
     assert_eq!(decode(&raw_frame(kind::BYE, &[2, 0xc3, 0x28])), Err(FrameError::BadUtf8("bye reason")));
-    // All seven known codes, with and without a reason.
+    // All eight known codes.
     for (byte, code) in [
         (0, ByeCode::Normal),
         (1, ByeCode::Busy),
@@ -548,6 +548,7 @@ fn a_bye_with_an_unknown_code_or_bad_reason_is_refused() {
         (4, ByeCode::Untrusted),
         (5, ByeCode::Pairing),
         (6, ByeCode::Limit),
+        (7, ByeCode::Leaving),
     ] {
         let bytes = raw_frame(kind::BYE, &[byte]);
         assert_eq!(decode(&bytes), Ok(Some((Frame::Bye { code, reason: String::new() }, bytes.len()))));

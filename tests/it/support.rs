@@ -28,6 +28,12 @@ pub fn fast_config() -> EngineConfig {
     }
 }
 
+/// `fast_config` for the installation whose key is `identity` (an
+/// engine started again, as after a restart).
+pub fn fast_config_with(identity: &peerconn::net::Identity) -> EngineConfig {
+    EngineConfig { identity: identity.clone(), ..fast_config() }
+}
+
 /// An engine and the events it reported that no test has consumed yet.
 pub struct Node {
     pub engine: Engine,

@@ -108,6 +108,9 @@ pub enum ByeCode {
     Pairing,
     /// The peer went over a limit (messages per second, offers).
     Limit,
+    /// The program is closing (not the person): it may come back, and a
+    /// peer that reconnects by itself tries again.
+    Leaving,
 }
 
 impl ByeCode {
@@ -120,6 +123,7 @@ impl ByeCode {
             ByeCode::Untrusted => 4,
             ByeCode::Pairing => 5,
             ByeCode::Limit => 6,
+            ByeCode::Leaving => 7,
         }
     }
     fn from_byte(b: u8) -> Option<ByeCode> {
@@ -131,6 +135,7 @@ impl ByeCode {
             4 => ByeCode::Untrusted,
             5 => ByeCode::Pairing,
             6 => ByeCode::Limit,
+            7 => ByeCode::Leaving,
             _ => return None,
         })
     }

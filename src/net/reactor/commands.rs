@@ -47,11 +47,15 @@ impl Reactor {
                     self.send_text(id, text)
                 }
                 Command::Disconnect { id } => self.disconnect(id),
-                Command::Restart { id } => match self.peers.get(id) {
+                Command::Restart { id } => match self.peers.get_mut(id) {
                     None => self.error(id, "there is no such peersocket"),
                     Some(peer) if !peer.lost => self.error(id, "the peersocket is already active"),
                     Some(peer) if peer.role == Role::Server => self.start_listening(id),
-                    Some(_) => self.start_connecting(id),
+                    Some(peer) => {
+                        // Now, not at the end of a reconnect's wait.
+                        (peer.retry_at, peer.attempts) = (None, 0);
+                        self.start_connecting(id)
+                    }
                 },
                 Command::SetAnnounce { announce } => self.set_announce(announce),
                 Command::Rename { id, name } => match self.peers.rename(id, &name) {
@@ -149,7 +153,7 @@ impl Reactor {
         }
     }
 
-    fn start_connecting(&mut self, id: PeerId) {
+    pub(super) fn start_connecting(&mut self, id: PeerId) {
         let Some(peer) = self.peers.get(id) else {
             return;
         };
@@ -217,6 +221,13 @@ impl Reactor {
         let Some(peer) = self.peers.get(id) else {
             return self.error(id, "there is no such peersocket");
         };
+        if peer.retry_at.is_some() {
+            // Waiting to reconnect: it stops trying.
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.retry_at = None;
+            }
+            return self.set_state(id, PeerState::lost(End::new(EndKind::Closed, "you stopped reconnecting")));
+        }
         if peer.lost {
             return self.error(id, "the peersocket is not active");
         }
@@ -301,7 +312,7 @@ impl Reactor {
             let has_peer = matches!(self.sockets.get(&token), Some(Socket::Stream(c)) if c.session.has_peer());
             if has_peer {
                 self.with_conn(token, |_, conn| {
-                    conn.session.close("PeerConn closed", "PeerConn closed", "PeerConn is closing", Instant::now())
+                    conn.session.leave("PeerConn closed", "PeerConn closed", "PeerConn is closing", Instant::now())
                 });
             } else {
                 self.sockets.remove(&token);

@@ -579,7 +579,7 @@ impl Reactor {
             }
             Socket::Listener { retry_at, .. } => *retry_at,
         });
-        conns.chain(self.shutdown_deadline).min()
+        conns.chain(self.shutdown_deadline).chain(self.peers.next_retry()).min()
     }
 
     fn run_timers(&mut self, now: Instant) {
@@ -596,6 +596,9 @@ impl Reactor {
             .collect();
         for (token, owner) in retries {
             self.accept(token, owner);
+        }
+        for id in self.peers.due_retries(now) {
+            self.start_connecting(id);
         }
         let due: Vec<Token> = self
             .sockets
@@ -639,7 +642,35 @@ impl Reactor {
     fn set_state(&mut self, id: PeerId, state: PeerState) {
         self.peers.set_lost(id, matches!(state, PeerState::Lost { .. }));
         self.announce(id, &state);
+        let retry = match &state {
+            PeerState::Lost { kind, .. } => kind.is_retryable(),
+            _ => false,
+        };
+        if matches!(state, PeerState::Connected { .. }) {
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.attempts = 0;
+            }
+        }
         self.emit(Event::State { id, state });
+        if retry {
+            self.schedule_reconnect(id);
+        }
+    }
+
+    /// A client that reconnects by itself waits, then tries again.
+    fn schedule_reconnect(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(id).filter(|p| p.role == super::Role::Client && p.dial.reconnect) else {
+            return;
+        };
+        peer.attempts = peer.attempts.saturating_add(1);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let mixed = u64::from(nanos) ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let jitter = (mixed % 1000) as f64 / 1000.0;
+        let after = super::peersocket::reconnect_delay(peer.attempts, jitter);
+        peer.retry_at = Some(Instant::now() + after);
+        let attempt = peer.attempts;
+        log::info!("{} reconnecting in {:.1} s (attempt {attempt})", self.label(id), after.as_secs_f64());
+        self.emit(Event::Reconnecting { id, after, attempt });
     }
 
     /// A server peersocket is announced on the local network while it

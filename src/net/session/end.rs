@@ -13,8 +13,10 @@ use crate::net::printable;
 pub enum EndKind {
     /// We closed it on purpose (Disconnect, Remove, quitting).
     Closed,
-    /// The peer said a normal bye.
+    /// The peer said a normal bye: the person closed it.
     PeerClosed,
+    /// The peer's program is closing (it may come back).
+    PeerLeft,
     /// The peer ended it with a bye that gives another reason.
     PeerRefused(ByeCode),
     /// Nothing listens at the address, or it cannot be reached.
@@ -46,6 +48,7 @@ impl EndKind {
         match self {
             EndKind::Closed => "closed",
             EndKind::PeerClosed => "peer_closed",
+            EndKind::PeerLeft => "peer_left",
             EndKind::PeerRefused(_) => "peer_refused",
             EndKind::Unreachable => "unreachable",
             EndKind::TimedOut => "timed_out",
@@ -61,7 +64,18 @@ impl EndKind {
 
     /// The connection ended on purpose (a normal bye from either side).
     pub fn is_clean(self) -> bool {
-        matches!(self, EndKind::Closed | EndKind::PeerClosed)
+        matches!(self, EndKind::Closed | EndKind::PeerClosed | EndKind::PeerLeft)
+    }
+
+    /// A client that reconnects by itself tries again after this end: the
+    /// peer went away or could not be reached, but nobody said to stop
+    /// (we or the other person closing, a key change, a refusal and a
+    /// broken protocol are final).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            EndKind::PeerLeft | EndKind::Unreachable | EndKind::TimedOut | EndKind::Reset | EndKind::LocalError
+        ) || self == EndKind::PeerRefused(ByeCode::Busy)
     }
 }
 
@@ -95,6 +109,7 @@ impl Session {
         let refused = EndKind::PeerRefused(code);
         match code {
             ByeCode::Normal => End::new(EndKind::PeerClosed, format!("the peer closed the connection{said}")),
+            ByeCode::Leaving => End::new(EndKind::PeerLeft, format!("the peer's PeerConn closed{said}")),
             ByeCode::Busy => End::new(refused, format!("the peersocket at {} is busy with another peer", self.remote)),
             ByeCode::ProtocolError => End::new(refused, format!("the peer reported a protocol error{said}")),
             ByeCode::Unsupported => End::new(refused, format!("the peer refused our protocol version{said}")),

@@ -451,11 +451,21 @@ impl Session {
     /// its side (or the linger ran out). Before the hellos are done there
     /// is nobody to say bye to: it ends at once with `cancelled`.
     pub fn close(&mut self, reason: &str, cancelled: &str, said: &str, now: Instant) {
+        self.close_with(ByeCode::Normal, reason, cancelled, said, now)
+    }
+
+    /// Closes because the program ends: the peer hears it may come back
+    /// (`ByeCode::Leaving`), so a peer that reconnects by itself tries again.
+    pub fn leave(&mut self, reason: &str, cancelled: &str, said: &str, now: Instant) {
+        self.close_with(ByeCode::Leaving, reason, cancelled, said, now)
+    }
+
+    fn close_with(&mut self, code: ByeCode, reason: &str, cancelled: &str, said: &str, now: Instant) {
         if self.is_closing() {
             // Asked again while lingering: do not wait any longer.
             self.end_now(End::new(EndKind::Closed, reason));
         } else if self.has_peer() {
-            self.end_with_bye(End::new(EndKind::Closed, reason), Some((ByeCode::Normal, said.to_owned())), now);
+            self.end_with_bye(End::new(EndKind::Closed, reason), Some((code, said.to_owned())), now);
         } else {
             self.end_now(End::new(EndKind::Closed, cancelled));
         }
