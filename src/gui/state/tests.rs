@@ -653,3 +653,17 @@ fn a_finished_card_says_how_much_moved_in_how_long_and_how_fast() {
     assert_eq!(copy::took(4_200_000_000, Some((ago(20), 2_200_000_000))), " · 2.0 GB in 20 s, 100 MB/s");
     assert_eq!(copy::took(10, None), "");
 }
+
+#[test]
+fn a_client_waiting_to_reconnect_is_yellow_and_says_when_it_tries_again() {
+    let mut state = with_den();
+    state.apply(connected(DEN, "b568-4456-5d3a-30a1-48fb"));
+    state.apply(lost(DEN, "the peer's PeerConn closed"));
+    assert_eq!(state.peer(DEN).unwrap().status, Status::Lost);
+    state.apply(Event::Reconnecting { id: DEN, after: Duration::from_millis(7600), attempt: 4 });
+    let peer = state.peer(DEN).unwrap();
+    assert_eq!(peer.status, Status::Waiting, "yellow while it waits to try again");
+    assert_eq!(peer.detail, "reconnecting in 8 s");
+    assert!(peer.blocked.contains("Disconnect stops it"), "{}", peer.blocked);
+    assert!(peer.chat.rows().iter().any(|r| r.text == "Trying again in 8 s (Disconnect stops it)."));
+}
