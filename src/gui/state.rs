@@ -250,6 +250,16 @@ impl State {
         &self.settings
     }
 
+    /// The window's title: "PeerConn", with the messages and offers not
+    /// read yet in other conversations ("(3) PeerConn").
+    pub fn window_title(&self) -> String {
+        let unread: u64 = self.peers.iter().map(|p| u64::from(p.unread)).sum();
+        match unread {
+            0 => "PeerConn".into(),
+            n => format!("({n}) PeerConn"),
+        }
+    }
+
     /// How many keys are remembered in all.
     pub fn known_total(&self) -> usize {
         self.known.len()

@@ -51,6 +51,10 @@ impl PeersView {
         }
         if let Some(window) = self.window.upgrade() {
             window.global::<PeerAdapter>().set_selected(state.selected().map_or(-1, |p| peer_number(p.id)));
+            let title = state.window_title();
+            if window.get_window_title().as_str() != title {
+                window.set_window_title(title.into());
+            }
             if changes.nearby || changes.known {
                 let (rows, more) = state.nearby_rows();
                 self.nearby.set_vec(rows.iter().map(nearby_item).collect::<Vec<_>>());

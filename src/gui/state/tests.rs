@@ -667,3 +667,16 @@ fn a_client_waiting_to_reconnect_is_yellow_and_says_when_it_tries_again() {
     assert!(peer.blocked.contains("Disconnect stops it"), "{}", peer.blocked);
     assert!(peer.chat.rows().iter().any(|r| r.text == "Trying again in 8 s (Disconnect stops it)."));
 }
+
+#[test]
+fn the_window_title_counts_what_waits_unread_in_other_conversations() {
+    let mut state = with_den();
+    state.connecting(STUDY, "Study", addr("192.168.1.30:50000"), None, "");
+    assert_eq!(state.window_title(), "PeerConn");
+    state.apply(Event::Message { id: DEN, text: "one".into() });
+    state.apply(Event::Message { id: DEN, text: "two".into() });
+    state.apply(Event::Message { id: STUDY, text: "seen".into() });
+    assert_eq!(state.window_title(), "(2) PeerConn", "the selected conversation's messages are read");
+    state.select(DEN, "");
+    assert_eq!(state.window_title(), "PeerConn");
+}
