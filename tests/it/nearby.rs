@@ -6,15 +6,14 @@
 //! `peerconn connect` in the other, as a person on another computer of
 //! the same network would run them.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::TempDir;
+use crate::support::{Running, TempDir};
 
 /// Two namespaces joined by a veth pair, removed when dropped.
 struct Lan {
@@ -116,44 +115,6 @@ impl Drop for Lan {
     }
 }
 
-/// A running peerconn whose JSON lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: crossbeam_channel::Receiver<Value>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Running {
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn event(&self, name: &str) -> Value {
-        loop {
-            let value = self.lines.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no {name} event"));
-            if value["event"] == name {
-                return value;
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `peerconn nearby --json` in namespace `side`: what it listed.
 fn nearby(lan: &Lan, side: usize, home: &TempDir) -> (Vec<Value>, std::process::Output) {
     let out = lan.peerconn(side, home, &["nearby", "--json", "--timeout", "4"]).output().unwrap();
@@ -166,10 +127,10 @@ fn a_listener_in_one_namespace_is_found_from_the_other_and_its_entry_connects_pi
     let Some(lan) = Lan::new() else { return };
     let (home_a, home_b) = (TempDir::new("nearby-a"), TempDir::new("nearby-b"));
     let alice = Running::start(lan.peerconn(0, &home_a, &["listen", "--json", "--name", "alice", "--once"]));
-    let key = alice.event("key")["fingerprint"].as_str().unwrap().to_owned();
-    let port: u16 = alice.event("listening")["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let key = alice.event(&["key"])["fingerprint"].as_str().unwrap().to_owned();
+    let port: u16 = alice.event(&["listening"])["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
     let hidden = Running::start(lan.peerconn(0, &home_a, &["listen", "--json", "--name", "hidden", "--no-announce"]));
-    hidden.event("listening");
+    hidden.event(&["listening"]);
 
     let (found, out) = nearby(&lan, 1, &home_b);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -183,10 +144,10 @@ fn a_listener_in_one_namespace_is_found_from_the_other_and_its_entry_connects_pi
     let link = entry["link"].as_str().unwrap();
 
     let bob = Running::start(lan.peerconn(1, &home_b, &["connect", link, "--json", "--name", "bob"]));
-    let connected = bob.event("connected");
+    let connected = bob.event(&["connected"]);
     assert_eq!(connected["fingerprint"], key.as_str());
     assert_eq!(connected["trust"], "verified", "the announced key was pinned and matched");
-    assert_eq!(alice.event("connected")["peer_name"], "bob");
+    assert_eq!(alice.event(&["connected"])["peer_name"], "bob");
 
     // Now alice is busy: her announcement is withdrawn.
     let (found, _) = nearby(&lan, 1, &home_b);
@@ -202,8 +163,8 @@ fn a_spoofed_announcement_with_another_key_is_refused_when_connecting_from_it() 
     let Some(lan) = Lan::new() else { return };
     let (home_a, home_b) = (TempDir::new("spoof-a"), TempDir::new("spoof-b"));
     let alice = Running::start(lan.peerconn(0, &home_a, &["listen", "--json", "--name", "alice"]));
-    let key = alice.event("key")["fingerprint"].as_str().unwrap().to_owned();
-    let port: u16 = alice.event("listening")["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let key = alice.event(&["key"])["fingerprint"].as_str().unwrap().to_owned();
+    let port: u16 = alice.event(&["listening"])["addr"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
 
     // Mallory, on the same network, announces alice's port with her key.
     let mallory = peerconn::net::Identity::generate();
@@ -227,7 +188,7 @@ fn a_spoofed_announcement_with_another_key_is_refused_when_connecting_from_it() 
     assert_eq!((&spoof["name"], &spoof["port"]), (&"alice".into(), &port.into()));
 
     let bob = Running::start(lan.peerconn(1, &home_b, &["connect", spoof["link"].as_str().unwrap(), "--json"]));
-    let lost = bob.event("lost");
+    let lost = bob.event(&["lost"]);
     assert_eq!(lost["kind"], "wrong_key", "{lost}");
     assert!(lost["reason"].as_str().unwrap().contains(&key), "{lost}");
     let _ = stop.send(());
@@ -280,16 +241,16 @@ fn a_global_ipv6_address_is_listed_as_reachable_and_a_peer_connects_by_it() {
     let (home_a, home_b) = (TempDir::new("v6-a"), TempDir::new("v6-b"));
     let args = ["listen", "--bind", "::", "--reachable", "--json", "--no-announce", "--name", "alice"];
     let alice = Running::start(lan.peerconn(0, &home_a, &args));
-    let port = alice.event("listening")["addr"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
-    let reachable = alice.event("reachable");
+    let port = alice.event(&["listening"])["addr"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let reachable = alice.event(&["reachable"]);
     assert_eq!(reachable["via"], "ipv6", "{reachable}");
     assert_eq!(reachable["addr"], format!("[{}]:{port}", v6[0]));
     // No router on this network: the mapping says why not, separately.
-    assert_eq!(alice.event("unreachable")["kind"], "no_gateway");
+    assert_eq!(alice.event(&["unreachable"])["kind"], "no_gateway");
 
     let link = reachable["link"].as_str().unwrap();
     let bob = Running::start(lan.peerconn(1, &home_b, &["connect", link, "--json", "--name", "bob"]));
-    let connected = bob.event("connected");
+    let connected = bob.event(&["connected"]);
     assert_eq!(connected["peer_addr"], format!("[{}]:{port}", v6[0]));
     assert_eq!(connected["trust"], "verified");
 }

@@ -8,14 +8,12 @@
 //! miniupnpd refuses to map behind a private outside address, and nothing
 //! leaves the namespaces.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::support::TempDir;
+use crate::support::{Running, TempDir};
 
 struct Router {
     ns: [String; 3],
@@ -170,65 +168,6 @@ impl Drop for Router {
         for n in &self.ns {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
-    }
-}
-
-struct Running {
-    child: Child,
-    lines: crossbeam_channel::Receiver<Value>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Running {
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// The next event among `names`.
-    fn event(&self, names: &[&str]) -> Value {
-        loop {
-            let value = self.lines.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no {names:?}"));
-            if names.iter().any(|n| value["event"] == *n) {
-                return value;
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-    }
-
-    /// SIGINT, as Ctrl-C: a clean stop; waits for the exit.
-    fn interrupt(&mut self) {
-        let pid = self.child.id().to_string();
-        // `ip netns exec` passes the signal on to peerconn.
-        let _ = Command::new("pkill").args(["-INT", "-P", &pid]).status();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("peerconn did not stop");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

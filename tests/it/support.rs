@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -598,4 +598,73 @@ fn relay_pump(mut from: TcpStream, mut to: TcpStream, rate: Option<u64>, count: 
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
     let _ = from.shutdown(std::net::Shutdown::Both);
+}
+
+/// A running `peerconn` (in a namespace, or not) whose JSON lines arrive
+/// on a channel; killed when dropped. (The namespace tests use it.)
+#[cfg(target_os = "linux")]
+pub struct Running {
+    child: std::process::Child,
+    lines: crossbeam_channel::Receiver<serde_json::Value>,
+}
+
+#[cfg(target_os = "linux")]
+impl Running {
+    pub fn start(mut command: std::process::Command) -> Running {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next event among `names`.
+    pub fn event(&self, names: &[&str]) -> serde_json::Value {
+        loop {
+            let value = self.lines.recv_timeout(Duration::from_secs(15)).unwrap_or_else(|_| panic!("no {names:?}"));
+            if names.iter().any(|n| value["event"] == *n) {
+                return value;
+            }
+        }
+    }
+
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+    }
+
+    /// SIGINT, as Ctrl-C: a clean stop; waits for the exit.
+    pub fn interrupt(&mut self) {
+        let pid = self.child.id().to_string();
+        // `ip netns exec` passes the signal on to peerconn.
+        let _ = std::process::Command::new("pkill").args(["-INT", "-P", &pid]).status();
+        let _ = std::process::Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("peerconn did not stop");
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
