@@ -162,7 +162,7 @@ pub fn map(gateway: Ipv4Addr, local: SocketAddr, lifetime: Duration) -> Result<M
     let local = SocketAddrV4::new(if local.ip().is_unspecified() { from } else { *local.ip() }, local.port());
     let (mut silent, mut refused) = (Vec::new(), None);
     for via in protocols() {
-        let nonce = crate::net::secure::fingerprint_hash(&rand_bytes())[..12].try_into().unwrap_or([7; 12]);
+        let nonce = random_nonce();
         let mut mapping = Mapping { external: local.into(), via, lifetime, gateway, local, nonce, upnp: None };
         let got = match via {
             Via::Pcp => pcp_map(&socket, &mut mapping, lifetime),
@@ -396,8 +396,12 @@ fn mapped(ip: Ipv4Addr) -> Ipv6Addr {
     ip.to_ipv6_mapped()
 }
 
-fn rand_bytes() -> [u8; 32] {
-    *crate::net::Identity::generate().public()
+/// PCP's mapping nonce: random (from a fresh X25519 public key, the same
+/// source as the Noise keys).
+fn random_nonce() -> [u8; 12] {
+    let mut nonce = [0; 12];
+    nonce.copy_from_slice(&crate::net::Identity::generate().public()[..12]);
+    nonce
 }
 
 /// RFC 6887's result codes.
