@@ -111,6 +111,15 @@ fn connect(gui: &Gui, name: &str, port: u16, code: &str) {
     click(gui, "Connect");
 }
 
+/// Whether the selected chat holds a row starting with `text` (scrolled
+/// into view or not).
+fn chat_holds(gui: &Gui, text: &str) -> bool {
+    let messages = gui.window.global::<peerconn::gui::ChatAdapter>().get_messages();
+    (0..slint::Model::row_count(&messages))
+        .filter_map(|i| slint::Model::row_data(&messages, i))
+        .any(|m| m.text.starts_with(text))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -129,15 +138,25 @@ fn shows_text_starting(gui: &Gui, prefix: &'static str) -> bool {
 }
 
 fn gui(name: &str, downloads: PathBuf) -> Gui {
+    kept_gui(name, downloads, None, None)
+}
+
+/// A window whose peersockets and chats are kept in `kept`, with the key
+/// `seed` (a restart keeps its key).
+fn kept_gui(name: &str, downloads: PathBuf, seed: Option<u8>, kept: Option<PathBuf>) -> Gui {
     let settings = Settings {
         display_name: name.into(),
         downloads: downloads.clone(),
         always_accept: Vec::new(),
         announce: false,
+        keep_history: true,
     };
-    let config = EngineConfig { downloads, ..EngineConfig::default() };
+    let mut config = EngineConfig { downloads, ..EngineConfig::default() };
+    if let Some(seed) = seed {
+        config.identity = peerconn::net::Identity::from_private([seed; 32]);
+    }
     let host = HostInfo { host_name: "test-host".into(), addresses: vec![std::net::Ipv4Addr::LOCALHOST] };
-    Gui::new(config, settings, &host).expect("window")
+    Gui::with_store(config, settings, &host, kept).expect("window")
 }
 
 /// Slint's platform is set once per process, so the whole walk is one test;
@@ -151,8 +170,9 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     std::fs::create_dir_all(&down_b).unwrap();
     // Settings are saved when changed; keep them out of the real config.
     std::env::set_var("PEERCONN_CONFIG_DIR", base.join("config"));
-    let a = gui("alice", down_a.clone());
-    let b = gui("bob", down_b.clone());
+    let (kept_a, kept_b) = (base.join("kept-a"), base.join("kept-b"));
+    let a = kept_gui("alice", down_a.clone(), Some(1), Some(kept_a.clone()));
+    let b = kept_gui("bob", down_b.clone(), Some(2), Some(kept_b.clone()));
     a.window.show().unwrap();
     b.window.show().unwrap();
 
@@ -245,7 +265,42 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
     settings_lists_known_peers_with_always_accept_and_forget(&a);
 
     drop(a);
+    a_restart_brings_back_peersockets_and_chats_and_the_client_reconnects_by_itself(&base);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Both windows closed (the study first) and opened again on what they
+/// kept: the living room listens again with its chat, a damaged kept file
+/// is reported and set aside, and the study connects again by itself.
+fn a_restart_brings_back_peersockets_and_chats_and_the_client_reconnects_by_itself(base: &std::path::Path) {
+    let (kept_a, kept_b) = (base.join("kept-a"), base.join("kept-b"));
+    std::fs::write(kept_a.join("00000000000000ff.json"), b"{\"format\": \"peerconn peers").unwrap();
+    let a = kept_gui("alice", base.join("a"), Some(1), Some(kept_a.clone()));
+    a.window.show().unwrap();
+    pump_until("the living room listening again", || status(&a, "Living room").as_deref() == Some("waiting"));
+    pump_until("the damaged file reported", || shows_text_starting(&a, "A kept conversation could not be restored"));
+    assert!(chat_holds(&a, "hello from the study"), "the living room's chat did not come back");
+    assert!(chat_holds(&a, "PeerConn restarted: the conversation above is from before"));
+    let aside = std::fs::read_dir(&kept_a)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("00000000000000ff.json.unreadable-"));
+    assert!(aside, "the damaged file was not set aside");
+    click(&a, "Dismiss notice");
+    pump_until("the notice gone", || !shows_text_starting(&a, "A kept conversation could not be restored"));
+
+    let b = kept_gui("bob", base.join("b"), Some(2), Some(kept_b));
+    b.window.show().unwrap();
+    pump_until("the study connected again by itself", || {
+        status(&b, "Study").as_deref() == Some("connected") && status(&a, "Living room").as_deref() == Some("connected")
+    });
+    assert!(chat_holds(&b, "hello from the den"), "the study's chat did not come back");
+    // The conversation goes on where it was.
+    input(&b, "Message").set_accessible_value("back again".to_owned());
+    click(&b, "Send");
+    pump_until("the message after the restart", || shows_text(&a, "back again"));
+    drop(b);
+    drop(a);
 }
 
 /// A file larger than the free space is declined before anyone is asked:

@@ -119,6 +119,8 @@ pub struct ChatLog {
     /// Row 0 once older rows were dropped.
     dropped_line: RefCell<Option<ChatRow>>,
     moves: RefCell<Vec<Move>>,
+    /// Counts every change, so the window knows which chats to keep again.
+    version: Cell<u64>,
 }
 
 impl ChatLog {
@@ -130,6 +132,7 @@ impl ChatLog {
             cap: cap.max(1),
             dropped_line: RefCell::new(None),
             moves: RefCell::new(Vec::new()),
+            version: Cell::new(0),
         }
     }
 
@@ -200,7 +203,29 @@ impl ChatLog {
         self.first.get()
     }
 
+    /// Changes so far (pushes, updates, clears).
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// The rows pushed, oldest first (without the dropped line).
+    pub fn kept(&self) -> Vec<ChatRow> {
+        self.rows.borrow().iter().cloned().collect()
+    }
+
+    /// Empties the conversation (its rows' numbers go on counting).
+    pub fn clear(&self) {
+        let mut rows = self.rows.borrow_mut();
+        self.first.set(self.first.get() + rows.len() as u64);
+        rows.clear();
+        drop(rows);
+        *self.dropped_line.borrow_mut() = None;
+        *self.moves.borrow_mut() = vec![Move::Reset];
+        self.version.set(self.version.get() + 1);
+    }
+
     fn moved(&self, how: Move) {
+        self.version.set(self.version.get() + 1);
         let mut moves = self.moves.borrow_mut();
         if moves.first() == Some(&Move::Reset) {
             return;

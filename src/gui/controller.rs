@@ -26,11 +26,15 @@ use super::settings::Settings;
 use super::shell::{Report, Shell};
 use super::state::Reach;
 use super::state::{AcceptFrom, State};
+use super::store::{Loaded, Saver, Store};
 use super::ui::AppWindow;
 use crate::reach::LeaseEvent;
 
 /// Events handled per timer tick, so a flood never freezes the window.
 const EVENTS_PER_TICK: usize = 5000;
+
+/// How often changed conversations are handed to the store at most.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Controller {
     engine: Engine,
@@ -45,6 +49,9 @@ pub struct Controller {
     /// Listeners that asked to be reachable, and their router mappings
     /// (None until they listen).
     leases: HashMap<PeerId, Option<(crate::reach::Lease, Receiver<crate::reach::LeaseEvent>)>>,
+    /// Keeps peersockets and chats on disk (None: nothing is kept).
+    saver: Option<Saver>,
+    last_kept: std::time::Instant,
 }
 
 /// What the window's callbacks and the timer hold: the controller only as
@@ -68,13 +75,29 @@ impl Handle {
 impl Controller {
     /// Connects the window's adapters to a new controller, the only strong
     /// reference to which is returned.
-    pub fn start(engine: Engine, settings: Settings, window: &AppWindow, host: &HostInfo) -> Rc<RefCell<Controller>> {
+    /// With a `store`, the last run's peersockets come back (read on the
+    /// store's thread, made again on a later tick) and changes are kept.
+    pub fn start(
+        engine: Engine,
+        settings: Settings,
+        window: &AppWindow,
+        host: &HostInfo,
+        store: Option<Store>,
+    ) -> Rc<RefCell<Controller>> {
         // The engine holds the "accept files from this key" policy; it
         // hears the saved list now and every change later.
         for fingerprint in &settings.always_accept {
             engine.accept_files_from(fingerprint, true);
         }
         let (shell, reports) = Shell::new();
+        let saver = store.and_then(|store| {
+            let dir = store.dir().to_path_buf();
+            let reporter = shell.reporter();
+            let started = Saver::start(store, move |loaded| {
+                let _ = reporter.send(Report::Restored(loaded));
+            });
+            started.map_err(|e| log::error!("conversations are not kept in {}: {e}", dir.display())).ok()
+        });
         let controller = Controller {
             host: HostView::new(window, host, engine.fingerprint()),
             peers: PeersView::new(window),
@@ -89,6 +112,8 @@ impl Controller {
             reports,
             nearby: None,
             leases: HashMap::new(),
+            saver,
+            last_kept: std::time::Instant::now(),
         };
         let controller = Rc::new(RefCell::new(controller));
         let handle = Handle::new(&controller);
@@ -101,6 +126,9 @@ impl Controller {
 
     /// Called by the timer: what the workers reported and the engine did.
     pub fn drain(&mut self) {
+        if self.last_kept.elapsed() >= KEEP_EVERY {
+            self.keep();
+        }
         let reports: Vec<Report> = self.reports.try_iter().collect();
         let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
         let nearby = self.nearby.as_mut().map(|b| b.poll()).unwrap_or_default();
@@ -159,8 +187,53 @@ impl Controller {
         any
     }
 
+    /// Hands the store what changed since it last looked.
+    fn keep(&mut self) {
+        self.last_kept = std::time::Instant::now();
+        let Some(saver) = &self.saver else { return };
+        for key in self.state.take_forgotten() {
+            saver.delete(key);
+        }
+        for peer in self.state.unsaved(&saved_at(), false) {
+            if saver.write(peer).is_err() {
+                // The queue is full: everything is looked at again next time.
+                self.state.changed_all();
+                break;
+            }
+        }
+    }
+
+    /// Makes the last run's peersockets again: listeners listen, clients
+    /// connect (and reconnect by themselves); their chats come back.
+    fn restore(&mut self, loaded: Loaded) {
+        for saved in loaded.peers {
+            let made = if saved.server {
+                let options = ListenOptions { pairing_code: saved.code.clone(), keep_listening: true };
+                self.engine.listen(&saved.name, saved.address, options)
+            } else {
+                let pin = saved.pin.as_deref().and_then(|p| crate::net::KeyPin::parse(p).ok());
+                let options = ConnectOptions { pairing_code: saved.code.clone(), pin, reconnect: true };
+                self.engine.connect_with(&saved.name, saved.address, options)
+            };
+            match made {
+                Ok(id) => {
+                    if saved.server && saved.reachable {
+                        self.leases.insert(id, None);
+                    }
+                    log::info!("restored {} ({} chat rows)", saved.name, saved.rows.len());
+                    self.state.restore(id, saved);
+                }
+                Err(e) => self.state.problem(copy::not_restored(&saved.name, &e.to_string())),
+            }
+        }
+        for aside in loaded.set_aside {
+            self.state.problem(copy::set_aside(&aside.path, &aside.why));
+        }
+    }
+
     fn report(&mut self, report: Report) {
         match report {
+            Report::Restored(loaded) => self.restore(loaded),
             Report::FilesPicked { peer, paths } => {
                 for path in paths {
                     self.send_path_to(peer, path);
@@ -215,6 +288,7 @@ impl Controller {
         let id = self.engine.listen(name, bind, options).map_err(|e| copy::bad_name(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.listening(id, name, bind, code, &draft));
+        self.state.made_with(id, None, reachable);
         if reachable {
             self.leases.insert(id, None);
         }
@@ -237,12 +311,14 @@ impl Controller {
         let remote = parse_form(name, &address, &port, false)?;
         let code = parse_code(&code, false)?;
         let pin = form::parse_pin(&pin)?;
+        let pin_text = pin.as_ref().map(|p| p.to_string());
         let name = name.trim();
         // It reconnects by itself when the peer goes away or restarts.
         let options = ConnectOptions { pairing_code: code.clone(), pin, reconnect: true };
         let id = self.engine.connect_with(name, remote, options).map_err(|e| copy::refused(&e.to_string()))?;
         let draft = self.chat.draft();
         self.then_show(|c| c.state.connecting(id, name, remote, code, &draft));
+        self.state.made_with(id, pin_text, false);
         Ok(())
     }
 
@@ -420,6 +496,25 @@ impl Controller {
         Ok(())
     }
 
+    /// Keeping conversations on disk on or off (off: what was kept is
+    /// emptied on the next save; the peersockets are still kept).
+    pub fn set_keep_history(&mut self, keep: bool) {
+        if self.then_show(|c| c.state.set_keep_history(keep)) {
+            self.state.settings().save();
+            self.keep();
+        }
+    }
+
+    /// Empties every conversation, on screen and on disk.
+    pub fn clear_history(&mut self) {
+        self.then_show(|c| c.state.clear_history());
+        self.keep();
+    }
+
+    pub fn dismiss_banner(&mut self) {
+        self.then_show(|c| c.state.dismiss_banner());
+    }
+
     pub fn pick_downloads(&mut self) {
         self.shell.pick_downloads(self.state.settings().downloads.clone());
     }
@@ -427,4 +522,22 @@ impl Controller {
     pub fn filter_known(&mut self, filter: &str) {
         self.then_show(|c| c.state.filter_known(filter));
     }
+}
+
+impl Drop for Controller {
+    /// The last changes are kept before the engine stops: the window is
+    /// already closed, so waiting for the store here holds up no one.
+    fn drop(&mut self) {
+        if let Some(saver) = self.saver.take() {
+            for key in self.state.take_forgotten() {
+                saver.delete(key);
+            }
+            saver.finish(self.state.unsaved(&saved_at(), false));
+        }
+    }
+}
+
+/// When a kept file was written, as the restored chat says it.
+fn saved_at() -> String {
+    chrono::Local::now().format("%a %-d %b %H:%M").to_string()
 }

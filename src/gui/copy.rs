@@ -119,6 +119,36 @@ pub fn reconnecting(after: std::time::Duration) -> StateLines {
     }
 }
 
+// ----- kept across restarts --------------------------------------------------
+
+/// The line under a restored conversation.
+pub fn restored(saved_at: &str, peer_key: Option<&str>, server: bool) -> String {
+    let when = if saved_at.is_empty() { String::new() } else { format!(" (kept {saved_at})") };
+    let last = peer_key.map(|k| format!(" The last peer had key {k}.")).unwrap_or_default();
+    let again = if server { "listening again" } else { "connecting again" };
+    format!("PeerConn restarted: the conversation above is from before{when}; {again}.{last}")
+}
+
+/// A file card whose transfer a restart cut short.
+pub fn cut_by_restart(incoming: bool) -> String {
+    match incoming {
+        true => "Not finished: PeerConn closed first. If the peer sends it again, it resumes where it stopped.".into(),
+        false => "Not finished: PeerConn closed first. Send it again and it resumes where it stopped.".into(),
+    }
+}
+
+pub const HISTORY_CLEARED: &str = "History cleared.";
+
+/// A kept conversation that could not be read.
+pub fn set_aside(path: &Path, why: &str) -> String {
+    format!("A kept conversation could not be restored ({why}); it was moved to {}.", path.display())
+}
+
+/// A kept peersocket the engine would not make again.
+pub fn not_restored(name: &str, why: &str) -> String {
+    format!("{} was not restored: {why}.", printable(name))
+}
+
 pub const DISCONNECTING: &str = "Disconnecting…";
 pub const SELECT_A_PEERSOCKET: &str = "Select a peersocket on the left.";
 

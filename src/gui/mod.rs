@@ -26,6 +26,7 @@ mod form;
 pub mod settings;
 mod shell;
 mod state;
+pub mod store;
 
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -67,6 +68,18 @@ impl Gui {
     /// Builds the window on the current thread (which must run Slint's
     /// event loop) and starts its engine.
     pub fn new(config: EngineConfig, settings: Settings, host: &HostInfo) -> Result<Gui, String> {
+        Gui::with_store(config, settings, host, None)
+    }
+
+    /// With `store` (a folder), peersockets and their conversations are
+    /// kept there and the ones kept last time come back (see `store.rs`).
+    pub fn with_store(
+        config: EngineConfig,
+        settings: Settings,
+        host: &HostInfo,
+        store: Option<std::path::PathBuf>,
+    ) -> Result<Gui, String> {
+        let store = store.map(|dir| store::Store::new(dir, config.identity.derive_key(store::SEAL_CONTEXT)));
         let engine = Engine::with_config(config).map_err(|e| format!("cannot start the network engine: {e}"))?;
         let window = AppWindow::new().map_err(|e| format!("cannot open the window: {e}"))?;
         match std::env::var("PEERCONN_THEME").as_deref() {
@@ -74,7 +87,7 @@ impl Gui {
             Ok("light") => window.invoke_use_dark(false),
             _ => {} // follow the system
         }
-        let controller = Controller::start(engine, settings, &window, host);
+        let controller = Controller::start(engine, settings, &window, host, store);
         let timer = slint::Timer::default();
         let drain = Handle::new(&controller);
         timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|c| c.drain()));
@@ -138,7 +151,8 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
         }
     };
     choose_renderer();
-    let gui = match Gui::new(config, settings, &host) {
+    let kept = crate::logging::data_dir().join("peersockets");
+    let gui = match Gui::with_store(config, settings, &host, Some(kept)) {
         Ok(gui) => gui,
         Err(e) => {
             eprintln!("peerconn: {e}");

@@ -17,6 +17,9 @@ pub struct Settings {
     pub always_accept: Vec<String>,
     /// Announce listening peersockets on the local network (Nearby).
     pub announce: bool,
+    /// Keep each peersocket's conversation on disk, to restore it at the
+    /// next start (the peersockets themselves are kept either way).
+    pub keep_history: bool,
 }
 
 pub use crate::logging::config_dir;
@@ -37,6 +40,7 @@ impl Settings {
             downloads: crate::net::default_downloads(),
             always_accept: Vec::new(),
             announce: true,
+            keep_history: true,
         }
     }
 
@@ -64,6 +68,9 @@ impl Settings {
         if let Some(announce) = value["announce"].as_bool() {
             settings.announce = announce;
         }
+        if let Some(keep) = value["keep_history"].as_bool() {
+            settings.keep_history = keep;
+        }
         if let Some(list) = value["always_accept"].as_array() {
             settings.always_accept = list.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
         }
@@ -78,6 +85,7 @@ impl Settings {
             "downloads": self.downloads.display().to_string(),
             "always_accept": self.always_accept,
             "announce": self.announce,
+            "keep_history": self.keep_history,
         })
         .to_string();
         // Saves may overlap; each has a number, and an older one that comes

@@ -20,8 +20,10 @@ use super::copy;
 const REPORTS_QUEUED: usize = 64;
 
 /// What a worker thread found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Report {
+    /// What the store found of the last run's peersockets.
+    Restored(super::store::Loaded),
     /// Files picked to send to `peer` (the picker may close after the
     /// person selected another peersocket).
     FilesPicked {
@@ -61,6 +63,11 @@ impl Shell {
     pub fn new() -> (Shell, Receiver<Report>) {
         let (tx, rx) = crossbeam_channel::bounded(REPORTS_QUEUED);
         (Shell { reports: tx }, rx)
+    }
+
+    /// Where a worker of another module (the store) reports.
+    pub fn reporter(&self) -> Sender<Report> {
+        self.reports.clone()
     }
 
     /// The native file picker, for files to send to `peer`.

@@ -30,6 +30,7 @@ use crate::net::{
 use super::chatlog::{ChatLog, ChatRow, FileCard, FileState, Kind, Seq};
 use super::copy;
 use super::settings::Settings;
+use super::store::{SavedPeer, SavedRow, Store};
 
 /// Settings shows a search box for the known peers past this many (keep in
 /// step with `known-total > 4` in ui/views/dialogs.slint).
@@ -72,6 +73,18 @@ pub struct Peer {
     /// Chat row of each transfer, and where a received file went.
     files: HashMap<TransferId, Seq>,
     received: HashMap<TransferId, PathBuf>,
+    /// How it is kept on disk (see `store.rs`): its file's name, what it
+    /// takes to make it again, and whether the file is up to date.
+    store_key: String,
+    /// Where it listens, or where it connects.
+    address: SocketAddr,
+    /// The key a pasted link pinned.
+    pin: Option<String>,
+    /// It asked the router to forward its port.
+    reachable: bool,
+    /// The chat's version last kept, and whether anything else changed.
+    kept_version: Option<u64>,
+    meta_changed: bool,
 }
 
 /// A listener's router mapping, as the window shows it.
@@ -206,6 +219,14 @@ pub struct State {
     pub file_picker_missing: bool,
     /// No native folder picker was found: Settings says to type the path.
     pub folder_picker_missing: bool,
+    /// Peersockets removed whose kept files are to be deleted.
+    forgotten: Vec<String>,
+    /// Numbers for restored file cards, counting down from the top so they
+    /// never meet the engine's (which count up from 1).
+    next_restored: u64,
+    /// A problem that belongs to no peersocket (a kept history that could
+    /// not be read), shown above the list until dismissed.
+    banner: String,
     changes: Changes,
 }
 
@@ -222,6 +243,9 @@ impl State {
             nearby: Vec::new(),
             file_picker_missing: false,
             folder_picker_missing: false,
+            forgotten: Vec::new(),
+            next_restored: u64::MAX,
+            banner: String::new(),
             // At first everything is new to the window.
             changes: Changes { known: true, settings: true, ..Changes::default() },
         }
@@ -355,15 +379,28 @@ impl State {
 
     /// The engine made a server peersocket bound to `bind`; it is selected.
     pub fn listening(&mut self, id: PeerId, name: &str, bind: SocketAddr, code: Option<String>, draft: &str) {
-        self.add(id, true, name, copy::listening_soon(bind), code, draft);
+        self.add(id, true, name, bind, code);
+        self.select(id, draft);
     }
 
     /// The engine made a client peersocket; it is selected.
     pub fn connecting(&mut self, id: PeerId, name: &str, remote: SocketAddr, code: Option<String>, draft: &str) {
-        self.add(id, false, name, copy::connecting_soon(remote), code, draft);
+        self.add(id, false, name, remote, code);
+        self.select(id, draft);
     }
 
-    fn add(&mut self, id: PeerId, server: bool, name: &str, detail: String, code: Option<String>, draft: &str) {
+    /// What else it takes to make a peersocket again after a restart: the
+    /// key a link pinned, and whether it asked the router for its port.
+    pub fn made_with(&mut self, id: PeerId, pin: Option<String>, reachable: bool) {
+        if let Some(peer) = self.peer_mut(id) {
+            peer.pin = pin;
+            peer.reachable = reachable;
+            peer.meta_changed = true;
+        }
+    }
+
+    fn add(&mut self, id: PeerId, server: bool, name: &str, address: SocketAddr, code: Option<String>) {
+        let detail = if server { copy::listening_soon(address) } else { copy::connecting_soon(address) };
         self.peers.push(Peer {
             id,
             server,
@@ -383,9 +420,151 @@ impl State {
             draft: String::new(),
             files: HashMap::new(),
             received: HashMap::new(),
+            store_key: Store::new_key(),
+            address,
+            pin: None,
+            reachable: false,
+            kept_version: None,
+            meta_changed: true,
         });
         self.changes.list.push(ListChange::Added(self.peers.len() - 1));
-        self.select(id, draft);
+    }
+
+    /// A peersocket kept from an earlier run, made again by the engine as
+    /// `id`: its conversation comes back (a transfer cut by the restart
+    /// says so), under a line saying when it was kept. The first one
+    /// restored is selected when nothing is.
+    pub fn restore(&mut self, id: PeerId, saved: SavedPeer) {
+        self.add(id, saved.server, &saved.name, saved.address, saved.code);
+        let i = self.peers.len() - 1;
+        for SavedRow { mut row, path } in saved.rows {
+            if let Kind::File(card) = &mut row.kind {
+                card.transfer = TransferId(self.next_restored);
+                self.next_restored -= 1;
+                if matches!(card.state, FileState::Offered | FileState::Running) {
+                    card.state = FileState::Failed;
+                    card.detail = copy::cut_by_restart(card.incoming);
+                }
+                if let (Some(path), true) = (path, card.incoming && card.state == FileState::Done) {
+                    self.peers[i].received.insert(card.transfer, path);
+                }
+                let transfer = card.transfer;
+                let seq = self.peers[i].chat.push(row);
+                self.peers[i].files.insert(transfer, seq);
+            } else {
+                self.peers[i].chat.push(row);
+            }
+        }
+        let peer = &mut self.peers[i];
+        peer.store_key = saved.key;
+        peer.pin = saved.pin;
+        peer.reachable = saved.reachable;
+        peer.peer_key = saved.peer_key;
+        let line = copy::restored(&saved.saved_at, peer.peer_key.as_deref(), peer.server);
+        self.system(i, line);
+        if self.selected.is_none() {
+            self.select(id, "");
+        }
+    }
+
+    /// The peersockets whose kept file is out of date, as they are to be
+    /// kept now (all of them with `all`); each counts as kept from now
+    /// on. Without "keep history" their chats are left out.
+    pub fn unsaved(&mut self, saved_at: &str, all: bool) -> Vec<SavedPeer> {
+        let keep_rows = self.settings.keep_history;
+        let mut out = Vec::new();
+        for (order, peer) in self.peers.iter_mut().enumerate() {
+            let version = peer.chat.version();
+            if !all && !peer.meta_changed && peer.kept_version == Some(version) {
+                continue;
+            }
+            peer.kept_version = Some(version);
+            peer.meta_changed = false;
+            let rows = match keep_rows {
+                true => peer
+                    .chat
+                    .kept()
+                    .into_iter()
+                    .map(|row| {
+                        let path = match &row.kind {
+                            Kind::File(card) => peer.received.get(&card.transfer).cloned(),
+                            _ => None,
+                        };
+                        SavedRow { row, path }
+                    })
+                    .collect(),
+                false => Vec::new(),
+            };
+            out.push(SavedPeer {
+                key: peer.store_key.clone(),
+                order: order as u64,
+                server: peer.server,
+                name: peer.name.clone(),
+                address: peer.address,
+                code: peer.pairing_code.clone(),
+                pin: peer.pin.clone(),
+                reachable: peer.reachable,
+                peer_key: peer.peer_key.clone(),
+                saved_at: saved_at.to_owned(),
+                rows,
+            });
+        }
+        out
+    }
+
+    /// Every peersocket is written again on the next save.
+    pub fn changed_all(&mut self) {
+        for peer in &mut self.peers {
+            peer.meta_changed = true;
+        }
+    }
+
+    /// The kept files of peersockets removed since the last call.
+    pub fn take_forgotten(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Settings' Clear history: every conversation is emptied, on screen
+    /// and (on the next save) on disk.
+    pub fn clear_history(&mut self) {
+        for i in 0..self.peers.len() {
+            self.peers[i].chat.clear();
+            self.peers[i].files.clear();
+            self.peers[i].received.clear();
+            self.peers[i].unread = 0;
+            self.system(i, copy::HISTORY_CLEARED.into());
+        }
+    }
+
+    /// Keeping conversations on disk turned on or off (saved).
+    pub fn set_keep_history(&mut self, keep: bool) -> bool {
+        if self.settings.keep_history == keep {
+            return false;
+        }
+        self.settings.keep_history = keep;
+        for peer in &mut self.peers {
+            peer.meta_changed = true;
+        }
+        self.changes.settings = true;
+        true
+    }
+
+    /// A problem that belongs to no peersocket, shown above the list.
+    pub fn problem(&mut self, text: String) {
+        if !self.banner.is_empty() {
+            self.banner.push('\n');
+        }
+        self.banner.push_str(&text);
+        self.changes.settings = true;
+    }
+
+    pub fn banner(&self) -> &str {
+        &self.banner
+    }
+
+    pub fn dismiss_banner(&mut self) {
+        self.banner.clear();
+        self.changes.settings = true;
     }
 
     /// Selects a peersocket. `draft` is what the composer holds now: it
@@ -416,6 +595,7 @@ impl State {
     pub fn renamed(&mut self, id: PeerId, name: &str) {
         if let Some(i) = self.index(id) {
             self.peers[i].name = name.to_owned();
+            self.peers[i].meta_changed = true;
         }
     }
 
@@ -623,9 +803,11 @@ impl State {
             Event::KnownPeers { .. } => {} // taken above
             Event::Renamed { name, .. } => {
                 self.peers[i].name = name;
+                self.peers[i].meta_changed = true;
             }
             Event::Removed { id } => {
-                self.peers.remove(i);
+                let peer = self.peers.remove(i);
+                self.forgotten.push(peer.store_key);
                 self.changes.list.push(ListChange::Removed(i));
                 if self.selected == Some(id) {
                     self.selected = None;
@@ -711,6 +893,12 @@ impl State {
         let peer = &mut self.peers[i];
         let lines = match &state {
             PeerState::Listening { local } => {
+                // Bound to "any port": kept with the one it got, so links
+                // given out still work after a restart.
+                if peer.address.port() == 0 {
+                    peer.address.set_port(local.port());
+                    peer.meta_changed = true;
+                }
                 copy::listening(*local, &copy::reach(*local, &self.host_address), peer.pairing_code.as_deref())
             }
             PeerState::Connecting { remote } => {
@@ -721,6 +909,7 @@ impl State {
             }
             PeerState::Connected { peer_name, peer_addr, peer: identity, .. } => {
                 peer.peer_key = Some(identity.fingerprint.clone());
+                peer.meta_changed = true;
                 // A peer with a key we trust got through.
                 peer.key_change = None;
                 copy::connected(peer_name, *peer_addr, identity)

@@ -95,6 +95,13 @@ impl Identity {
         &self.public
     }
 
+    /// A key for one purpose (`context` names it), derived from the
+    /// private half, which never leaves this type: the window seals the
+    /// pairing codes it keeps on disk with one.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.private)
+    }
+
     /// What a person compares to know this installation.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.public)
@@ -140,8 +147,10 @@ impl Identity {
     }
 }
 
-/// Writes a new file that only its owner can read, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes a file only its owner can read, whole or not at all: to a
+/// temporary file first, flushed to the disk, then renamed over the old one
+/// (a crash leaves the old file as it was).
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let mut options = fs::OpenOptions::new();

@@ -40,6 +40,8 @@ impl HostView {
             global.set_display_name(settings.display_name.clone().into());
             global.set_downloads(settings.downloads.display().to_string().into());
             global.set_announce(settings.announce);
+            global.set_keep_history(settings.keep_history);
+            global.set_banner(state.banner().into());
         }
         if changes.known {
             global.set_known_total(state.known_total().try_into().unwrap_or(i32::MAX));
@@ -89,4 +91,10 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
     global.on_set_always_accept(move |fingerprint, always| c.with(|c| c.set_always_accept(&fingerprint, always)));
     let c = controller.clone();
     global.on_set_announce(move |announce| c.with(|c| c.set_announce(announce)));
+    let c = controller.clone();
+    global.on_set_keep_history(move |keep| c.with(|c| c.set_keep_history(keep)));
+    let c = controller.clone();
+    global.on_clear_history(move || c.with(|c| c.clear_history()));
+    let c = controller.clone();
+    global.on_dismiss_banner(move || c.with(|c| c.dismiss_banner()));
 }

@@ -16,6 +16,7 @@ fn settings() -> Settings {
         downloads: PathBuf::from("/tmp/downloads"),
         always_accept: Vec::new(),
         announce: false,
+        keep_history: true,
     }
 }
 
@@ -679,4 +680,72 @@ fn the_window_title_counts_what_waits_unread_in_other_conversations() {
     assert_eq!(state.window_title(), "(2) PeerConn", "the selected conversation's messages are read");
     state.select(DEN, "");
     assert_eq!(state.window_title(), "PeerConn");
+}
+
+// ----- kept across restarts ---------------------------------------------------
+
+#[test]
+fn a_restart_brings_back_each_peersocket_with_its_chat_and_a_cut_transfer_says_so() {
+    let mut before = with_den();
+    before.made_with(DEN, Some("ab".repeat(32)), false);
+    before.apply(connected(DEN, "3f2a-9b1c-0d4e-77a1-c0de"));
+    before.apply(message(DEN, "morning"));
+    before.sent(DEN, "hi");
+    before.apply(offer(DEN, None, false));
+    before.listening(STUDY, "Study", addr("0.0.0.0:0"), Some("4821-0937".into()), "");
+    before.apply(Event::State { id: STUDY, state: PeerState::Listening { local: addr("0.0.0.0:41234") } });
+    let kept = before.unsaved("Sun 6 Dec 14:02", false);
+    assert_eq!(kept.len(), 2);
+    // Nothing changed since: nothing to keep again.
+    assert!(before.unsaved("Sun 6 Dec 14:03", false).is_empty());
+    let (den, study) = (&kept[0], &kept[1]);
+    assert_eq!((den.name.as_str(), den.server, den.order), ("Den", false, 0));
+    assert_eq!(den.peer_key.as_deref(), Some("3f2a-9b1c-0d4e-77a1-c0de"));
+    assert_eq!(den.pin, Some("ab".repeat(32)));
+    // A listener on "any port" is kept with the port it got.
+    assert_eq!(study.address, addr("0.0.0.0:41234"));
+    assert_eq!(study.code.as_deref(), Some("4821-0937"));
+
+    let mut after = State::new(settings());
+    after.restore(PeerId(10), den.clone());
+    after.restore(PeerId(11), study.clone());
+    // The first restored is selected; both rows are back in order.
+    assert_eq!(after.selected().map(|p| p.id), Some(PeerId(10)));
+    assert_eq!(after.peers().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Den", "Study"]);
+    let rows = peer(&after, PeerId(10)).chat.rows();
+    assert!(rows.iter().any(|r| r.kind == Kind::Theirs && r.text == "morning"));
+    assert!(rows.iter().any(|r| r.kind == Kind::Mine && r.text == "hi"));
+    let card = rows.iter().find_map(|r| r.file()).expect("the file card");
+    assert_eq!(card.state, FileState::Failed, "an offer cut by the restart offers no Accept");
+    assert!(card.detail.contains("PeerConn closed first"), "{}", card.detail);
+    assert_ne!(card.transfer, OFFER, "restored cards never take an engine's number");
+    assert!(last_line(&after, PeerId(10)).starts_with("PeerConn restarted"), "{}", last_line(&after, PeerId(10)));
+    assert_eq!(peer(&after, PeerId(10)).unread, 0);
+    // Kept again under the same file, so a restart does not duplicate it.
+    let again = after.unsaved("Mon 7 Dec 09:00", false);
+    assert_eq!(again.iter().map(|p| p.key.clone()).collect::<Vec<_>>(), [den.key.clone(), study.key.clone()]);
+}
+
+#[test]
+fn remove_forgets_the_kept_file_and_clear_history_empties_every_chat() {
+    let mut state = with_den();
+    state.apply(message(DEN, "secret plans"));
+    state.listening(STUDY, "Study", addr("127.0.0.1:50000"), None, "");
+    let keys: Vec<String> = state.unsaved("now", false).into_iter().map(|p| p.key).collect();
+    state.apply(Event::Removed { id: STUDY });
+    assert_eq!(state.take_forgotten(), [keys[1].clone()]);
+    assert!(state.take_forgotten().is_empty());
+
+    state.clear_history();
+    let rows = peer(&state, DEN).chat.rows();
+    assert_eq!(rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), [copy::HISTORY_CLEARED]);
+    let kept = state.unsaved("now", false);
+    assert!(kept[0].rows.iter().all(|r| r.row.text != "secret plans"));
+
+    // History off: the peersocket is still kept, its chat is not.
+    state.apply(message(DEN, "more"));
+    assert!(state.set_keep_history(false));
+    let kept = state.unsaved("now", false);
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].rows.is_empty());
 }
