@@ -247,6 +247,7 @@ fn two_windows_listen_connect_chat_transfer_and_part() {
         .find(|m| m.text == "holiday.zip")
         .expect("a card for the file");
     assert_eq!(card.progress, 1.0);
+    files_dropped_on_the_window_are_offered_to_the_peer_shown(&a, &b, &base);
     #[cfg(unix)]
     an_offer_bigger_than_the_free_space_shows_declined_without_asking(&a, &b, &base);
 
@@ -301,6 +302,21 @@ fn a_restart_brings_back_peersockets_and_chats_and_the_client_reconnects_by_itse
     pump_until("the message after the restart", || shows_text(&a, "back again"));
     drop(b);
     drop(a);
+}
+
+/// Files dragged from a file manager and dropped on the window (as winit's
+/// event hook hands them over) are offered to the conversation shown.
+fn files_dropped_on_the_window_are_offered_to_the_peer_shown(a: &Gui, b: &Gui, base: &std::path::Path) {
+    let (one, two) = (base.join("dropped one.txt"), base.join("dropped two.txt"));
+    std::fs::write(&one, b"one").unwrap();
+    std::fs::write(&two, b"two").unwrap();
+    b.drop_files(vec![one, two]);
+    pump_until("both dropped files offered", || {
+        shows_text(a, "Accept dropped one.txt") && shows_text(a, "Accept dropped two.txt")
+    });
+    click(a, "Decline dropped one.txt");
+    click(a, "Decline dropped two.txt");
+    pump_until("the sender told", || shows_text_starting(b, "the peer declined the file"));
 }
 
 /// A file larger than the free space is declined before anyone is asked:

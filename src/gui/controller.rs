@@ -52,6 +52,8 @@ pub struct Controller {
     /// Keeps peersockets and chats on disk (None: nothing is kept).
     saver: Option<Saver>,
     last_kept: std::time::Instant,
+    /// Shows desktop notifications (the app has one; tests do not).
+    notifier: Option<super::notify::Notifier>,
 }
 
 /// What the window's callbacks and the timer hold: the controller only as
@@ -114,6 +116,7 @@ impl Controller {
             leases: HashMap::new(),
             saver,
             last_kept: std::time::Instant::now(),
+            notifier: None,
         };
         let controller = Rc::new(RefCell::new(controller));
         let handle = Handle::new(&controller);
@@ -147,7 +150,41 @@ impl Controller {
             self.lease(&event);
             self.state.apply(event);
         }
+        let alerts = self.state.take_alerts();
+        if let Some(notifier) = &mut self.notifier {
+            notifier.show(alerts);
+        }
         self.show();
+    }
+
+    /// Desktop notifications for what arrives while the window is behind
+    /// others (the app turns them on; tests do not).
+    pub fn start_notifications(&mut self) {
+        self.notifier = Some(super::notify::Notifier::start());
+    }
+
+    /// The window came to the front (true) or went behind others.
+    pub fn focused(&mut self, focused: bool) {
+        self.then_show(|c| c.state.set_focused(focused));
+    }
+
+    /// Files or folders dropped on the window: offered to the peer whose
+    /// conversation is shown.
+    pub fn dropped(&mut self, paths: Vec<std::path::PathBuf>) {
+        self.chat.hovering(false);
+        let Some(id) = self.state.selected().map(|p| p.id) else {
+            log::info!("{} dropped with no peersocket selected", paths.len());
+            return;
+        };
+        for path in paths {
+            log::info!("dropped {}", path.display());
+            self.send_path_to(id, path);
+        }
+    }
+
+    /// Files are dragged over the window (true), or no longer.
+    pub fn hovering(&mut self, hovering: bool) {
+        self.chat.hovering(hovering && self.state.selected().is_some());
     }
 
     /// A listener that asked to be reachable gets its mapping once it

@@ -139,6 +139,29 @@ pub fn cut_by_restart(incoming: bool) -> String {
 
 pub const HISTORY_CLEARED: &str = "History cleared.";
 
+// ----- notifications ----------------------------------------------------------
+
+/// Characters of a message a notification shows at most.
+const ALERT_CHARS: usize = 120;
+
+/// A message, as its notification shows it (already escaped, one line).
+pub fn alert_message(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(ALERT_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+pub fn alert_offer(name: &str, size: u64) -> String {
+    alert_message(&format!("offers {name} ({})", human_size(size)))
+}
+
+/// Several things arrived from one peer in one batch.
+pub fn alert_more(unread: u32) -> String {
+    format!("{unread} new messages and offers")
+}
+
 /// A kept conversation that could not be read.
 pub fn set_aside(path: &Path, why: &str) -> String {
     format!("A kept conversation could not be restored ({why}); it was moved to {}.", path.display())

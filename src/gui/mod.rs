@@ -24,6 +24,7 @@ mod controller;
 mod copy;
 mod form;
 pub mod settings;
+mod notify;
 mod shell;
 mod state;
 pub mod store;
@@ -88,10 +89,23 @@ impl Gui {
             _ => {} // follow the system
         }
         let controller = Controller::start(engine, settings, &window, host, store);
+        watch_window(&window, Handle::new(&controller));
         let timer = slint::Timer::default();
         let drain = Handle::new(&controller);
         timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|c| c.drain()));
         Ok(Gui { window, _controller: controller, timer })
+    }
+
+    /// Files or folders dropped on the window, as the window's event hook
+    /// hands them over: offered to the peer whose conversation is shown.
+    pub fn drop_files(&self, paths: Vec<std::path::PathBuf>) {
+        self._controller.borrow_mut().dropped(paths);
+    }
+
+    /// Desktop notifications while the window is behind others (`run`
+    /// turns them on; tests leave the desktop alone).
+    pub fn notify_desktop(&self) {
+        self._controller.borrow_mut().start_notifications();
     }
 
     /// Starts looking for listeners on the local network, for Connect's
@@ -109,6 +123,27 @@ impl Drop for Gui {
         // with the controller, saying bye to every peer and removing partial
         // files.
     }
+}
+
+/// What Slint does not deliver by itself, taken from winit's events: the
+/// window coming to the front or going behind others (for
+/// notifications), and files dragged from a file manager and dropped on
+/// it. winit reports drops on X11, Windows and macOS; on Wayland it
+/// reports none (winit 0.30 has no drag and drop there), so there the
+/// Send files… button is the way. Other backends (tests) have no hook.
+fn watch_window(window: &AppWindow, controller: Handle) {
+    use slint::winit_030::winit::event::WindowEvent;
+    use slint::winit_030::{EventResult, WinitWindowAccessor};
+    window.window().on_winit_window_event(move |_, event| {
+        match event {
+            WindowEvent::Focused(focused) => controller.with(|c| c.focused(*focused)),
+            WindowEvent::HoveredFile(_) => controller.with(|c| c.hovering(true)),
+            WindowEvent::HoveredFileCancelled => controller.with(|c| c.hovering(false)),
+            WindowEvent::DroppedFile(path) => controller.with(|c| c.dropped(vec![path.clone()])),
+            _ => {}
+        }
+        EventResult::Propagate
+    });
 }
 
 /// Without a GPU (a virtual machine, a remote desktop) Mesa's software
@@ -161,6 +196,7 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
         }
     };
     gui.look_nearby();
+    gui.notify_desktop();
     log::info!("window opened (host {}, address {})", host.host_name, host.primary());
     report_first_frame(&gui.window, launched);
     let result = gui.window.run();

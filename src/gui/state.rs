@@ -165,6 +165,18 @@ pub struct NearbyRow {
 /// Nearby rows shown at most (the rest are counted).
 pub const NEARBY_ROWS: usize = 6;
 
+/// A desktop notification the window asks for: something new arrived
+/// while the window was not in front.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub peer: PeerId,
+    /// Who (the peersocket's name).
+    pub title: String,
+    /// What ("hello from the study", "offers holiday.zip (3.0 MB)"),
+    /// escaped and cut short.
+    pub body: String,
+}
+
 /// A change to the "accept files from this key without asking" list, for
 /// the engine (which holds the policy) and the settings file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +239,11 @@ pub struct State {
     /// A problem that belongs to no peersocket (a kept history that could
     /// not be read), shown above the list until dismissed.
     banner: String,
+    /// Whether the window is in front (the person sees what arrives).
+    focused: bool,
+    /// Notifications asked for since the controller last looked, one per
+    /// peersocket.
+    alerts: Vec<Alert>,
     changes: Changes,
 }
 
@@ -246,6 +263,8 @@ impl State {
             forgotten: Vec::new(),
             next_restored: u64::MAX,
             banner: String::new(),
+            focused: true,
+            alerts: Vec::new(),
             // At first everything is new to the window.
             changes: Changes { known: true, settings: true, ..Changes::default() },
         }
@@ -519,6 +538,34 @@ impl State {
         }
     }
 
+    /// The window came to the front or went behind others. In front, the
+    /// conversation shown counts as read.
+    pub fn set_focused(&mut self, focused: bool) {
+        self.focused = focused;
+        if let Some(i) = focused.then_some(self.selected).flatten().and_then(|id| self.index(id)) {
+            self.peers[i].unread = 0;
+        }
+    }
+
+    /// The notifications to show (none while the window is in front).
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.alerts)
+    }
+
+    /// Something arrived: while the window is behind others, a
+    /// notification says so (the second one in a batch says how many).
+    fn alert(&mut self, i: usize, body: String) {
+        if self.focused {
+            return;
+        }
+        let peer = &self.peers[i];
+        let title = crate::net::printable(&peer.name).into_owned();
+        match self.alerts.iter_mut().find(|a| a.peer == peer.id) {
+            Some(alert) => alert.body = copy::alert_more(peer.unread.saturating_add(1)),
+            None => self.alerts.push(Alert { peer: peer.id, title, body }),
+        }
+    }
+
     /// The kept files of peersockets removed since the last call.
     pub fn take_forgotten(&mut self) -> Vec<String> {
         std::mem::take(&mut self.forgotten)
@@ -776,7 +823,9 @@ impl State {
         match event {
             Event::State { state, .. } => self.state(i, state),
             Event::Message { text, .. } => {
-                self.peers[i].chat.push(ChatRow::new(Kind::Theirs, copy::message(&text)));
+                let text = copy::message(&text);
+                self.alert(i, copy::alert_message(&text));
+                self.peers[i].chat.push(ChatRow::new(Kind::Theirs, text));
                 self.count_unread(i);
             }
             Event::Error { reason, .. } => self.system(i, reason),
@@ -835,6 +884,7 @@ impl State {
                         card.detail = copy::STARTING.into();
                     });
                 } else {
+                    self.alert(i, copy::alert_offer(&copy::offered_name(&name, folder), size));
                     self.count_unread(i);
                 }
             }
@@ -944,7 +994,7 @@ impl State {
 
     /// Something new to read in a chat that is not the one shown.
     fn count_unread(&mut self, i: usize) {
-        if self.selected != Some(self.peers[i].id) {
+        if self.selected != Some(self.peers[i].id) || !self.focused {
             self.peers[i].unread = self.peers[i].unread.saturating_add(1);
         }
     }

@@ -38,6 +38,13 @@ impl ChatView {
     }
 
     /// What the composer holds now.
+    /// Files are dragged over the conversation: it says where they go.
+    pub fn hovering(&self, hovering: bool) {
+        if let Some(window) = self.window.upgrade() {
+            window.global::<ChatAdapter>().set_drop_hover(hovering);
+        }
+    }
+
     pub fn draft(&self) -> String {
         self.window.upgrade().map(|w| w.global::<ChatAdapter>().get_draft().into()).unwrap_or_default()
     }

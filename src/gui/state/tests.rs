@@ -749,3 +749,49 @@ fn remove_forgets_the_kept_file_and_clear_history_empties_every_chat() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].rows.is_empty());
 }
+
+// ----- notifications ----------------------------------------------------------
+
+#[test]
+fn a_notification_is_asked_for_while_the_window_is_behind_others_and_not_while_in_front() {
+    let mut state = with_den();
+    state.apply(message(DEN, "seen on screen"));
+    assert_eq!(state.take_alerts(), []);
+    assert_eq!(peer(&state, DEN).unread, 0);
+
+    state.set_focused(false);
+    state.apply(message(DEN, "are you there?\n\u{202e}evil"));
+    let alerts = state.take_alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].peer, DEN);
+    assert_eq!(alerts[0].title, "Den");
+    assert!(alerts[0].body.starts_with("are you there? "), "{}", alerts[0].body);
+    assert!(!alerts[0].body.contains('\u{202e}'), "a bidi override reached the desktop: {:?}", alerts[0].body);
+    // The conversation shown counts as unread while nobody looks, and in
+    // the title; coming to the front reads it.
+    assert_eq!(peer(&state, DEN).unread, 1);
+    assert_eq!(state.window_title(), "(1) PeerConn");
+
+    // A burst gives one notification that counts, and an offer says what.
+    state.apply(message(DEN, "hello?"));
+    state.apply(offer(DEN, None, false));
+    let alerts = state.take_alerts();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].body, "3 new messages and offers");
+    state.apply(Event::FileIncoming {
+        id: DEN,
+        transfer: TransferId(8),
+        name: "notes.txt".into(),
+        size: 1200,
+        refused: None,
+        accepted: false,
+        folder: None,
+    });
+    assert_eq!(state.take_alerts()[0].body, "offers notes.txt (1.2 KB)");
+
+    state.set_focused(true);
+    assert_eq!(peer(&state, DEN).unread, 0);
+    assert_eq!(state.window_title(), "PeerConn");
+    state.apply(message(DEN, "back"));
+    assert_eq!(state.take_alerts(), []);
+}
