@@ -12,18 +12,18 @@ fn main() -> ExitCode {
     let parsed = cli::parse();
     // The command line reports what happens itself; the log's warnings
     // would say it twice.
-    let echo = if matches!(parsed, Ok(Some(_))) { LevelFilter::Error } else { LevelFilter::Warn };
+    let echo = if matches!(parsed, Ok(cli::Launch::Command(_))) { LevelFilter::Error } else { LevelFilter::Warn };
     let _log = peerconn::logging::init(echo);
     match parsed {
         #[cfg(feature = "gui")]
-        Ok(None) => peerconn::gui::run(launched),
+        Ok(cli::Launch::Window { hidden }) => peerconn::gui::run(launched, hidden),
         #[cfg(not(feature = "gui"))]
-        Ok(None) => {
+        Ok(cli::Launch::Window { .. }) => {
             let _ = launched;
             eprintln!("this peerconn was built without the window; run `peerconn --help` for the commands");
             ExitCode::from(2)
         }
-        Ok(Some(command)) => cli::run(command),
+        Ok(cli::Launch::Command(command)) => cli::run(command),
         Err(code) => code,
     }
 }

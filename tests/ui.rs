@@ -150,6 +150,7 @@ fn kept_gui(name: &str, downloads: PathBuf, seed: Option<u8>, kept: Option<PathB
         always_accept: Vec::new(),
         announce: false,
         keep_history: true,
+        keep_in_tray: false,
     };
     let mut config = EngineConfig { downloads, ..EngineConfig::default() };
     if let Some(seed) = seed {

@@ -35,6 +35,17 @@ use session::Session;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Start the window's app in the system tray, without the window (click
+    /// the tray icon to show it).
+    #[arg(long)]
+    hidden: bool,
+}
+
+/// What the command line asks for: the window, or a command.
+#[derive(Debug)]
+pub enum Launch {
+    Window { hidden: bool },
+    Command(Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,7 +146,7 @@ pub struct Common {
 
 /// Parses the arguments. `Ok(None)`: no subcommand, open the window.
 /// `Err`: help, version or a usage error was printed; exit with the code.
-pub fn parse() -> Result<Option<Command>, ExitCode> {
+pub fn parse() -> Result<Launch, ExitCode> {
     let log = peerconn::logging::log_path();
     let command = Cli::command().after_help(format!(
         "The log is written to {}\n(set PEERCONN_LOG=debug for more detail, PEERCONN_DATA_DIR to move it).",
@@ -143,7 +154,8 @@ pub fn parse() -> Result<Option<Command>, ExitCode> {
     ));
     let matches = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
     match matches {
-        Ok(cli) => Ok(cli.command),
+        Ok(Cli { command: Some(command), .. }) => Ok(Launch::Command(command)),
+        Ok(Cli { command: None, hidden }) => Ok(Launch::Window { hidden }),
         Err(e) => {
             let _ = e.print();
             Err(ExitCode::from(e.exit_code() as u8))

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use crossbeam_channel::Receiver;
+use slint::ComponentHandle;
 
 use crate::hostinfo::HostInfo;
 use crate::net::{ConnectOptions, Engine, Event, ListenOptions, PeerId, PeerState, TransferId};
@@ -54,6 +55,13 @@ pub struct Controller {
     last_kept: std::time::Instant,
     /// Shows desktop notifications (the app has one; tests do not).
     notifier: Option<super::notify::Notifier>,
+    /// The icon in the system tray (the app has one; tests do not).
+    tray: Option<slint::Weak<super::ui::Tray>>,
+    /// The person was told once that closing left PeerConn in the tray.
+    told_tray: bool,
+    /// The desktop shows tray icons (None: not known yet).
+    tray_hosted: Option<bool>,
+    window: slint::Weak<AppWindow>,
 }
 
 /// What the window's callbacks and the timer hold: the controller only as
@@ -117,6 +125,10 @@ impl Controller {
             saver,
             last_kept: std::time::Instant::now(),
             notifier: None,
+            tray: None,
+            told_tray: false,
+            tray_hosted: None,
+            window: window.as_weak(),
         };
         let controller = Rc::new(RefCell::new(controller));
         let handle = Handle::new(&controller);
@@ -271,6 +283,16 @@ impl Controller {
     fn report(&mut self, report: Report) {
         match report {
             Report::Restored(loaded) => self.restore(loaded),
+            Report::TrayHosted(hosted) => {
+                self.tray_hosted = Some(hosted);
+                // Started in the tray where there is none: the window
+                // opens after all, or PeerConn could not be reached.
+                let window = self.window.upgrade().filter(|w| !hosted && !w.window().is_visible());
+                if let Some(window) = window {
+                    log::warn!("started hidden, but this desktop shows no tray icons: the window opens");
+                    let _ = window.show();
+                }
+            }
             Report::FilesPicked { peer, paths } => {
                 for path in paths {
                     self.send_path_to(peer, path);
@@ -293,6 +315,46 @@ impl Controller {
         self.host.show(&self.state, &changes);
         self.peers.show(&self.state, &changes);
         self.chat.show(&self.state, &changes);
+        if let Some(tray) = self.tray.as_ref().and_then(|t| t.upgrade()) {
+            let unread = i32::try_from(self.state.unread()).unwrap_or(i32::MAX);
+            if tray.get_unread() != unread {
+                tray.set_unread(unread);
+            }
+        }
+    }
+
+    /// The tray icon shows what waits unread.
+    pub fn set_tray(&mut self, tray: slint::Weak<super::ui::Tray>) {
+        self.tray = Some(tray);
+        self.shell.check_tray();
+        self.show();
+    }
+
+    /// The window's close button: true leaves PeerConn running in the
+    /// tray (said once, in a notification), false quits.
+    pub fn close_to_tray(&mut self) -> bool {
+        if !self.state.settings().keep_in_tray || self.tray.is_none() || self.tray_hosted != Some(true) {
+            return false;
+        }
+        if !self.told_tray {
+            self.told_tray = true;
+            if let Some(notifier) = &mut self.notifier {
+                notifier.show(vec![super::state::Alert {
+                    peer: PeerId(0),
+                    title: "PeerConn".into(),
+                    body: copy::STILL_IN_TRAY.into(),
+                }]);
+            }
+        }
+        log::info!("window closed; PeerConn keeps running in the tray");
+        true
+    }
+
+    /// Closing the window leaves PeerConn in the tray (true) or quits.
+    pub fn set_keep_in_tray(&mut self, keep: bool) {
+        if self.then_show(|c| c.state.set_keep_in_tray(keep)) {
+            self.state.settings().save();
+        }
     }
 
     /// Runs an action on the state, then shows what changed.

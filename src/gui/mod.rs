@@ -90,6 +90,14 @@ impl Gui {
         }
         let controller = Controller::start(engine, settings, &window, host, store);
         watch_window(&window, Handle::new(&controller));
+        // Closing the window quits, unless PeerConn is kept in the tray.
+        let closing = Handle::new(&controller);
+        window.window().on_close_requested(move || {
+            if !closing.with(|c| c.close_to_tray()) {
+                let _ = slint::quit_event_loop();
+            }
+            slint::CloseRequestResponse::HideWindow
+        });
         let timer = slint::Timer::default();
         let drain = Handle::new(&controller);
         timer.start(slint::TimerMode::Repeated, DRAIN_EVERY, move || drain.with(|c| c.drain()));
@@ -100,6 +108,36 @@ impl Gui {
     /// hands them over: offered to the peer whose conversation is shown.
     pub fn drop_files(&self, paths: Vec<std::path::PathBuf>) {
         self._controller.borrow_mut().dropped(paths);
+    }
+
+    /// The icon in the system tray: unread activity, Show and Quit. None
+    /// where there is no tray to put it in.
+    pub fn add_tray(&self) -> Option<ui::Tray> {
+        let tray = match ui::Tray::new() {
+            Ok(tray) => tray,
+            Err(e) => {
+                log::warn!("no tray icon: {e}");
+                return None;
+            }
+        };
+        let window = self.window.as_weak();
+        tray.on_show_window(move || {
+            if let Some(window) = window.upgrade() {
+                if let Err(e) = window.show() {
+                    log::error!("cannot show the window: {e}");
+                }
+                bring_to_front(&window);
+            }
+        });
+        tray.on_quit(|| {
+            let _ = slint::quit_event_loop();
+        });
+        if let Err(e) = tray.show() {
+            log::warn!("no tray icon: {e}");
+            return None;
+        }
+        self._controller.borrow_mut().set_tray(tray.as_weak());
+        Some(tray)
     }
 
     /// Desktop notifications while the window is behind others (`run`
@@ -146,6 +184,15 @@ fn watch_window(window: &AppWindow, controller: Handle) {
     });
 }
 
+/// Asks the desktop to bring the window forward (after the tray showed it).
+fn bring_to_front(window: &AppWindow) {
+    use slint::winit_030::WinitWindowAccessor;
+    window.window().with_winit_window(|w| {
+        w.set_minimized(false);
+        w.focus_window();
+    });
+}
+
 /// Without a GPU (a virtual machine, a remote desktop) Mesa's software
 /// OpenGL draws every frame of the window whole: a transfer's progress bar
 /// alone then took a core, and a 6.4 GB download into the window ran at
@@ -173,7 +220,8 @@ fn choose_renderer() {
 
 /// Runs the window until it is closed. `launched` is when the process
 /// started, for the first-frame time written to the log.
-pub fn run(launched: std::time::Instant) -> ExitCode {
+/// With `hidden`, it starts in the system tray, without the window.
+pub fn run(launched: std::time::Instant, hidden: bool) -> ExitCode {
     let host = HostInfo::detect();
     let settings = Settings::load();
     let config = match EngineConfig::installed() {
@@ -197,9 +245,27 @@ pub fn run(launched: std::time::Instant) -> ExitCode {
     };
     gui.look_nearby();
     gui.notify_desktop();
-    log::info!("window opened (host {}, address {})", host.host_name, host.primary());
+    let tray = gui.add_tray();
     report_first_frame(&gui.window, launched);
-    let result = gui.window.run();
+    let result = match (hidden, &tray) {
+        (true, Some(_)) => {
+            log::info!("started in the tray (host {}, address {})", host.host_name, host.primary());
+            Ok(())
+        }
+        (true, None) => {
+            log::warn!("no tray icon, so the window opens after all");
+            gui.window.show()
+        }
+        (false, _) => {
+            log::info!("window opened (host {}, address {})", host.host_name, host.primary());
+            gui.window.show()
+        }
+    };
+    // The loop runs until Quit (the tray's menu, or closing the window
+    // when PeerConn is not kept in the tray): a hidden window keeps it.
+    let result = result.and_then(|()| slint::run_event_loop_until_quit());
+    let _ = gui.window.hide();
+    drop(tray);
     drop(gui);
     if let Err(e) = result {
         eprintln!("peerconn: the window failed: {e}");

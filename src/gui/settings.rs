@@ -20,6 +20,9 @@ pub struct Settings {
     /// Keep each peersocket's conversation on disk, to restore it at the
     /// next start (the peersockets themselves are kept either way).
     pub keep_history: bool,
+    /// Closing the window leaves PeerConn running in the system tray
+    /// (off: closing quits).
+    pub keep_in_tray: bool,
 }
 
 pub use crate::logging::config_dir;
@@ -41,6 +44,7 @@ impl Settings {
             always_accept: Vec::new(),
             announce: true,
             keep_history: true,
+            keep_in_tray: false,
         }
     }
 
@@ -68,6 +72,9 @@ impl Settings {
         if let Some(announce) = value["announce"].as_bool() {
             settings.announce = announce;
         }
+        if let Some(keep) = value["keep_in_tray"].as_bool() {
+            settings.keep_in_tray = keep;
+        }
         if let Some(keep) = value["keep_history"].as_bool() {
             settings.keep_history = keep;
         }
@@ -86,6 +93,7 @@ impl Settings {
             "always_accept": self.always_accept,
             "announce": self.announce,
             "keep_history": self.keep_history,
+            "keep_in_tray": self.keep_in_tray,
         })
         .to_string();
         // Saves may overlap; each has a number, and an older one that comes

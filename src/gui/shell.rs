@@ -24,6 +24,8 @@ const REPORTS_QUEUED: usize = 64;
 pub enum Report {
     /// What the store found of the last run's peersockets.
     Restored(super::store::Loaded),
+    /// Whether the desktop shows tray icons.
+    TrayHosted(bool),
     /// Files picked to send to `peer` (the picker may close after the
     /// person selected another peersocket).
     FilesPicked {
@@ -161,6 +163,14 @@ impl Shell {
         });
     }
 
+    /// Asks whether the desktop shows tray icons: on Linux and the BSDs
+    /// only when a StatusNotifierWatcher owns its name on the session bus
+    /// (a desktop without one would swallow the icon, and a window closed
+    /// "to the tray" could not come back); Windows and macOS always do.
+    pub fn check_tray(&self) {
+        self.spawn("peerconn-tray", || Some(Report::TrayHosted(tray_hosted())));
+    }
+
     fn spawn(&self, name: &str, work: impl FnOnce() -> Option<Report> + Send + 'static) {
         let reports = self.reports.clone();
         let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
@@ -173,6 +183,27 @@ impl Shell {
             log::error!("cannot start {name}: {e}");
         }
     }
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+fn tray_hosted() -> bool {
+    let check = || -> zbus::Result<bool> {
+        let bus = zbus::blocking::Connection::session()?;
+        let dbus = zbus::blocking::fdo::DBusProxy::new(&bus)?;
+        Ok(dbus.name_has_owner("org.kde.StatusNotifierWatcher".try_into()?)?)
+    };
+    match check() {
+        Ok(hosted) => hosted,
+        Err(e) => {
+            log::info!("no tray on this desktop: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+fn tray_hosted() -> bool {
+    true
 }
 
 /// A name in `dir` not yet taken: `name`, then "name (1).ext" and so on.

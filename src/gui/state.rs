@@ -296,11 +296,15 @@ impl State {
     /// The window's title: "PeerConn", with the messages and offers not
     /// read yet in other conversations ("(3) PeerConn").
     pub fn window_title(&self) -> String {
-        let unread: u64 = self.peers.iter().map(|p| u64::from(p.unread)).sum();
-        match unread {
+        match self.unread() {
             0 => "PeerConn".into(),
             n => format!("({n}) PeerConn"),
         }
+    }
+
+    /// Messages and offers not read yet, in every conversation.
+    pub fn unread(&self) -> u64 {
+        self.peers.iter().map(|p| u64::from(p.unread)).sum()
     }
 
     /// How many keys are remembered in all.
@@ -592,6 +596,16 @@ impl State {
         for peer in &mut self.peers {
             peer.meta_changed = true;
         }
+        self.changes.settings = true;
+        true
+    }
+
+    /// Closing the window leaves PeerConn in the tray, or quits (saved).
+    pub fn set_keep_in_tray(&mut self, keep: bool) -> bool {
+        if self.settings.keep_in_tray == keep {
+            return false;
+        }
+        self.settings.keep_in_tray = keep;
         self.changes.settings = true;
         true
     }

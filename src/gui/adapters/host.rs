@@ -41,6 +41,7 @@ impl HostView {
             global.set_downloads(settings.downloads.display().to_string().into());
             global.set_announce(settings.announce);
             global.set_keep_history(settings.keep_history);
+            global.set_keep_in_tray(settings.keep_in_tray);
             global.set_banner(state.banner().into());
         }
         if changes.known {
@@ -95,6 +96,8 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
     global.on_set_keep_history(move |keep| c.with(|c| c.set_keep_history(keep)));
     let c = controller.clone();
     global.on_clear_history(move || c.with(|c| c.clear_history()));
+    let c = controller.clone();
+    global.on_set_keep_in_tray(move |keep| c.with(|c| c.set_keep_in_tray(keep)));
     let c = controller.clone();
     global.on_dismiss_banner(move || c.with(|c| c.dismiss_banner()));
 }

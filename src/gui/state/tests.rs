@@ -17,6 +17,7 @@ fn settings() -> Settings {
         always_accept: Vec::new(),
         announce: false,
         keep_history: true,
+        keep_in_tray: false,
     }
 }
 
