@@ -85,6 +85,9 @@ pub struct Peer {
     /// The chat's version last kept, and whether anything else changed.
     kept_version: Option<u64>,
     meta_changed: bool,
+    /// When a client tries again (while it waits to reconnect), so its
+    /// lines count down.
+    retry_at: Option<std::time::Instant>,
 }
 
 /// A listener's router mapping, as the window shows it.
@@ -449,6 +452,7 @@ impl State {
             reachable: false,
             kept_version: None,
             meta_changed: true,
+            retry_at: None,
         });
         self.changes.list.push(ListChange::Added(self.peers.len() - 1));
     }
@@ -540,6 +544,23 @@ impl State {
         for peer in &mut self.peers {
             peer.meta_changed = true;
         }
+    }
+
+    /// Counts down "reconnecting in 8 s" on the peersockets waiting to try
+    /// again. True when a line changed.
+    pub fn tick(&mut self, now: std::time::Instant) -> bool {
+        let mut changed = false;
+        for peer in &mut self.peers {
+            let Some(at) = peer.retry_at else { continue };
+            let lines = copy::reconnecting(at.saturating_duration_since(now));
+            if lines.detail != peer.detail {
+                peer.detail = lines.detail;
+                peer.blocked = lines.blocked;
+                peer.subtitle = lines.subtitle;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The window came to the front or went behind others. In front, the
@@ -846,6 +867,7 @@ impl State {
             Event::Reconnecting { after, .. } => {
                 let lines = copy::reconnecting(after);
                 let peer = &mut self.peers[i];
+                peer.retry_at = Some(std::time::Instant::now() + after);
                 peer.status = Status::Waiting;
                 peer.detail = lines.detail;
                 peer.blocked = lines.blocked;
@@ -955,6 +977,7 @@ impl State {
 
     fn state(&mut self, i: usize, state: PeerState) {
         let peer = &mut self.peers[i];
+        peer.retry_at = None;
         let lines = match &state {
             PeerState::Listening { local } => {
                 // Bound to "any port": kept with the one it got, so links

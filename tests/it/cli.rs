@@ -984,3 +984,61 @@ fn connect_by_the_listeners_link_lets_in_only_its_key_and_proves_its_code() {
     let mut listener = listener;
     let _ = listener.child.kill();
 }
+
+/// `connect --reconnect`: a listener killed and started again on its port
+/// (same installation, same key) is reached again without anyone typing
+/// anything; when it then ends the conversation on purpose (Ctrl-C says a
+/// normal bye, not "leaving, back soon"), the client stops and exits.
+#[test]
+fn connect_with_reconnect_comes_back_after_the_listener_restarts_and_stops_when_it_is_closed_on_purpose() {
+    let home = temp_dir();
+    let listener = |port: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_peerconn"));
+        command
+            .args(["listen", "--bind", "127.0.0.1", "--port", port, "--name", "alice", "--json"])
+            .env("PEERCONN_DATA_DIR", &home.0)
+            .env("PEERCONN_CONFIG_DIR", &home.0);
+        let listener = Peerconn::spawn(command, "the listener starts");
+        assert_eq!(listener.event()["event"], "key");
+        let addr = listener.listening();
+        (listener, addr)
+    };
+    let (mut alice, addr) = listener("0");
+    let port = addr.rsplit(':').next().unwrap().to_owned();
+    let mut bob = Peerconn::start(&["connect", &addr, "--reconnect", "--name", "bob", "--json"]);
+    bob.event_named("connected");
+    alice.event_named("connected");
+
+    alice.child.kill().unwrap();
+    let _ = alice.child.wait();
+    let lost = bob.event_named("lost");
+    assert_ne!(lost["kind"], "peer_left", "{lost}");
+    let retry = bob.event_named("reconnecting");
+    assert_eq!(retry["attempt"], 1);
+    let after = retry["after_ms"].as_u64().unwrap();
+    assert!((800..=1200).contains(&after), "first retry after {after} ms, not 1 s ± 20 %");
+
+    let (again, _) = listener(&port);
+    // Attempts may fail until the listener is up; each is followed by the
+    // next wait. Then it is connected again, by itself.
+    loop {
+        let event = bob.event();
+        match event["event"].as_str() {
+            Some("connected") => break,
+            Some("connecting" | "lost" | "reconnecting") => continue,
+            _ => panic!("unexpected {event}"),
+        }
+    }
+    again.event_named("connected");
+    bob.say("back again");
+    assert_eq!(again.event_named("message")["text"], "back again");
+
+    let pid = again.child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let lost = bob.event_named("lost");
+    assert_eq!(lost["kind"], "peer_closed", "{lost}");
+    // Final: no "reconnecting" follows; it exits.
+    let (status, _) = bob.finish();
+    assert!(status.success(), "{status}");
+    assert!(again.finish().0.success());
+}

@@ -668,6 +668,16 @@ fn a_client_waiting_to_reconnect_is_yellow_and_says_when_it_tries_again() {
     assert_eq!(peer.detail, "reconnecting in 8 s");
     assert!(peer.blocked.contains("Disconnect stops it"), "{}", peer.blocked);
     assert!(peer.chat.rows().iter().any(|r| r.text == "Trying again in 8 s (Disconnect stops it)."));
+    // It counts down on the clock the timer passes in, one line each second.
+    let now = std::time::Instant::now();
+    assert!(state.tick(now + Duration::from_secs(5)));
+    assert_eq!(state.peer(DEN).unwrap().detail, "reconnecting in 3 s");
+    assert_eq!(state.peer(DEN).unwrap().subtitle, "reconnecting in 3 s");
+    assert!(!state.tick(now + Duration::from_millis(5050)), "the same second is not shown again");
+    // Trying again ends the count.
+    state.apply(Event::State { id: DEN, state: PeerState::Connecting { remote: addr("192.168.1.20:50000") } });
+    assert!(!state.tick(now + Duration::from_secs(6)));
+    assert!(state.peer(DEN).unwrap().detail.starts_with("connecting to"), "{}", state.peer(DEN).unwrap().detail);
 }
 
 #[test]
