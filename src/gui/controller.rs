@@ -148,7 +148,8 @@ impl Controller {
         let events: Vec<Event> = self.engine.events().try_iter().take(EVENTS_PER_TICK).collect();
         let nearby = self.nearby.as_mut().map(|b| b.poll()).unwrap_or_default();
         let leased = self.lease_reports();
-        if reports.is_empty() && events.is_empty() && nearby.is_empty() && !leased {
+        let counted = self.state.tick(std::time::Instant::now());
+        if reports.is_empty() && events.is_empty() && nearby.is_empty() && !leased && !counted {
             return;
         }
         for change in nearby {
@@ -191,6 +192,22 @@ impl Controller {
         for path in paths {
             log::info!("dropped {}", path.display());
             self.send_path_to(id, path);
+        }
+    }
+
+    /// Ctrl+V in the composer: files copied in a file manager are offered
+    /// to the conversation shown (true); anything else is pasted as text
+    /// by the composer itself (false). The clipboard is read here, on the
+    /// UI thread, as the composer's own paste does.
+    pub fn paste_files(&mut self) -> bool {
+        let files = arboard::Clipboard::new().and_then(|mut c| c.get().file_list());
+        match files {
+            Ok(paths) if !paths.is_empty() => {
+                log::info!("{} pasted from the clipboard", paths.len());
+                self.dropped(paths);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -196,6 +196,8 @@ pub fn connect(window: &AppWindow, controller: &Handle) {
     let c = controller.clone();
     global.on_send_path(move |path| c.with(|c| c.send_path(path.trim())));
     let c = controller.clone();
+    global.on_paste_files(move || c.with(|c| c.paste_files()));
+    let c = controller.clone();
     global.on_accept(move |transfer, always| c.with(|c| c.accept(transfer_id(transfer), always)));
     let c = controller.clone();
     global.on_decline(move |transfer| c.with(|c| c.decline(transfer_id(transfer))));
