@@ -291,7 +291,7 @@ fn a_restart_brings_back_peersockets_and_chats_and_the_client_reconnects_by_itse
     click(&a, "Dismiss notice");
     pump_until("the notice gone", || !shows_text_starting(&a, "A kept conversation could not be restored"));
 
-    let b = kept_gui("bob", base.join("b"), Some(2), Some(kept_b));
+    let b = kept_gui("bob", base.join("b"), Some(2), Some(kept_b.clone()));
     b.window.show().unwrap();
     pump_until("the study connected again by itself", || {
         status(&b, "Study").as_deref() == Some("connected") && status(&a, "Living room").as_deref() == Some("connected")
@@ -301,6 +301,19 @@ fn a_restart_brings_back_peersockets_and_chats_and_the_client_reconnects_by_itse
     input(&b, "Message").set_accessible_value("back again".to_owned());
     click(&b, "Send");
     pump_until("the message after the restart", || shows_text(&a, "back again"));
+
+    // Remove deletes what was kept of that peersocket.
+    let kept_files = |dir: &std::path::Path| {
+        std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count()
+    };
+    let before = kept_files(&kept_b);
+    let peers = b.window.global::<peerconn::gui::PeerAdapter>().get_peers();
+    let other = (0..slint::Model::row_count(&peers))
+        .filter_map(|i| slint::Model::row_data(&peers, i))
+        .find(|p| p.name != "Study")
+        .expect("another restored peersocket");
+    b.window.global::<peerconn::gui::PeerAdapter>().invoke_remove(other.id);
+    pump_until("its kept file deleted", || kept_files(&kept_b) == before - 1);
     drop(b);
     drop(a);
 }

@@ -16,8 +16,9 @@
 //!
 //! Nothing secret is kept in clear: a pairing code is sealed
 //! (ChaCha20-Poly1305) under a key derived from this installation's
-//! private key, which lives in the config directory, not beside these
-//! files; a copied data directory gives away chats, never codes.
+//! private key, which on Linux and Windows lives in the config directory,
+//! not beside these files: a copied data directory gives away chats, never
+//! codes (macOS keeps both in one folder).
 //!
 //! Reading and writing happen on the `peerconn-store` thread ([`Saver`]),
 //! never on the UI thread; the controller hands it snapshots.
