@@ -302,6 +302,7 @@ impl Controller {
             Report::Restored(loaded) => self.restore(loaded),
             Report::TrayHosted(hosted) => {
                 self.tray_hosted = Some(hosted);
+                self.host.show_tray_hosted(hosted);
                 // Started in the tray where there is none: the window
                 // opens after all, or PeerConn could not be reached.
                 let window = self.window.upgrade().filter(|w| !hosted && !w.window().is_visible());

@@ -163,7 +163,10 @@ impl Store {
             return Err(format!("it is larger than {} MiB", FILE_MAX >> 20));
         }
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("it is not valid JSON ({e})"))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Eof => "it ends mid-way: it is not valid JSON (cut short?)".to_owned(),
+            _ => format!("it is not valid JSON (damaged at line {}, column {})", e.line(), e.column()),
+        })?;
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         self.parse(&value, stem)
     }

@@ -58,6 +58,13 @@ impl HostView {
         self.window.upgrade().map(|w| w.global::<HostAdapter>().get_local_address().into()).unwrap_or_default()
     }
 
+    /// Whether Settings can offer to keep PeerConn in the tray.
+    pub fn show_tray_hosted(&self, hosted: bool) {
+        if let Some(window) = self.window.upgrade() {
+            window.global::<HostAdapter>().set_tray_hosted(hosted);
+        }
+    }
+
     /// Browse… found a folder: it goes in the field being edited.
     pub fn show_downloads_draft(&self, dir: &Path) {
         if let Some(window) = self.window.upgrade() {
