@@ -35,7 +35,7 @@ carol_port=$(grep -o '"addr":"127.0.0.1:[0-9]*' "$work/carol.out" | cut -d: -f3)
 
 "$bin" > "$work/gui.log" 2>&1 & pids+=($!)
 sleep 2.5
-win=$(xdotool search --name PeerConn | head -1)
+win=$(xdotool search --onlyvisible --name PeerConn | head -1)
 xdotool windowsize "$win" "${size%x*}" "${size#*x}"; sleep 0.5
 xdotool windowfocus "$win"
 eval "$(xdotool getwindowgeometry --shell "$win")"
@@ -47,12 +47,12 @@ xdotool key shift+Tab shift+Tab ctrl+a; xdotool type --delay 10 "Carol's laptop"
 sleep 0.8
 
 # Listen… with the proposed port and a pairing code (Tab: address, port,
-# the checkbox, the code); bob connects with the code, so he is verified.
+# Reachable, Require a pairing code, the code); bob connects with the code, so he is verified.
 code=4821-0937
 xdotool mousemove $((WIDTH - 250)) 30 click 1; sleep 0.5
 xdotool key ctrl+a; xdotool type --delay 10 "Backups from Bob"
 xdotool key Tab ctrl+a; xdotool type --delay 10 "127.0.0.1"
-xdotool key Tab Tab space; sleep 0.3
+xdotool key Tab Tab Tab space; sleep 0.3
 xdotool key Tab ctrl+a; xdotool type --delay 10 "$code"; xdotool key Return; sleep 0.8
 port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$PEERCONN_DATA_DIR/peerconn.log" | tail -1 | cut -d: -f2)
 PEERCONN_CONFIG_DIR="$work/bob" "$bin" connect "127.0.0.1:$port" --name bob --code "$code" --downloads "$work" < "$work/bob.in" > "$work/bob.out" 2>&1 & pids+=($!)

@@ -187,6 +187,7 @@ impl Controller {
         self.chat.hovering(false);
         let Some(id) = self.state.selected().map(|p| p.id) else {
             log::info!("{} dropped with no peersocket selected", paths.len());
+            self.then_show(|c| c.state.problem(copy::DROP_WHERE.into()));
             return;
         };
         for path in paths {

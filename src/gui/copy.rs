@@ -139,6 +139,10 @@ pub fn cut_by_restart(incoming: bool) -> String {
 
 pub const HISTORY_CLEARED: &str = "History cleared.";
 
+/// Files dropped (or pasted) with no conversation shown.
+pub const DROP_WHERE: &str =
+    "Nothing was sent: select a peersocket on the left, then drop the files on its conversation.";
+
 /// Said once when closing the window left PeerConn in the tray.
 pub const STILL_IN_TRAY: &str =
     "PeerConn is still running in the tray: peers can reach you. Quit from its menu; Settings changes this.";
