@@ -39,6 +39,15 @@ fn temp_dir() -> TempDir {
     TempDir(dir)
 }
 
+/// A test that ends (or fails) with its programs still running stops them:
+/// no `peerconn listen` outlives the test run.
+impl Drop for Peerconn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Peerconn {
     /// Runs `command` with its own data and config folders, its output
     /// read line by line (a pty's carriage returns dropped).
