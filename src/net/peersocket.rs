@@ -343,6 +343,29 @@ mod tests {
         "127.0.0.1:4000".parse().unwrap()
     }
 
+    /// The reactor's retry timer on a clock the test moves: each client is
+    /// due once its wait is over, once, and the next wake-up is the
+    /// earliest wait left.
+    #[test]
+    fn reconnect_waits_come_due_in_order_on_a_virtual_clock() {
+        let mut peers = Peersockets::default();
+        let t0 = std::time::Instant::now();
+        for (n, wait) in [(1, 1.0), (2, 2.0), (3, 2.0)] {
+            let dial = ConnectOptions { reconnect: true, ..ConnectOptions::default() };
+            let mut peer = Peer::client(format!("c{n}"), addr(), dial);
+            peer.retry_at = Some(t0 + std::time::Duration::from_secs_f64(wait));
+            peers.insert(PeerId(n), peer);
+        }
+        let at = |secs: f64| t0 + std::time::Duration::from_secs_f64(secs);
+        assert_eq!(peers.next_retry(), Some(at(1.0)));
+        assert!(peers.due_retries(at(0.999)).is_empty());
+        assert_eq!(peers.due_retries(at(1.0)), [PeerId(1)]);
+        assert!(peers.due_retries(at(1.5)).is_empty(), "a wait that came due is not due again");
+        assert_eq!(peers.next_retry(), Some(at(2.0)));
+        assert_eq!(peers.due_retries(at(60.0)), [PeerId(2), PeerId(3)]);
+        assert_eq!(peers.next_retry(), None, "nothing left to wake up for");
+    }
+
     fn source(n: u8) -> Source {
         Source::of(IpAddr::from([192, 0, 2, n]))
     }
