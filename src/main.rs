@@ -18,8 +18,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "gui")]
         Ok(cli::Launch::Window { hidden }) => peerconn::gui::run(launched, hidden),
         #[cfg(not(feature = "gui"))]
-        Ok(cli::Launch::Window { .. }) => {
-            let _ = launched;
+        Ok(cli::Launch::Window { hidden }) => {
+            let _ = (launched, hidden);
             eprintln!("this peerconn was built without the window; run `peerconn --help` for the commands");
             ExitCode::from(2)
         }

@@ -141,6 +141,7 @@ pub(super) fn json(event: &Event, seen: &Seen) -> Option<Value> {
         Event::FileFailed { name, kind, reason, .. } => {
             json!({"event": "file_failed", "name": name, "kind": kind.as_str(), "reason": reason})
         }
+        Event::FileWaiting { name, writing, .. } => json!({"event": "file_waiting", "name": name, "writing": writing}),
         Event::State { state: PeerState::Connecting { .. }, .. }
         | Event::FileOutgoing { .. }
         | Event::Trust { .. }
@@ -223,6 +224,9 @@ pub(super) fn text(event: &Event, seen: &Seen) -> Option<String> {
             format!("received {} ({}) into {}", printable(name), human_size(*size), path.display())
         }
         Event::FileFailed { name, reason, .. } => format!("file {} failed: {reason}", printable(name)),
+        Event::FileWaiting { name, writing, .. } => {
+            format!("{} waits: {writing} files from this peer are being received", printable(name))
+        }
         Event::Trust { .. } | Event::Renamed { .. } | Event::Removed { .. } | Event::KnownPeers { .. } => return None,
         Event::Reconnecting { after, attempt, .. } => {
             format!("reconnecting in {:.0} s (attempt {attempt})", after.as_secs_f64().max(1.0))

@@ -368,6 +368,7 @@ impl Session {
             | Event::KeyChanged { .. }
             | Event::FileProgress { .. }
             | Event::FileResumed { .. }
+            | Event::FileWaiting { .. }
             | Event::Trust { .. }
             | Event::Renamed { .. }
             | Event::Removed { .. }

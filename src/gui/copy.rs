@@ -139,6 +139,11 @@ pub fn cut_by_restart(incoming: bool) -> String {
 
 pub const HISTORY_CLEARED: &str = "History cleared.";
 
+/// An accepted file that waits for others from the same peer to end.
+pub fn waiting_for_writer(writing: usize) -> String {
+    format!("Accepted; waiting: {writing} files from this peer are being received, it starts when one ends")
+}
+
 /// Files dropped (or pasted) with no conversation shown.
 pub const DROP_WHERE: &str =
     "Nothing was sent: select a peersocket on the left, then drop the files on its conversation.";

@@ -949,6 +949,10 @@ impl State {
                     card.moving = Some((std::time::Instant::now(), offset));
                 });
             }
+            Event::FileWaiting { transfer, writing, .. } => self.update_file(transfer, |card| {
+                card.state = FileState::Running;
+                card.detail = copy::waiting_for_writer(writing);
+            }),
             Event::FileSent { transfer, size, .. } => self.update_file(transfer, |card| {
                 card.state = FileState::Done;
                 card.progress = 1.0;

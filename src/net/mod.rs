@@ -179,6 +179,9 @@ pub enum Event {
     /// changed, or the partial file was damaged); `offset` 0 means it
     /// starts again from zero.
     FileResumed { id: PeerId, transfer: TransferId, name: String, offset: u64, size: u64, discarded: u64 },
+    /// An accepted file waits for one of the `writing` files this peer is
+    /// sending to end before it starts (see the per-connection writer cap).
+    FileWaiting { id: PeerId, transfer: TransferId, name: String, writing: usize },
     /// The peer verified and stored a file we sent.
     FileSent { id: PeerId, transfer: TransferId, name: String, size: u64 },
     /// We verified and stored a file; `path` is where it is.
@@ -205,6 +208,7 @@ impl Event {
             | Event::FileIncoming { id, .. }
             | Event::FileProgress { id, .. }
             | Event::FileResumed { id, .. }
+            | Event::FileWaiting { id, .. }
             | Event::FileSent { id, .. }
             | Event::FileReceived { id, .. }
             | Event::FileFailed { id, .. } => id,

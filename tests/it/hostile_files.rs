@@ -549,3 +549,68 @@ fn a_second_resume_for_the_same_offer_loses_the_receiver() {
     let (reason, _) = node.lost(id);
     assert!(reason.contains("asked to resume a file that was not waiting"), "{reason}");
 }
+
+/// Twenty offers accepted at once: sixteen get a writer (and an ACCEPT);
+/// the rest wait unanswered, and each file that ends (stored or cancelled
+/// by the peer) lets the next one in, in the order offered. A peer cannot
+/// make one connection run more than sixteen writer threads.
+#[test]
+fn accepted_offers_past_sixteen_wait_for_a_writer_and_start_as_files_end() {
+    let mut v = Victim::new();
+    for n in 0..20u32 {
+        v.raw.send(&Frame::Offer { transfer: n, size: 5, name: format!("f{n}.txt") });
+    }
+    let offered: Vec<_> = (0..20).map(|_| v.offered().unwrap().0).collect();
+    for transfer in &offered {
+        v.node.engine.accept_file(*transfer);
+    }
+    // The four past the cap are told to wait, saying how many are being written.
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            v.node.wait("a file told to wait", |e| match e {
+                Event::FileWaiting { transfer, writing, .. } => Some((*transfer, *writing)),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(waiting, offered[16..].iter().map(|t| (*t, 16)).collect::<Vec<_>>());
+    // Whatever else comes, the accepts come before a pong for a ping sent
+    // after the writers had time to get ready.
+    let accepts_until_pong = |v: &mut Victim, nonce: u64| {
+        std::thread::sleep(Duration::from_millis(400));
+        v.raw.send(&Frame::Ping(nonce));
+        let mut accepted = Vec::new();
+        loop {
+            match v.raw.recv_any() {
+                Some(Frame::Accept { transfer }) => accepted.push(transfer),
+                Some(Frame::Pong(n)) if n == nonce => {
+                    // Writers get ready in any order.
+                    accepted.sort_unstable();
+                    return accepted;
+                }
+                Some(_) => {}
+                None => panic!("the victim closed the connection"),
+            }
+        }
+    };
+    let first = accepts_until_pong(&mut v, 1);
+    assert_eq!(first, (0..16).collect::<Vec<u32>>(), "the first sixteen offers, and only they, are accepted");
+
+    // One file is sent and stored: the seventeenth starts.
+    v.raw.send(&Frame::Data { transfer: 3, bytes: b"hello".to_vec() });
+    v.raw.send(&Frame::Done { transfer: 3, hash: *blake3::hash(b"hello").as_bytes() });
+    v.node.wait("f3 stored", |e| matches!(e, Event::FileReceived { name, .. } if name == "f3.txt").then_some(()));
+    assert_eq!(accepts_until_pong(&mut v, 2), [16]);
+    // The peer cancels two under way: two more start.
+    for transfer in [0u32, 1] {
+        v.raw.send(&Frame::Cancel { transfer, mine: true, reason: "changed my mind".into() });
+    }
+    assert_eq!(accepts_until_pong(&mut v, 3), [17, 18]);
+    // A waiting file declined by the person goes without ever starting.
+    v.node.engine.decline_file(offered[19]);
+    match v.raw.recv() {
+        Some(Frame::Decline { transfer: 19, .. }) => {}
+        other => panic!("expected the decline of f19, got {other:?}"),
+    }
+    v.still_talks();
+}

@@ -806,3 +806,15 @@ fn a_notification_is_asked_for_while_the_window_is_behind_others_and_not_while_i
     state.apply(message(DEN, "back"));
     assert_eq!(state.take_alerts(), []);
 }
+
+#[test]
+fn an_accepted_file_that_waits_for_a_writer_says_so_on_its_card() {
+    let mut state = with_den();
+    state.apply(offer(DEN, None, false));
+    state.accept(OFFER, false);
+    state.apply(Event::FileWaiting { id: DEN, transfer: OFFER, name: "holiday.zip".into(), writing: 16 });
+    let rows = peer(&state, DEN).chat.rows();
+    let card = rows.iter().find_map(|r| r.file()).unwrap();
+    assert_eq!(card.state, FileState::Running, "accepted: no Accept button again");
+    assert!(card.detail.contains("16 files from this peer are being received"), "{}", card.detail);
+}

@@ -98,7 +98,9 @@ impl Reactor {
                     if let Some(key) = self.transfers.route(transfer).and_then(|t| self.peer_key_of(Token(t))) {
                         self.known.talked(&key);
                     }
-                    self.on_transfer(transfer, |r, conn, _, label| r.transfers.accept(&mut conn.files, label, transfer))
+                    self.on_transfer(transfer, |r, conn, _, label| {
+                        r.transfers.accept(&mut conn.files, conn.owner, label, transfer)
+                    })
                 }
                 Command::DeclineFile { transfer } => {
                     self.stop_file(transfer, FailKind::DeclinedHere, "you declined the file")

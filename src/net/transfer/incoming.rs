@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{ConnFiles, Files, Meter, Orphan, Transfers, MAX_PENDING_OFFERS, SPACE_CHECK_PATIENCE};
+use super::{ConnFiles, Files, Meter, Orphan, Transfers, MAX_PENDING_OFFERS, MAX_WRITERS, SPACE_CHECK_PATIENCE};
 use crate::files::tree::{Manifest, TreeEntry, MAX_ENTRIES};
 use crate::files::{self, FailKind, Failure, TransferId, WriteJob, WriteMsg, Writer};
 use crate::net::frame::{self, Frame};
@@ -27,6 +27,9 @@ pub(crate) enum InState {
     Checking,
     /// Waiting for the person to accept or decline.
     Offered,
+    /// Accepted while [`MAX_WRITERS`] of this connection's files are being
+    /// written: waits, unanswered, for one of them to end.
+    Waiting,
     /// Accepted; the writer is checking space and creating its file.
     Preparing,
     /// A partial file of it is here from before: RESUME went out, and the
@@ -123,22 +126,56 @@ impl Incoming {
 
 impl Transfers {
     /// The person accepted an offer: a writer prepares the file.
-    pub fn accept(&mut self, f: &mut Files, label: &str, transfer: TransferId) {
+    pub fn accept(&mut self, f: &mut Files, owner: PeerId, label: &str, transfer: TransferId) {
         let Some(wire) = f.in_by_key(transfer) else { return };
+        let writing = f.incoming.values().filter(|t| t.writer.is_some()).count();
         let Some(t) = f.incoming.get_mut(&wire) else { return };
         if t.state != InState::Offered {
             return;
         }
         log::info!("{label} accepted \"{}\"", printable(&t.name));
+        // From now on its bytes are promised: later offers must fit beside
+        // them, even while it waits for a writer.
+        self.promised.insert(transfer, t.size);
+        if writing >= MAX_WRITERS {
+            log::info!("{label}: \"{}\" waits for one of {MAX_WRITERS} files being written", printable(&t.name));
+            t.state = InState::Waiting;
+            let name = printable(&t.name).into_owned();
+            self.emit(Event::FileWaiting { id: owner, transfer, name, writing });
+            return;
+        }
+        self.start_writer(f, wire);
+    }
+
+    /// Accepted files that waited for a writer get one, oldest offer
+    /// first, while fewer than [`MAX_WRITERS`] are being written.
+    pub(super) fn start_waiting(&mut self, f: &mut Files) {
+        loop {
+            if f.incoming.values().filter(|t| t.writer.is_some()).count() >= MAX_WRITERS {
+                return;
+            }
+            let next = f.incoming.iter().filter(|(_, t)| t.state == InState::Waiting).min_by_key(|(_, t)| t.key.0);
+            let Some((&wire, _)) = next else { return };
+            self.start_writer(f, wire);
+        }
+    }
+
+    /// A writer prepares an accepted file (or folder).
+    fn start_writer(&mut self, f: &mut Files, wire: u32) {
+        let Some(t) = f.incoming.get_mut(&wire) else { return };
+        let transfer = t.key;
+        // What the other accepted files still need; this one's own promise
+        // is what the writer checks against the free space.
+        let own = self.promised.get(&transfer).copied().unwrap_or(0);
+        let reserved = self.reserved().saturating_sub(own);
         self.writers.retain(|w| !w.is_finished());
         if let Some(manifest) = t.folder.as_ref().and_then(|d| d.manifest.clone()) {
-            self.promised.insert(transfer, t.size);
             let (writer, thread) = files::tree::spawn_folder_writer(
                 transfer,
                 self.downloads.clone(),
                 manifest,
                 t.partial.clone(),
-                self.reserved(),
+                reserved,
                 frame::MAX_WINDOW,
                 self.faults.clone(),
                 self.notify.clone(),
@@ -154,12 +191,9 @@ impl Transfers {
             name: t.name.clone(),
             size: t.size,
             window: frame::MAX_WINDOW,
-            reserved: self.reserved(),
+            reserved,
             partial: t.partial.clone(),
         };
-        // From now on this file's bytes are promised: later offers must fit
-        // beside them.
-        self.promised.insert(transfer, t.size);
         let (writer, thread) = files::spawn_writer(job, self.faults.clone(), self.notify.clone());
         self.writers.extend(thread);
         t.writer = Some(writer);
@@ -426,6 +460,7 @@ impl Transfers {
                 InState::Listing
                 | InState::Checking
                 | InState::Offered
+                | InState::Waiting
                 | InState::Preparing
                 | InState::Resuming { .. } => "sent file data before the file was accepted",
                 _ => "sent file data after the end of the file",
@@ -715,7 +750,7 @@ impl Transfers {
                 t.state = InState::Offered;
                 if accepted {
                     log::info!("{label} accepts files from this peer without asking");
-                    self.accept(f, label, key);
+                    self.accept(f, owner, label, key);
                 }
             }
             Some(reason) => {

@@ -46,6 +46,11 @@ pub(crate) const MAX_ACTIVE_OUT: usize = 16;
 /// Offers a receiver keeps waiting for an answer, per connection; more are
 /// declined.
 pub(crate) const MAX_PENDING_OFFERS: usize = 64;
+/// Incoming files (or folders) one connection writes at once, each on a
+/// writer thread holding up to a window of data. Accepted offers past
+/// this wait, unanswered, until a writer is free (the peer sees no ACCEPT
+/// until then); without it a peer could keep 64 threads busy.
+pub(crate) const MAX_WRITERS: usize = 16;
 /// Recently cancelled transfer numbers whose late frames are ignored.
 const REMEMBER_CANCELLED: usize = 256;
 /// Progress is reported at most this often per transfer.
@@ -325,9 +330,10 @@ impl Transfers {
                     mine: false,
                     reason: "the receiver cancelled".into(),
                 });
+                self.start_waiting(f);
                 return;
             }
-            if matches!(t.state, InState::Listing | InState::Checking | InState::Offered) {
+            if matches!(t.state, InState::Listing | InState::Checking | InState::Offered | InState::Waiting) {
                 link.queue_file(&Frame::Decline { transfer: wire, reason: "declined".into() });
             } else {
                 link.queue_file(&Frame::Cancel {
@@ -337,11 +343,19 @@ impl Transfers {
                 });
             }
             self.failed(owner, label, transfer, &t.name, kind, why.to_owned());
+            self.start_waiting(f);
         }
     }
 
-    /// A file frame from the peer, routed by direction.
+    /// A file frame from the peer, routed by direction; then a writer that
+    /// came free goes to an accepted file waiting for one.
     fn on_frame(&mut self, c: &mut ConnFiles, frame: Frame, link: &mut Link) -> Result<(), Violation> {
+        let result = self.on_frame_inner(c, frame, link);
+        self.start_waiting(c.files);
+        result
+    }
+
+    fn on_frame_inner(&mut self, c: &mut ConnFiles, frame: Frame, link: &mut Link) -> Result<(), Violation> {
         match frame {
             Frame::Offer { transfer, size, name } => return self.offer(c, link, transfer, size, name),
             Frame::Data { transfer, bytes } => return self.data(c, transfer, &bytes),
@@ -412,6 +426,8 @@ impl Transfers {
             DiskEvent::WriteFailed { key, failure } => after.resume_reading = self.write_failed(c, link, key, failure),
             DiskEvent::Drained { key } => after.resume_reading = Transfers::drained(c.files, key),
         }
+        // A file that was stored or failed freed its writer.
+        self.start_waiting(c.files);
         after
     }
 
