@@ -70,7 +70,15 @@ impl Reactor {
             }
             log::info!("{label} incoming connection from {remote}");
             let session = Session::server(&self.config.identity, self.session_config, remote, code, Instant::now());
-            let conn = Conn { owner, stream, session, files: Files::default(), wants_write: false, lingering: false };
+            let conn = Conn {
+                owner,
+                stream,
+                session,
+                files: Files::default(),
+                wants_write: false,
+                lingering: false,
+                held_back: false,
+            };
             self.sockets.insert(conn_token, Socket::Stream(Box::new(conn)));
             self.peers.add_pending(owner, conn_token.0, source);
             // Our preamble goes out at once, so even a peer that is not

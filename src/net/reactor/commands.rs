@@ -177,8 +177,15 @@ impl Reactor {
                     pin,
                     Instant::now(),
                 );
-                let conn =
-                    Conn { owner: id, stream, session, files: Files::default(), wants_write: true, lingering: false };
+                let conn = Conn {
+                    owner: id,
+                    stream,
+                    session,
+                    files: Files::default(),
+                    wants_write: true,
+                    lingering: false,
+                    held_back: false,
+                };
                 self.sockets.insert(token, Socket::Stream(Box::new(conn)));
                 self.peers.attach(id, token.0);
                 self.set_state(id, PeerState::Connecting { remote });

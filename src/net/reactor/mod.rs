@@ -107,6 +107,11 @@ struct Conn {
     wants_write: bool,
     /// Counted among the lingering connections.
     lingering: bool,
+    /// Reading stopped for a full writer since the timers last looked.
+    /// Between two looks the reader may alternate: a writer drains, the
+    /// input held back is handed on, the writer fills again, all without a
+    /// read from the socket; the peer was not silent, we were busy.
+    held_back: bool,
 }
 
 impl Conn {
@@ -420,6 +425,7 @@ impl Reactor {
         let mut budget = READ_BUDGET;
         while !conn.session.is_closed() {
             if conn.files.paused() {
+                conn.held_back = true;
                 break; // a writer is full; its Drained event resumes reading
             }
             if budget == 0 {
@@ -620,8 +626,8 @@ impl Reactor {
                     r.transfers.timers(&mut c, link, now);
                 }
                 // Reading is paused for a full writer or a full event
-                // queue: the silence is ours.
-                let paused = conn.files.paused() || r.backlogged;
+                // queue, or was since the last look: the silence is ours.
+                let paused = conn.files.paused() || r.backlogged || std::mem::take(&mut conn.held_back);
                 conn.session.handle_timeout(now, paused);
             });
         }
