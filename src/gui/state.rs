@@ -125,6 +125,15 @@ impl Peer {
         }
     }
 
+    /// Shows a state's lines in the list, the composer and the header;
+    /// returns the one for the chat.
+    fn show(&mut self, lines: copy::StateLines) -> String {
+        self.detail = lines.detail;
+        self.blocked = lines.blocked;
+        self.subtitle = lines.subtitle;
+        lines.line
+    }
+
     /// What the link card says of other networks ("" when not asked).
     pub fn reach_note(&self) -> String {
         copy::reach_note(&self.reach)
@@ -554,9 +563,7 @@ impl State {
             let Some(at) = peer.retry_at else { continue };
             let lines = copy::reconnecting(at.saturating_duration_since(now));
             if lines.detail != peer.detail {
-                peer.detail = lines.detail;
-                peer.blocked = lines.blocked;
-                peer.subtitle = lines.subtitle;
+                peer.show(lines);
                 changed = true;
             }
         }
@@ -610,23 +617,25 @@ impl State {
 
     /// Keeping conversations on disk turned on or off (saved).
     pub fn set_keep_history(&mut self, keep: bool) -> bool {
-        if self.settings.keep_history == keep {
-            return false;
+        let changed = self.switch(|s| &mut s.keep_history, keep);
+        if changed {
+            self.changed_all();
         }
-        self.settings.keep_history = keep;
-        for peer in &mut self.peers {
-            peer.meta_changed = true;
-        }
-        self.changes.settings = true;
-        true
+        changed
     }
 
     /// Closing the window leaves PeerConn in the tray, or quits (saved).
     pub fn set_keep_in_tray(&mut self, keep: bool) -> bool {
-        if self.settings.keep_in_tray == keep {
+        self.switch(|s| &mut s.keep_in_tray, keep)
+    }
+
+    /// Turns one of the settings' switches; true when that changed it.
+    fn switch(&mut self, which: impl FnOnce(&mut Settings) -> &mut bool, on: bool) -> bool {
+        let switch = which(&mut self.settings);
+        if *switch == on {
             return false;
         }
-        self.settings.keep_in_tray = keep;
+        *switch = on;
         self.changes.settings = true;
         true
     }
@@ -800,15 +809,9 @@ impl State {
         self.changes.known = true;
     }
 
-    /// The address the window shows for this computer.
     /// Announcing on the local network turned on or off (saved).
     pub fn set_announce(&mut self, announce: bool) -> bool {
-        if self.settings.announce == announce {
-            return false;
-        }
-        self.settings.announce = announce;
-        self.changes.settings = true;
-        true
+        self.switch(|s| &mut s.announce, announce)
     }
 
     /// A listener's router mapping: being asked for, granted, or refused.
@@ -842,6 +845,7 @@ impl State {
         self.own_key = key;
     }
 
+    /// The address the window shows for this computer.
     pub fn set_host_address(&mut self, address: &str) {
         address.clone_into(&mut self.host_address);
     }
@@ -869,10 +873,8 @@ impl State {
                 let peer = &mut self.peers[i];
                 peer.retry_at = Some(std::time::Instant::now() + after);
                 peer.status = Status::Waiting;
-                peer.detail = lines.detail;
-                peer.blocked = lines.blocked;
-                peer.subtitle = lines.subtitle;
-                self.system(i, lines.line);
+                let line = peer.show(lines);
+                self.system(i, line);
             }
             Event::KeyChanged { peer_name, address, old_fingerprint, new_fingerprint, .. } => {
                 let server = self.peers[i].server;
@@ -1017,10 +1019,8 @@ impl State {
             PeerState::Connected { peer, .. } => Some(peer),
             _ => None,
         };
-        peer.detail = lines.detail;
-        peer.blocked = lines.blocked;
-        peer.subtitle = lines.subtitle;
-        self.system(i, lines.line);
+        let line = peer.show(lines);
+        self.system(i, line);
     }
 
     // ----- helpers ----------------------------------------------------------
